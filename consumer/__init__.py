@@ -1,0 +1,6 @@
+"""The consumer side: ``feedkit.Consumer`` and what it is built from. Never imports pyarrow."""
+
+from feedkit.consumer.consumer import Consumer
+from feedkit.consumer.state import State
+
+__all__ = ["Consumer", "State"]

@@ -1,0 +1,334 @@
+"""The consumer: follow a feed's announcement and serve its latest verified version in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from feedkit import names
+from feedkit.errors import (
+    BlobNotFoundError,
+    ClosedError,
+    ConfigurationError,
+    FeedkitError,
+    VersionNotFoundError,
+)
+from feedkit.manifest import Announcement
+from feedkit.store import BlobStore, Watch
+
+from .cache import FeedCache
+from .loader import Loader
+from .state import State
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("feedkit.consumer")
+
+RefreshListener = Callable[[int | None, int], None]
+
+
+class _Unavailable:
+    """Stands in for a State before open() and after close(): every use says why."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def get(self, key: Any) -> Any:
+        raise ClosedError(self.message)
+
+    def __getattr__(self, name: str) -> Any:
+        raise ClosedError(self.message)
+
+
+class Consumer:
+    """Serve a feed from memory-mapped local files, following its announcement.
+
+    ``get`` is rebound to the current version's generated lookup on every swap, so a
+    lookup costs one call. Lookups in flight finish on the state they started on.
+
+    Args:
+        store: where the feed lives (``feedkit.open_store(url)``).
+        feed: the feed's name.
+        cache_dir: a local folder for the state files; processes may share it.
+        watch: run a background refresher (file-system watch on a local store, plus a
+            poll every ``poll_interval`` seconds with jitter).
+        poll_interval: seconds between polls of the announcement.
+        keep_versions: versions kept on disk (rollback and ``pin`` to them is a swap).
+        compact_ratio: rewrite base + overlay as one base once the overlay holds more
+            than this share of the base's records.
+        max_backoff: the longest wait between retries after failed refreshes.
+
+    Raises:
+        ConfigurationError: an invalid feed name or interval.
+    """
+
+    def __init__(self, store: BlobStore, *, feed: str, cache_dir: str | os.PathLike[str],
+                 watch: bool = True, poll_interval: float = 1.0, keep_versions: int = 3,
+                 compact_ratio: float = 0.25, max_backoff: float = 30.0) -> None:
+        self.feed = names.validate_feed(feed)
+        if poll_interval <= 0 or max_backoff <= 0:
+            raise ConfigurationError(f"feed {feed!r}: poll_interval and max_backoff must be > 0")
+        if keep_versions < 1:
+            raise ConfigurationError(f"feed {feed!r}: keep_versions must be >= 1")
+        self.store = store
+        self.cache_dir = cache_dir
+        self.watch = watch
+        self.poll_interval = poll_interval
+        self.keep_versions = keep_versions
+        self.compact_ratio = compact_ratio
+        self.max_backoff = max_backoff
+        self._state: Any = _Unavailable(
+            f"consumer of feed {feed!r} is not open: use `with Consumer(...)` or call open()")
+        self.get: Callable[[Any], Any] = self._state.get
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch: Watch | None = None
+        self._loader: Loader | None = None
+        self._etag: str | None = None
+        self._announced: int | None = None
+        self._pinned: int | None = None
+        self._listeners: list[RefreshListener] = []
+        self.last_error: FeedkitError | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def open(self) -> Consumer:
+        """Load the announced version (blocking) and start the background refresher.
+
+        When the store cannot be read but the cache holds a version, that version is
+        served and the refresher keeps trying.
+
+        Raises:
+            FeedkitError: nothing could be loaded at all.
+        """
+        with self._lock:
+            if self._loader is not None:
+                return self
+            self._loader = Loader(self.store, self.feed, FeedCache(self.cache_dir, self.feed))
+            try:
+                self._refresh()
+            except FeedkitError as exc:
+                if not self._serve_cached(exc):
+                    self._loader = None
+                    raise
+            if self.watch:
+                self._watch = self.store.watch(names.announcement_key(self.feed), self._wake.set)
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"feedkit-refresh-{self.feed}")
+                self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the refresher and refuse further lookups. Idempotent."""
+        self._stop.set()
+        self._wake.set()
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._lock:
+            self._swap(_Unavailable(f"consumer of feed {self.feed!r} is closed"))
+            self._loader = None
+
+    def __enter__(self) -> Consumer:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        version = getattr(self._state, "version", None) if isinstance(self._state, State) else None
+        return f"<Consumer {self.feed} version={version}>"
+
+    # -- lookups (the current state answers) ------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._state[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._state
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._state.keys())
+
+    def keys(self) -> Iterator[Any]:
+        return self._state.keys()  # type: ignore[no-any-return]
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return self._state.items()  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Iterable[Any]) -> list[Any]:
+        """Records aligned with ``keys``, None where absent (vectorised probe)."""
+        return self._state.get_many(keys)  # type: ignore[no-any-return]
+
+    def find(self, field: str, value: Any) -> list[Any]:
+        """Records whose ``field`` equals ``value``, through a secondary index."""
+        return self._state.find(field, value)  # type: ignore[no-any-return]
+
+    @property
+    def version(self) -> int:
+        return self._state.version  # type: ignore[no-any-return]
+
+    @property
+    def schema(self) -> list[dict[str, Any]]:
+        return self._state.schema  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def view(self) -> Iterator[State]:
+        """One version for a whole request: lookups on the view never change version."""
+        state = self._state
+        if not isinstance(state, State):
+            state.get(None)  # raises ClosedError with the reason
+        yield state
+
+    # -- refresh ----------------------------------------------------------------------
+
+    def on_refresh(self, listener: RefreshListener) -> None:
+        """Call ``listener(old_version, new_version)`` after every swap."""
+        self._listeners.append(listener)
+
+    def refresh(self) -> bool:
+        """Poll the announcement and apply a new version now.
+
+        Returns True when the served version moved.
+
+        Raises:
+            FeedkitError: the refresh failed; the previous version keeps serving.
+        """
+        with self._lock:
+            if self._loader is None:
+                raise ClosedError(f"consumer of feed {self.feed!r} is not open")
+            try:
+                moved = self._refresh()
+            except FeedkitError as exc:
+                self.last_error = exc
+                raise
+            self.last_error = None
+            return moved
+
+    def pin(self, version: int) -> None:
+        """Serve ``version`` and stop following the announcement until :meth:`unpin`.
+
+        Raises:
+            VersionNotFoundError: no such version in the store.
+        """
+        names.validate_version(version)
+        with self._lock:
+            previous = self._pinned
+            self._pinned = version
+            try:
+                self.refresh()
+            except FeedkitError:
+                self._pinned = previous
+                raise
+
+    def unpin(self) -> None:
+        """Follow the announcement again (and move to it now)."""
+        with self._lock:
+            self._pinned = None
+            self._etag = None
+            self.refresh()
+
+    @property
+    def pinned(self) -> int | None:
+        return self._pinned
+
+    def _refresh(self) -> bool:
+        assert self._loader is not None
+        current = self._state if isinstance(self._state, State) else None
+        if self._pinned is not None:
+            target = self._pinned
+        else:
+            key = names.announcement_key(self.feed)
+            try:
+                changed = self.store.read_if_changed(key, self._etag if current else None)
+            except BlobNotFoundError as exc:
+                raise VersionNotFoundError(f"feed {self.feed!r}: nothing announced yet "
+                                           f"({self.store.url}/{key})") from exc
+            if changed is not None:
+                announcement = Announcement.from_bytes(changed[0], key)
+                self._announced, self._etag = announcement.version, changed[1]
+            assert self._announced is not None
+            target = self._announced
+        if current is not None and current.version == target:
+            return False
+        files = self._loader.load(target, current.files if current else None)
+        state = State(files)
+        self._swap(state)
+        old = current.version if current else None
+        log.info("feed %s: serving version %s (was %s, %d records)", self.feed, state.version,
+                 old, len(state))
+        for listener in list(self._listeners):
+            try:
+                listener(old, state.version)
+            except Exception:  # a listener never breaks a refresh
+                log.exception("feed %s: refresh listener %r failed", self.feed, listener)
+        self._maybe_compact(state)
+        with contextlib.suppress(OSError):
+            self._loader.cache.prune(self.keep_versions)
+        return True
+
+    def _maybe_compact(self, state: State) -> None:
+        if state.overlay is None or self._loader is None:
+            return
+        if state.overlay.count <= self.compact_ratio * max(state.base.count, 1):
+            return
+        try:
+            compacted = State(self._loader.compact(state.files))
+        except FeedkitError as exc:
+            log.warning("feed %s: compaction failed, serving base + overlay: %s", self.feed, exc)
+            return
+        if self._state is state:
+            self._swap(compacted)
+
+    def _swap(self, state: Any) -> None:
+        self._state = state
+        self.get = state.get
+
+    def _serve_cached(self, exc: FeedkitError) -> bool:
+        assert self._loader is not None
+        for version in self._loader.cache.versions():
+            files = self._loader.open_cached(version)
+            if files is not None:
+                log.warning("feed %s: store unavailable (%s); serving cached version %s",
+                            self.feed, exc, version)
+                self._swap(State(files))
+                self.last_error = exc
+                return True
+        return False
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if failures:
+                delay = min(self.max_backoff, self.poll_interval * 2 ** failures)
+                delay *= random.uniform(0.5, 1.0)
+            else:
+                delay = self.poll_interval * random.uniform(0.8, 1.2)
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.refresh()
+                failures = 0
+            except ClosedError:
+                break
+            except FeedkitError as exc:
+                failures += 1
+                log.warning("feed %s: refresh failed (%d in a row), still serving %s: %s",
+                            self.feed, failures, getattr(self._state, "version", None), exc)
+            except Exception:
+                failures += 1
+                log.exception("feed %s: unexpected refresh failure", self.feed)

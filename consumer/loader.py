@@ -1,0 +1,199 @@
+"""Fetching a version into the cache folder: snapshot and deltas, verified, then renamed.
+
+Shared by the consumer and by the producer's restore. Nothing reaches a final
+name in the cache until it was verified: the blob's size and SHA-256, the state
+file's checksum and header, and, for deltas, the merged state's record count and
+digest against the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from feedkit import names
+from feedkit.blobs import BlobInfo, decompress_file
+from feedkit.errors import BlobNotFoundError, IntegrityError, StoreError, VersionNotFoundError
+from feedkit.format import StateFile, derived_header, write_state
+from feedkit.manifest import Manifest
+from feedkit.merge import apply_delta, compact
+from feedkit.store import BlobStore
+
+from .cache import FeedCache
+from .planner import Plan, plan
+
+__all__ = ["Loader"]
+
+log = logging.getLogger("feedkit.consumer")
+
+
+class Loader:
+    def __init__(self, store: BlobStore, feed: str, cache: FeedCache) -> None:
+        self.store, self.feed, self.cache = store, feed, cache
+        self._manifests: dict[int, Manifest] = {}
+
+    def manifest(self, version: int) -> Manifest:
+        """The manifest of ``version`` (immutable, so remembered once read).
+
+        Raises:
+            VersionNotFoundError: the store has no manifest for ``version``.
+            IntegrityError: the manifest is unreadable or belongs to another feed/version.
+        """
+        if version in self._manifests:
+            return self._manifests[version]
+        key = names.manifest_key(self.feed, version)
+        try:
+            data = self.store.get_bytes(key)
+        except BlobNotFoundError as exc:
+            raise VersionNotFoundError(f"feed {self.feed!r}: no version {version} ({key})") from exc
+        m = Manifest.from_bytes(data, key)
+        if m.feed != self.feed or m.version != version:
+            raise IntegrityError(f"manifest {key} names feed {m.feed!r} version {m.version}")
+        self._manifests[version] = m
+        return m
+
+    def open_cached(self, version: int) -> list[StateFile] | None:
+        paths = self.cache.find(version)
+        if paths is None:
+            return None
+        try:
+            files = [StateFile(p) for p in paths]
+        except IntegrityError as exc:  # a damaged cache file: drop it and fetch again
+            log.warning("feed %s: discarding damaged cache file: %s", self.feed, exc)
+            for p in paths:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            return None
+        return files if files[0].version == version else None
+
+    def load(self, version: int, current: list[StateFile] | None) -> list[StateFile]:
+        """The files of ``version``: from the cache, else fetched and built.
+
+        Raises:
+            FeedkitError: the version cannot be fetched or fails verification; the
+                cache then holds nothing new under a final name.
+        """
+        files = self.open_cached(version)
+        if files is not None:
+            return files
+        with self.cache.lock():
+            files = self.open_cached(version)  # another process may have built it meanwhile
+            if files is not None:
+                return files
+            target = self.manifest(version)
+            held = current[0].version if current else None
+            p = plan(target, held, self.manifest)
+            try:
+                return self._execute(p, current)
+            except (IntegrityError, BlobNotFoundError, VersionNotFoundError) as exc:
+                if p.snapshot is not None and not p.deltas:
+                    raise
+                log.warning("feed %s: delta path to %s failed (%s); trying the nearest snapshot",
+                            self.feed, version, exc)
+                return self._execute(plan(target, held, self.manifest, use_deltas_from_current=False),
+                                     current)
+
+    def _download(self, info: BlobInfo, name: str) -> Path:
+        blob = self.cache.scratch_path(name + ".zst")
+        try:
+            self.store.download(info.key, blob)
+        except BlobNotFoundError as exc:
+            raise IntegrityError(f"feed {self.feed!r}: blob {info.key} named by a manifest "
+                                 "is missing from the store") from exc
+        out = self.cache.scratch_path(name)
+        try:
+            decompress_file(blob, out, info)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                out.unlink()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                blob.unlink()
+        return out
+
+    def _checked(self, path: Path, m: Manifest, kind: str) -> StateFile:
+        try:
+            sf = StateFile(path)
+            sf.verify()
+            h = sf.header
+            expected = {"feed": self.feed, "version": m.version, "kind": kind,
+                        "record_count": m.record_count}
+            if kind == "overlay":
+                expected["base_version"] = m.parent
+            else:
+                expected["state_digest"] = f"{m.state_digest:016x}"
+            wrong = {k: h.get(k) for k, v in expected.items() if h.get(k) != v}
+            if wrong:
+                raise IntegrityError(f"feed {self.feed!r}: {kind} blob of version {m.version} "
+                                     f"does not match its manifest: {wrong}")
+            return sf
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+
+    def _execute(self, p: Plan, current: list[StateFile] | None) -> list[StateFile]:
+        try:
+            files = current
+            if p.snapshot is not None:
+                files = self._fetch_snapshot(p.snapshot)
+            for m in p.deltas:
+                assert files is not None
+                files = self._apply(files, m)
+            assert files is not None
+            return files
+        except OSError as exc:  # the cache folder: full, read-only, gone
+            raise StoreError(f"feed {self.feed!r}: cache folder {self.cache.dir}: {exc}") from exc
+
+    def _fetch_snapshot(self, m: Manifest) -> list[StateFile]:
+        cached = self.open_cached(m.version)
+        if cached is not None and len(cached) == 1:
+            return cached
+        assert m.snapshot is not None
+        scratch = self._download(m.snapshot, f"{m.version:020d}.base")
+        self._checked(scratch, m, "base")
+        final = self.cache.base_path(m.version)
+        os.replace(scratch, final)
+        return [StateFile(final)]
+
+    def _apply(self, files: list[StateFile], m: Manifest) -> list[StateFile]:
+        assert m.delta is not None
+        if files[0].version != m.parent:
+            raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
+                                 f"the state held is {files[0].version}")
+        scratch = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta")
+        try:
+            delta = self._checked(scratch, m, "overlay")
+            records = apply_delta(files, delta, m.record_count, m.state_digest)
+            base = files[-1]
+            header = derived_header(base.header, version=m.version, kind="overlay",
+                                    base_version=base.version, record_count=m.record_count,
+                                    state_digest=m.state_digest)
+            final = self.cache.overlay_path(base.version, m.version)
+            write_state(final, header, records)
+        finally:
+            with contextlib.suppress(OSError):
+                scratch.unlink()
+        sf = StateFile(final)
+        sf.verify()
+        return [sf, base]
+
+    def compact(self, files: list[StateFile]) -> list[StateFile]:
+        """Write ``[overlay, base]`` as one base file of the same version."""
+        overlay = files[0]
+        with self.cache.lock():
+            final = self.cache.base_path(overlay.version)
+            if not final.exists():
+                header = derived_header(overlay.header, version=overlay.version, kind="base",
+                                        record_count=overlay.header["record_count"],
+                                        state_digest=int(overlay.header["state_digest"], 16))
+                try:
+                    write_state(final, header, compact(files))
+                except OSError as exc:
+                    raise StoreError(f"feed {self.feed!r}: cache folder {self.cache.dir}: {exc}") from exc
+        sf = StateFile(final)
+        sf.verify()
+        return [sf]

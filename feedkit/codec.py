@@ -1,0 +1,129 @@
+"""The record codec: how one value and one record become msgpack bytes, and back.
+
+A record is one msgpack array, fields in schema order. Values msgpack has no
+type for travel as msgpack ext types (codes below); ``docs/FORMAT.md`` lists
+them. The canonical encoding of a value is ``pack_value(value)``: the producer's
+vectorised encoders must produce exactly these bytes, because key hashes and
+secondary-index hashes are taken over them.
+
+Decoding gives back the Python objects ``pyarrow.Table.to_pylist()`` gives,
+with maps as dicts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import struct
+import uuid
+from collections import namedtuple
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+__all__ = [
+    "EXT_DATE",
+    "EXT_DATETIME",
+    "EXT_DATETIME_TZ",
+    "EXT_DECIMAL",
+    "EXT_TIME",
+    "EXT_UUID",
+    "decode_ext",
+    "encode_ext",
+    "pack_value",
+    "record_class",
+    "unpack_record",
+]
+
+EXT_DECIMAL = 1  # ASCII str(Decimal): keeps the exponent, so Decimal("1.50") stays "1.50"
+EXT_DATE = 2  # int32 big-endian: days since 1970-01-01
+EXT_TIME = 3  # int64 big-endian: microseconds since midnight
+EXT_DATETIME = 4  # int64 big-endian: microseconds since 1970-01-01T00:00 (naive)
+EXT_DATETIME_TZ = 5  # int64 big-endian microseconds since the UTC epoch, then the zone name
+EXT_UUID = 6  # 16 raw bytes
+
+_EPOCH = _dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_US = _dt.timedelta(microseconds=1)
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+def _zone_name(tz: _dt.tzinfo) -> str:
+    key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
+    if isinstance(key, str):
+        return key
+    offset = tz.utcoffset(None)
+    if offset is None:
+        raise TypeError(f"cannot encode time zone {tz!r}")
+    sign = "-" if offset < _dt.timedelta(0) else "+"
+    minutes = abs(offset) // _dt.timedelta(minutes=1)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> _dt.tzinfo:
+    if name[:1] in "+-":
+        hours, minutes = int(name[1:3]), int(name[4:6])
+        offset = _dt.timedelta(hours=hours, minutes=minutes)
+        return _dt.timezone(-offset if name[0] == "-" else offset)
+    return ZoneInfo(name)
+
+
+def encode_ext(obj: Any) -> msgpack.ExtType:
+    """The ``default`` hook for ``msgpack.packb``: values msgpack cannot pack natively."""
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None:
+            return msgpack.ExtType(EXT_DATETIME, _I64.pack((obj - _EPOCH) // _US))
+        micros = (obj - _EPOCH_UTC) // _US
+        return msgpack.ExtType(EXT_DATETIME_TZ, _I64.pack(micros) + _zone_name(obj.tzinfo).encode())
+    if isinstance(obj, _dt.date):
+        return msgpack.ExtType(EXT_DATE, _I32.pack(obj.toordinal() - _EPOCH_ORDINAL))
+    if isinstance(obj, _dt.time):
+        micros = ((obj.hour * 60 + obj.minute) * 60 + obj.second) * 1_000_000 + obj.microsecond
+        return msgpack.ExtType(EXT_TIME, _I64.pack(micros))
+    if isinstance(obj, Decimal):
+        return msgpack.ExtType(EXT_DECIMAL, str(obj).encode("ascii"))
+    if isinstance(obj, uuid.UUID):
+        return msgpack.ExtType(EXT_UUID, obj.bytes)
+    raise TypeError(f"cannot encode a value of type {type(obj).__name__}")
+
+
+def decode_ext(code: int, data: bytes) -> Any:
+    """The ``ext_hook`` for ``msgpack.unpackb``; the inverse of :func:`encode_ext`."""
+    if code == EXT_DATETIME_TZ:
+        micros = _I64.unpack_from(data)[0]
+        return (_EPOCH_UTC + micros * _US).astimezone(_zone(data[8:].decode()))
+    if code == EXT_DATETIME:
+        return _EPOCH + _I64.unpack(data)[0] * _US
+    if code == EXT_DATE:
+        return _dt.date.fromordinal(_I32.unpack(data)[0] + _EPOCH_ORDINAL)
+    if code == EXT_TIME:
+        micros = _I64.unpack(data)[0]
+        seconds, micros = divmod(micros, 1_000_000)
+        minutes, seconds = divmod(seconds, 60)
+        return _dt.time(minutes // 60, minutes % 60, seconds, micros)
+    if code == EXT_DECIMAL:
+        return Decimal(data.decode("ascii"))
+    if code == EXT_UUID:
+        return uuid.UUID(bytes=bytes(data))
+    return msgpack.ExtType(code, data)
+
+
+def pack_value(value: Any) -> bytes:
+    """The canonical bytes of one value (or of a list of values: a composite key)."""
+    return msgpack.packb(value, default=encode_ext)
+
+
+def unpack_record(data: bytes, use_list: bool = True) -> Any:
+    """Decode one record (or value) the way lookups do."""
+    return msgpack.unpackb(data, ext_hook=decode_ext, strict_map_key=False, use_list=use_list)
+
+
+@lru_cache(maxsize=1024)
+def record_class(names: tuple[str, ...]) -> type:
+    """The immutable named tuple type for a schema's column names (one class per schema)."""
+    return namedtuple("Record", names)  # type: ignore[misc]

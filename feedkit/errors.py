@@ -1,0 +1,84 @@
+"""The feedkit error tree.
+
+Every error feedkit raises on purpose is a :class:`FeedkitError`. Errors from the
+OS, zstd, msgpack and (later) boto3 are translated where they enter feedkit
+(``raise ... from exc``), so callers catch one family::
+
+    FeedkitError
+    ├── ConfigurationError        bad arguments: feed name, key column, store URL, extras
+    │   └── NotInstalledError     an optional dependency is missing (says what to pip install)
+    ├── ClosedError               the consumer or producer was closed
+    ├── KeyTypeError              a lookup key of the wrong type for the feed (also a TypeError)
+    ├── StoreError                the store failed to answer (I/O, permissions, unreachable)
+    │   ├── BlobExistsError       a create-only write found the name taken
+    │   ├── BlobNotFoundError     the store has no object under that name
+    │   └── ProducerFencedError   the announcement moved under a producer (compare-and-swap lost)
+    ├── IntegrityError            bytes that do not match what the manifest or header promises
+    ├── ValidationError           a table the producer refuses to publish (keys, columns, types)
+    └── VersionNotFoundError      no manifest for the asked version, or nothing announced yet
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlobExistsError",
+    "BlobNotFoundError",
+    "ClosedError",
+    "ConfigurationError",
+    "FeedkitError",
+    "IntegrityError",
+    "KeyTypeError",
+    "NotInstalledError",
+    "ProducerFencedError",
+    "StoreError",
+    "ValidationError",
+    "VersionNotFoundError",
+]
+
+
+class FeedkitError(Exception):
+    """Root of every error feedkit raises on purpose."""
+
+
+class ConfigurationError(FeedkitError, ValueError):
+    """Arguments that cannot work: a bad feed name, store URL or key column."""
+
+
+class NotInstalledError(ConfigurationError, ImportError):
+    """An optional dependency is missing; the message says which extra to install."""
+
+
+class ClosedError(FeedkitError):
+    """The object was closed and refuses further use."""
+
+
+class KeyTypeError(FeedkitError, TypeError):
+    """A lookup key whose type cannot be a key of this feed."""
+
+
+class StoreError(FeedkitError):
+    """The blob store failed (I/O error, permission, unreachable)."""
+
+
+class BlobExistsError(StoreError):
+    """A create-only write found an object under that name already."""
+
+
+class BlobNotFoundError(StoreError):
+    """The store holds no object under that name."""
+
+
+class ProducerFencedError(StoreError):
+    """The announcement changed since this producer read it: another producer won."""
+
+
+class IntegrityError(FeedkitError):
+    """Bytes that do not match their manifest or header: checksum, size, count or format."""
+
+
+class ValidationError(FeedkitError):
+    """The producer refuses a table: duplicate or null keys, a missing column, a bad type."""
+
+
+class VersionNotFoundError(FeedkitError):
+    """No manifest exists for the requested version, or the feed was never announced."""

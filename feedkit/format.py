@@ -1,0 +1,515 @@
+"""The state file: writer and reader side by side. ``docs/FORMAT.md`` describes it byte by byte.
+
+A state file holds every record of a feed at one version (``kind="base"``), or the
+merged upserts and tombstones that take a base to a later version
+(``kind="overlay"``). A snapshot blob is a base file compressed with zstd; a delta
+blob is an overlay file compressed with zstd. Consumers memory-map these files.
+
+Layout (little-endian)::
+
+    prefix   48 bytes: magic, format version, header length, body offset, file size,
+             xxh3-128 of everything after the prefix
+    header   UTF-8 JSON: feed, version, schema, key, section offsets (relative to body)
+    body     (at a 64-byte aligned offset)
+      slots  int64 pairs [slot key, absolute file offset of the slot's record]; records are
+             stored in slot order, so a record ends where the next slot's record starts
+             (empty slots have zero length). The last slot is a terminal empty slot.
+      heap   one msgpack array per record; a tombstone is the single byte 0xC0
+      index  per indexed field: a slot table [value hash, first posting] and the postings
+             (uint32 record slots), grouped by value and sorted by slot
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import xxhash
+
+from feedkit import codec
+from feedkit.errors import IntegrityError
+from feedkit.keys import FIB, M64, KeySpec, hash_homes, int_homes, xxh3
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "TOMBSTONE",
+    "RecordSet",
+    "StateFile",
+    "derived_header",
+    "make_get",
+    "write_state",
+]
+
+MAGIC = b"FEEDKIT\x00"
+FORMAT_VERSION = 1
+TOMBSTONE = 0xC0
+_PREFIX = struct.Struct("<8sIIQQ16s")
+_BODY_ALIGN = 64
+_INT64_MIN = -(1 << 63)
+_GATHER_BYTES = 8 << 20  # bytes gathered per write while copying records
+
+
+@dataclass
+class RecordSet:
+    """Records to write, in any order, with the bytes left where they are.
+
+    ``sources`` are uint8 arrays (a producer's encoded batches, or the heaps of
+    memory-mapped state files); record ``i`` is
+    ``sources[source[i]][starts[i]:starts[i] + lengths[i]]``.
+    """
+
+    keys: np.ndarray  # int64 keys (int slot kind) or uint64 key hashes, unique
+    starts: np.ndarray
+    lengths: np.ndarray
+    sources: list[np.ndarray]
+    source: np.ndarray | None = None  # per record index into sources; None: all from sources[0]
+    tombstone: np.ndarray | None = None  # per record bool; None: no tombstones
+    index_hashes: dict[str, np.ndarray] = field(default_factory=dict)  # field -> uint64/record
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _align(n: int, to: int = 8) -> int:
+    return (n + to - 1) // to * to
+
+
+def _capacity_bits(n: int) -> int:
+    """log2 of the table capacity: the smallest power of two >= 2n (load <= 0.5), at least 8."""
+    return max(3, (2 * n - 1).bit_length())
+
+
+def _place(homes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear-probing placement without wrap-around, vectorised.
+
+    Sorting by home slot and taking ``pos[i] = i + max_{j<=i}(home[j] - j)`` gives each
+    entry the first free slot at or after its home, exactly as inserting them one by
+    one in that order would. Slots past the capacity form an overflow tail, so probes
+    never wrap.
+    """
+    order = np.argsort(homes, kind="stable")
+    ranks = np.arange(len(homes), dtype=np.int64)
+    pos = ranks + np.maximum.accumulate(homes[order] - ranks) if len(homes) else ranks
+    return order, pos
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + l)`` for every (s, l), vectorised."""
+    total = int(lengths.sum())
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _free_sentinel(keys: np.ndarray, start: int) -> int:
+    """A slot-key value no key uses: ``start`` unless taken, else the next free one."""
+    candidates = np.arange(start, start + len(keys) + 1, dtype=keys.dtype)[:4096]
+    return int(candidates[~np.isin(candidates, keys)][0])
+
+
+def _as_i64(value: int) -> int:
+    """A uint64 slot value as the int64 the table's numpy view holds."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _gather(rs: RecordSet, idx: np.ndarray) -> bytes:
+    starts, lengths = rs.starts[idx], rs.lengths[idx]
+    if rs.source is None or len(rs.sources) == 1:
+        return rs.sources[0][_ranges(starts, lengths)].tobytes()
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    out_starts = np.cumsum(lengths) - lengths
+    src = rs.source[idx]
+    for s in np.unique(src):
+        mask = src == s
+        out[_ranges(out_starts[mask], lengths[mask])] = rs.sources[int(s)][
+            _ranges(starts[mask], lengths[mask])
+        ]
+    return out.tobytes()
+
+
+def _int_placement(keys: np.ndarray, bits: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """Place int keys with whichever home function needs fewer probe steps."""
+    best: tuple[int, str, np.ndarray, np.ndarray, np.ndarray] | None = None
+    for method in ("low", "fib"):
+        homes = int_homes(keys, method, bits)
+        order, pos = _place(homes)
+        steps = int((pos - homes[order]).sum())
+        if best is None or steps < best[0]:
+            best = (steps, method, homes, order, pos)
+        if steps == 0:
+            break
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
+
+
+def _index_tables(
+    hashes: np.ndarray, slots: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The value table and postings of one secondary index."""
+    uniq, inverse = np.unique(hashes.view(np.uint64), return_inverse=True)
+    bits = _capacity_bits(len(uniq))
+    homes = hash_homes(uniq, bits)  # sorted already: the home is the hash's top bits
+    ranks = np.arange(len(uniq), dtype=np.int64)
+    pos = ranks + np.maximum.accumulate(homes - ranks) if len(uniq) else ranks
+    size = max(int(pos[-1]) + 1 if len(uniq) else 0, 1 << bits) + 1
+    empty = _free_sentinel(uniq, 0)
+    table = np.full(2 * size, np.uint64(empty), dtype=np.uint64)
+    table[2 * pos] = uniq
+    counts = np.zeros(size, dtype=np.int64)
+    counts[pos] = np.bincount(inverse, minlength=len(uniq))
+    table[1::2] = (np.cumsum(counts) - counts).astype(np.uint64)
+    postings = slots[np.lexsort((slots, inverse))].astype(np.uint32)
+    meta = {"slots": size, "bits": bits, "empty": empty, "values": len(uniq)}
+    return table.view(np.int64), postings, meta
+
+
+def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet) -> dict[str, Any]:
+    """Write ``rs`` as a state file at ``path`` (atomically: temp file, then rename).
+
+    ``header`` carries feed, version, kind, key, schema and the other descriptive
+    fields; the writer adds the layout. Returns the complete header.
+    """
+    spec = KeySpec.from_json(header["key"])
+    n = len(rs)
+    bits = _capacity_bits(n)
+    if spec.slot_kind == "int":
+        keys = rs.keys.astype(np.int64, copy=False)
+        method, homes, order, pos = _int_placement(keys, bits)
+        empty = _free_sentinel(keys, _INT64_MIN)
+    else:
+        keys = rs.keys.astype(np.uint64, copy=False)
+        method = "xxh3"
+        homes = hash_homes(keys, bits)
+        order, pos = _place(homes)
+        empty = _free_sentinel(keys, 0)
+    size = max(int(pos[-1]) + 1 if n else 0, 1 << bits) + 1
+    lengths = rs.lengths.astype(np.int64, copy=False)
+    slot_lengths = np.zeros(size, dtype=np.int64)
+    slot_lengths[pos] = lengths[order]
+    heap_length = int(slot_lengths.sum())
+    tombstones = int(rs.tombstone.sum()) if rs.tombstone is not None else 0
+
+    slot_of = np.empty(n, dtype=np.int64)
+    slot_of[order] = pos
+    live = ~rs.tombstone if rs.tombstone is not None else np.ones(n, dtype=bool)
+    indexes: dict[str, Any] = {}
+    index_arrays: list[tuple[np.ndarray, np.ndarray]] = []
+    offset = size * 16 + _align(heap_length)
+    for name in header.get("index_fields", []):
+        table, postings, meta = _index_tables(rs.index_hashes[name][live], slot_of[live])
+        meta["table"] = offset
+        offset += table.nbytes
+        meta["postings"] = offset
+        meta["count"] = len(postings)
+        offset += _align(postings.nbytes)
+        indexes[name] = meta
+        index_arrays.append((table, postings))
+
+    full = dict(header)
+    full.update(
+        format=FORMAT_VERSION,
+        count=n,
+        tombstones=tombstones,
+        slots={"offset": 0, "count": size, "bits": bits, "hash": method, "empty": empty,
+               "max_probe": int((pos - homes[order]).max()) + 1 if n else 1},
+        heap={"offset": size * 16, "length": heap_length},
+        indexes=indexes,
+        body_length=offset,
+    )
+    header_bytes = json.dumps(full, separators=(",", ":"), sort_keys=True).encode()
+    body_offset = _align(_PREFIX.size + len(header_bytes), _BODY_ALIGN)
+    heap_offset = body_offset + size * 16
+
+    table = np.empty(2 * size, dtype=np.int64)
+    table[0::2] = empty
+    table[2 * pos] = keys[order].view(np.int64)
+    table[1::2] = heap_offset + np.cumsum(slot_lengths) - slot_lengths
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    checksum = xxhash.xxh3_128()
+    try:
+        with open(tmp, "wb") as f:
+            def emit(data: bytes | memoryview) -> None:
+                f.write(data)
+                checksum.update(data)
+
+            f.write(b"\0" * _PREFIX.size)
+            emit(header_bytes)
+            emit(b"\0" * (body_offset - _PREFIX.size - len(header_bytes)))
+            emit(memoryview(table).cast("B"))
+            ends = np.cumsum(lengths[order])
+            start = 0
+            while start < n:  # copy the records in slot order, a few MiB at a time
+                done = int(ends[start - 1]) if start else 0
+                cut = max(int(np.searchsorted(ends, done + _GATHER_BYTES, side="right")), start + 1)
+                emit(_gather(rs, order[start:cut]))
+                start = cut
+            emit(b"\0" * (_align(heap_length) - heap_length))
+            for table_i, postings in index_arrays:
+                emit(memoryview(table_i).cast("B"))
+                emit(memoryview(postings).cast("B"))
+                emit(b"\0" * (_align(postings.nbytes) - postings.nbytes))
+            file_size = f.tell()
+            f.seek(0)
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), body_offset,
+                                 file_size, checksum.digest()))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return full
+
+
+DESCRIPTIVE = ("feed", "key", "schema", "index_fields", "use_list")
+
+
+def derived_header(template: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A header for a new file of the same feed and schema as ``template``'s file.
+
+    ``fields`` give version, kind, base_version, record_count and state_digest.
+    """
+    header = {k: template[k] for k in DESCRIPTIVE}
+    header.update(fields)
+    if isinstance(header.get("state_digest"), int):
+        header["state_digest"] = f"{header['state_digest']:016x}"
+    return header
+
+
+class StateFile:
+    """A memory-mapped state file (read side).
+
+    Opening checks the prefix, the size and the header, not the body checksum: a
+    cached file was verified when it was written (:meth:`verify`), and hashing a
+    large file would make opening slow.
+
+    Raises:
+        IntegrityError: not a state file, a truncated one, or an unreadable header.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < _PREFIX.size:
+                    raise IntegrityError(f"{self.path}: not a feedkit state file (too short)")
+                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise IntegrityError(f"{self.path}: cannot open state file: {exc}") from exc
+        magic, fmt, header_length, body_offset, file_size, digest = _PREFIX.unpack_from(self.mm)
+        if magic != MAGIC:
+            raise IntegrityError(f"{self.path}: not a feedkit state file (bad magic)")
+        if fmt != FORMAT_VERSION:
+            raise IntegrityError(f"{self.path}: state format {fmt}, this feedkit reads {FORMAT_VERSION}")
+        if file_size != size or body_offset > size or _PREFIX.size + header_length > size:
+            raise IntegrityError(f"{self.path}: truncated state file ({size} of {file_size} bytes)")
+        try:
+            self.header: dict[str, Any] = json.loads(self.mm[_PREFIX.size:_PREFIX.size + header_length])
+            slots, heap = self.header["slots"], self.header["heap"]
+            self.count: int = self.header["count"]
+            self.slot_count: int = slots["count"]
+            self.bits: int = slots["bits"]
+            self.method: str = slots["hash"]
+            self.empty: int = slots["empty"]
+            self.max_probe: int = slots["max_probe"]
+            self.spec = KeySpec.from_json(self.header["key"])
+            body_length = self.header["body_length"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
+        if body_offset + body_length != size or 16 * self.slot_count > body_length:
+            raise IntegrityError(f"{self.path}: state header does not match the file size")
+        self.digest = digest
+        self.body_offset = body_offset
+        self.heap_offset = body_offset + heap["offset"]
+        self.heap_end = self.heap_offset + heap["length"]
+        self.feed: str = self.header["feed"]
+        self.version: int = self.header["version"]
+        self.kind: str = self.header["kind"]
+        view = memoryview(self.mm)
+        code = "q" if self.spec.slot_kind == "int" else "Q"
+        # Scalar probes index a memoryview (fast per item); vectorised ones use numpy views.
+        self.slots = view[body_offset:body_offset + 16 * self.slot_count].cast(code)
+        self.table = np.frombuffer(self.mm, dtype=np.int64, count=2 * self.slot_count,
+                                   offset=body_offset)
+        self.heap = np.frombuffer(self.mm, dtype=np.uint8)
+
+    @property
+    def tombstones(self) -> int:
+        return int(self.header["tombstones"])
+
+    def verify(self) -> None:
+        """Check the body checksum and the slot table's bounds.
+
+        Raises:
+            IntegrityError: the file's bytes are not the ones its writer hashed.
+        """
+        if xxhash.xxh3_128(memoryview(self.mm)[_PREFIX.size:]).digest() != self.digest:
+            raise IntegrityError(f"{self.path}: state file checksum mismatch")
+        offsets = self.table[1::2]
+        if len(offsets) and (offsets[0] != self.heap_offset or offsets[-1] != self.heap_end
+                             or np.any(np.diff(offsets) < 0)):
+            raise IntegrityError(f"{self.path}: record offsets out of bounds")
+
+    # -- vectorised access (merging, get_many, iteration) -------------------------------
+
+    def occupied(self) -> np.ndarray:
+        """Slot numbers of every record (and tombstone), ascending."""
+        return np.flatnonzero(self.table[0::2] != _as_i64(self.empty))
+
+    def slot_keys(self, slots: np.ndarray) -> np.ndarray:
+        keys = self.table[2 * slots]
+        return keys if self.spec.slot_kind == "int" else keys.view(np.uint64)
+
+    def record_ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts = self.table[2 * slots + 1]
+        return starts, self.table[2 * slots + 3] - starts
+
+    def homes(self, slot_keys: np.ndarray) -> np.ndarray:
+        if self.spec.slot_kind == "int":
+            return int_homes(slot_keys.astype(np.int64, copy=False), self.method, self.bits)
+        return hash_homes(slot_keys.astype(np.uint64, copy=False), self.bits)
+
+    def probe_many(self, slot_keys: np.ndarray) -> np.ndarray:
+        """Slot of each key, or -1 where absent; vectorised linear probing."""
+        keys = slot_keys.astype(np.int64 if self.spec.slot_kind == "int" else np.uint64, copy=False)
+        keys = keys.view(np.int64)
+        found = np.full(len(keys), -1, dtype=np.int64)
+        cur = self.homes(slot_keys)
+        todo = np.arange(len(keys))
+        empty = _as_i64(self.empty)
+        table = self.table
+        for _ in range(self.max_probe + 1):
+            if not len(todo):
+                break
+            k = table[2 * cur]
+            hit = k == keys[todo]
+            found[todo[hit]] = cur[hit]
+            go = ~hit & (k != empty)
+            todo, cur = todo[go], cur[go] + 1
+        return found
+
+    def index_hashes(self, name: str) -> np.ndarray:
+        """The value hash of every record's field ``name``, indexed by slot (0 where none)."""
+        meta = self.header["indexes"][name]
+        table = np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],
+                              offset=self.body_offset + meta["table"])
+        postings = np.frombuffer(self.mm, dtype=np.uint32, count=meta["count"],
+                                 offset=self.body_offset + meta["postings"])
+        starts = table[1::2].astype(np.int64)
+        counts = np.diff(starts)
+        values = table[0::2][:-1]
+        out = np.zeros(self.slot_count, dtype=np.uint64)
+        out[postings.astype(np.int64)] = np.repeat(values, counts)
+        return out
+
+    def postings(self, name: str, vhash: int) -> np.ndarray:
+        """Record slots whose field ``name`` has a value hashing to ``vhash``."""
+        meta = self.header["indexes"][name]
+        table = np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],
+                              offset=self.body_offset + meta["table"])
+        i = vhash >> (64 - meta["bits"])
+        empty = meta["empty"]
+        while True:
+            k = int(table[2 * i])
+            if k == vhash:
+                a, b = int(table[2 * i + 1]), int(table[2 * i + 3])
+                return np.frombuffer(self.mm, dtype=np.uint32, count=b - a,
+                                     offset=self.body_offset + meta["postings"] + 4 * a)
+            if k == empty:
+                return np.empty(0, dtype=np.uint32)
+            i += 1
+
+
+# -- scalar lookups ------------------------------------------------------------------------
+#
+# get() is the hot path (hundreds of nanoseconds), so it is generated per state from the
+# templates below, as namedtuple and dataclasses generate code: every constant becomes a
+# closure variable, the home function and key check are inlined, and nothing is looked up
+# on self. The generated function is what Consumer.get is bound to.
+
+_HOME = {
+    "low": "(key & {mask}) << 1",
+    "fib": "((key * {fib} & {m64}) >> {shift}) << 1",
+    "xxh3": "(h >> {shift}) << 1",
+}
+
+_PROBE = """
+    i = {home}
+    k = S{n}[i]
+    while k != {probe_key}:
+        if k == E{n}:
+            break
+        i += 2
+        k = S{n}[i]
+    else:
+{found}
+"""
+
+_FOUND_BASE = """        rec = tn(R, u(M{n}[S{n}[i + 1]:S{n}[i + 3]], {opts}))
+        return {ret}"""
+_FOUND_OVERLAY = """        a = S{n}[i + 1]
+        if M{n}[a] == {tomb}:
+            return None
+        rec = tn(R, u(M{n}[a:S{n}[i + 3]], {opts}))
+        return {ret}"""
+
+
+def make_get(
+    files: Sequence[StateFile], record_cls: type, use_list: bool, normalize: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """Build ``get(key) -> Record | None`` over an overlay (first) and a base (last).
+
+    ``normalize(key)`` turns a key of another accepted type (numpy ints, bytearray,
+    lists for composite keys) into the canonical form, or raises KeyTypeError.
+    """
+    spec = files[-1].spec
+    env: dict[str, Any] = {
+        "tn": tuple.__new__, "R": record_cls, "u": msgpack.unpackb, "ext": codec.decode_ext,
+        "norm": normalize, "xxh3": xxh3, "pack": codec.pack_value,
+    }
+    opts = f"use_list={use_list}, ext_hook=ext, strict_map_key=False"
+    if spec.slot_kind == "int":
+        head = "    if type(key) is not int:\n        key = norm(key)\n"
+        probe_key, ret = "key", "rec"
+    else:
+        if spec.composite:
+            head = ("    if type(key) is not tuple:\n        key = norm(key)\n"
+                    "    h = xxh3(pack(list(key)))\n")
+        elif spec.parts[0] == "str":
+            head = "    if type(key) is not str:\n        key = norm(key)\n    h = xxh3(key.encode())\n"
+        else:
+            head = "    if type(key) is not bytes:\n        key = norm(key)\n    h = xxh3(key)\n"
+        probe_key = "h"
+        names = [column["name"] for column in files[-1].header["schema"]]
+        fields = [f"rec[{names.index(c)}]" for c in spec.columns]
+        # Decode, then make sure the record's key is the asked key: a 64-bit hash
+        # could be shared with a key the feed does not hold.
+        check = fields[0] if len(fields) == 1 else f"({', '.join(fields)})"
+        ret = f"rec if {check} == key else None"
+    body = [f"def get(key):\n{head}"]
+    for n, sf in enumerate(files):
+        env[f"S{n}"], env[f"M{n}"], env[f"E{n}"] = sf.slots, sf.mm, sf.empty
+        home = _HOME[sf.method].format(mask=(1 << sf.bits) - 1, fib=FIB, m64=M64, shift=64 - sf.bits)
+        found = _FOUND_OVERLAY if sf.kind == "overlay" else _FOUND_BASE
+        found = found.format(n=n, tomb=TOMBSTONE, opts=opts, ret=ret)
+        body.append(_PROBE.format(home=home, n=n, probe_key=probe_key, found=found))
+    body.append("    return None\n")
+    source = "".join(body)
+    exec(compile(source, f"<feedkit get {files[-1].feed}>", "exec"), env)  # noqa: S102
+    get = env["get"]
+    get.__doc__ = "Return the record for key, or None when the feed has no such key."
+    get.source = source  # type: ignore[attr-defined]
+    return get  # type: ignore[no-any-return]
+

@@ -1,0 +1,82 @@
+"""Feed names and the naming of every object in a store: the one place that owns it.
+
+Layout inside a store (relative to its root or prefix)::
+
+    {feed}/announced.json
+    {feed}/versions/{version:020d}.json
+    {feed}/snapshots/{version:020d}.snapshot.zst
+    {feed}/deltas/{from:020d}-{to:020d}.delta.zst
+
+Zero-padded versions make a lexical listing a numeric one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from feedkit.errors import ConfigurationError
+
+__all__ = [
+    "MAX_VERSION",
+    "announcement_key",
+    "delta_key",
+    "manifest_key",
+    "manifests_prefix",
+    "parse_manifest_key",
+    "snapshot_key",
+    "validate_feed",
+    "validate_version",
+]
+
+_FEED_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+MAX_VERSION = 2**63 - 1
+
+
+def validate_feed(feed: object) -> str:
+    """Return ``feed`` if it is a valid feed name.
+
+    Raises:
+        ConfigurationError: the name is not ``[a-z0-9][a-z0-9._-]*`` (at most 128
+            characters), or contains ``..``; names become path and key parts.
+    """
+    if not isinstance(feed, str) or not _FEED_RE.fullmatch(feed) or ".." in feed:
+        raise ConfigurationError(
+            f"invalid feed name {feed!r}: use lower-case letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 128 characters, no '..')"
+        )
+    return feed
+
+
+def validate_version(version: object) -> int:
+    """Return ``version`` if it is a valid version number (0 < v < 2**63)."""
+    if type(version) is not int or not 0 < version <= MAX_VERSION:
+        raise ConfigurationError(f"invalid version {version!r}: a positive 64-bit integer")
+    return version
+
+
+def announcement_key(feed: str) -> str:
+    return f"{feed}/announced.json"
+
+
+def manifests_prefix(feed: str) -> str:
+    return f"{feed}/versions/"
+
+
+def manifest_key(feed: str, version: int) -> str:
+    return f"{feed}/versions/{version:020d}.json"
+
+
+def snapshot_key(feed: str, version: int) -> str:
+    return f"{feed}/snapshots/{version:020d}.snapshot.zst"
+
+
+def delta_key(feed: str, from_version: int, to_version: int) -> str:
+    return f"{feed}/deltas/{from_version:020d}-{to_version:020d}.delta.zst"
+
+
+def parse_manifest_key(key: str) -> int | None:
+    """The version a manifest key names, or None when ``key`` is not one."""
+    name = key.rsplit("/", 1)[-1]
+    if len(name) == 25 and name.endswith(".json") and name[:20].isdigit():
+        return int(name[:20])
+    return None

@@ -1,0 +1,124 @@
+"""Blob stores: the contract, and ``open_store(url)`` choosing an implementation by URL scheme.
+
+A store holds immutable blobs and manifests (written create-only) and one mutable
+announcement per feed (replaced with compare-and-swap on its ETag). Object names
+come from :mod:`feedkit.names`; stores never invent names.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from feedkit.errors import ConfigurationError
+
+__all__ = ["BlobStore", "Watch", "open_store"]
+
+
+class Watch(abc.ABC):
+    """A running change notification; ``stop()`` ends it."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+
+class BlobStore(abc.ABC):
+    """Where feeds live. Implementations: :class:`feedkit.store.local.LocalStore`.
+
+    Every method raises :class:`feedkit.StoreError` subclasses, never the backend's
+    own exceptions.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def put_new(self, key: str, src: str | os.PathLike[str]) -> None:
+        """Store the file ``src`` under ``key``, create-only.
+
+        Raises:
+            BlobExistsError: ``key`` exists already (a second writer never overwrites).
+        """
+
+    @abc.abstractmethod
+    def put_new_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, create-only (see :meth:`put_new`)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object whole.
+
+        Raises:
+            BlobNotFoundError: no object under ``key``.
+        """
+
+    @abc.abstractmethod
+    def download(self, key: str, dest: str | os.PathLike[str]) -> int:
+        """Stream the object ``key`` into the file ``dest``; return its size.
+
+        Raises:
+            BlobNotFoundError: no object under ``key``.
+        """
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (garbage collection only; missing keys are fine)."""
+
+    @abc.abstractmethod
+    def read_if_changed(self, key: str, etag: str | None = None) -> tuple[bytes, str] | None:
+        """Read a mutable object with its ETag; None when its ETag is still ``etag``.
+
+        Raises:
+            BlobNotFoundError: no object under ``key``.
+        """
+
+    @abc.abstractmethod
+    def replace_if_match(self, key: str, data: bytes, etag: str | None) -> str:
+        """Replace ``key`` only if its ETag is ``etag`` (None: only if it does not exist).
+
+        Returns the new ETag.
+
+        Raises:
+            ProducerFencedError: the object changed since ``etag`` was read.
+        """
+
+    def watch(self, key: str, callback: Callable[[], None]) -> Watch | None:
+        """Call ``callback`` soon after ``key`` changes; None when the store cannot watch
+        (callers then poll)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and watchers."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+def open_store(url: str | os.PathLike[str], **options: Any) -> BlobStore:
+    """Open the store at ``url``: ``file:///path`` (or a plain path) for a local folder.
+
+    Raises:
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    text = os.fspath(url)
+    parsed = urlparse(text)
+    if parsed.scheme == "file" or (parsed.scheme == "" and text):
+        from feedkit.store.local import LocalStore
+
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"store URL {text!r}: file URLs take no host (file:///path)")
+        path = unquote(parsed.path) if parsed.scheme == "file" else text
+        if options:
+            raise ConfigurationError(f"store URL {text!r}: unknown options {sorted(options)}")
+        return LocalStore(Path(path))
+    raise ConfigurationError(f"store URL {text!r}: unsupported scheme {parsed.scheme!r} (use file://)")

@@ -1,0 +1,196 @@
+"""The local-folder store: create-only by hard link, announcement swap by lock and rename."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from feedkit.errors import (
+    BlobExistsError,
+    BlobNotFoundError,
+    ConfigurationError,
+    ProducerFencedError,
+    StoreError,
+)
+from feedkit.store import BlobStore, Watch
+
+__all__ = ["LocalStore"]
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class LocalStore(BlobStore):
+    """A store in a local folder (or any POSIX file system with hard links and flock).
+
+    * create-only: the content goes to a temporary file, then ``os.link`` gives it its
+      name, which fails if the name exists; readers never see a partial object.
+    * compare-and-swap: an exclusive ``flock`` on ``{key}.lock`` around read, compare,
+      write temporary, ``os.replace``.
+    * watching: a watchdog observer on the announcement's folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        self.url = self.root.as_uri()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"store {self.url}: cannot create the folder: {exc}") from exc
+        self._observer: object | None = None
+        self._observer_lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+            raise ConfigurationError(f"store {self.url}: invalid object name {key!r}")
+        return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(f"store {self.url}: no object {key!r}") from exc
+        except OSError as exc:
+            raise StoreError(f"store {self.url}: {key!r}: {exc.strerror or exc}") from exc
+
+    def _temp(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+    def _link_new(self, key: str, path: Path, tmp: Path) -> None:
+        try:
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise BlobExistsError(f"store {self.url}: {key!r} exists already (create-only)") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def put_new(self, key: str, src: str | os.PathLike[str]) -> None:
+        path = self._path(key)
+        with self._errors(key):
+            if path.exists():
+                raise BlobExistsError(f"store {self.url}: {key!r} exists already (create-only)")
+            tmp = self._temp(path)
+            shutil.copyfile(src, tmp)
+            self._link_new(key, path, tmp)
+
+    def put_new_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        with self._errors(key):
+            tmp = self._temp(path)
+            tmp.write_bytes(data)
+            self._link_new(key, path, tmp)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors(key):
+            return self._path(key).read_bytes()
+
+    def download(self, key: str, dest: str | os.PathLike[str]) -> int:
+        with self._errors(key):
+            shutil.copyfile(self._path(key), dest)
+            return os.path.getsize(dest)
+
+    def exists(self, key: str) -> bool:
+        with self._errors(key):
+            return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        folder, _, stem = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
+        with self._errors(prefix):
+            if not base.is_dir():
+                return []
+            names = [
+                f"{folder}/{entry.name}" if folder else entry.name
+                for entry in os.scandir(base)
+                if entry.is_file() and entry.name.startswith(stem) and not entry.name.startswith(".")
+                and not entry.name.endswith(".lock")
+            ]
+        return sorted(names)
+
+    def delete(self, key: str) -> None:
+        with self._errors(key), contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def read_if_changed(self, key: str, etag: str | None = None) -> tuple[bytes, str] | None:
+        with self._errors(key):
+            data = self._path(key).read_bytes()
+        tag = _etag(data)
+        return None if tag == etag else (data, tag)
+
+    def replace_if_match(self, key: str, data: bytes, etag: str | None) -> str:
+        path = self._path(key)
+        with self._errors(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    current = path.read_bytes()
+                except FileNotFoundError:
+                    current = None
+                current_tag = None if current is None else _etag(current)
+                if current_tag != etag:
+                    raise ProducerFencedError(
+                        f"store {self.url}: {key!r} changed since it was read "
+                        f"(expected ETag {etag}, found {current_tag}): another writer moved it"
+                    )
+                tmp = self._temp(path)
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+        return _etag(data)
+
+    def watch(self, key: str, callback: Callable[[], None]) -> Watch | None:
+        path = self._path(key)
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # watchdog is a core dependency; polling still works without it
+            return None
+        target = str(path)
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: object) -> None:
+                paths = (getattr(event, "src_path", None), getattr(event, "dest_path", None))
+                if target in paths:
+                    callback()
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._observer_lock:
+                if self._observer is None:
+                    observer = Observer()
+                    observer.daemon = True
+                    observer.start()
+                    self._observer = observer
+                watch = self._observer.schedule(_Handler(), str(path.parent))  # type: ignore[attr-defined]
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EMFILE):  # inotify limits: fall back to polling
+                return None
+            raise StoreError(f"store {self.url}: cannot watch {key!r}: {exc}") from exc
+        observer = self._observer
+
+        class _LocalWatch(Watch):
+            def stop(self) -> None:
+                with contextlib.suppress(Exception):
+                    observer.unschedule(watch)  # type: ignore[attr-defined]
+
+        return _LocalWatch()
+
+    def close(self) -> None:
+        with self._observer_lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(timeout=5)  # type: ignore[attr-defined]
