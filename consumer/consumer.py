@@ -44,6 +44,15 @@ class _Unavailable:
     def __getattr__(self, name: str) -> Any:
         raise ClosedError(self.message)
 
+    def __getitem__(self, key: Any) -> Any:
+        raise ClosedError(self.message)
+
+    def __contains__(self, key: Any) -> bool:
+        raise ClosedError(self.message)
+
+    def __len__(self) -> int:
+        raise ClosedError(self.message)
+
 
 class Consumer:
     """Serve a feed from memory-mapped local files, following its announcement.

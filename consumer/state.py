@@ -65,16 +65,25 @@ class State:
 
     # -- many keys ----------------------------------------------------------------------
 
-    def _slot_keys(self, keys: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    def _slot_keys(self, keys: list[Any]) -> tuple[np.ndarray, list[Any], np.ndarray]:
+        """Slot keys for ``keys``, the normalised keys, and the positions worth probing."""
         if self.spec.slot_kind == "int":
             try:
-                return np.array(keys, dtype=np.int64), keys
+                array = np.array(keys)
             except (TypeError, ValueError, OverflowError):
-                norm = [self._normalize(k) for k in keys]
-                return np.array(norm, dtype=np.int64), norm
+                array = np.empty(0)
+            if array.dtype.kind == "i" and array.ndim == 1:
+                return array.astype(np.int64, copy=False), keys, np.arange(len(keys))
+            norm = [self._normalize(k) for k in keys]
+            # An int outside int64 cannot be a key of the feed: it is not probed.
+            fits = np.array([-(1 << 63) <= k < 1 << 63 for k in norm], dtype=bool)
+            array = np.array([k if ok else 0 for k, ok in zip(norm, fits, strict=True)],
+                             dtype=np.int64)
+            return array, norm, np.flatnonzero(fits)
         norm = [self._normalize(k) for k in keys]
-        return np.fromiter((self.spec.hash_normalized(k) for k in norm), dtype=np.uint64,
-                           count=len(norm)), norm
+        hashes = np.fromiter((self.spec.hash_normalized(k) for k in norm), dtype=np.uint64,
+                             count=len(norm))
+        return hashes, norm, np.arange(len(keys))
 
     def _decode_many(self, sf: StateFile, slots: np.ndarray) -> list[Any]:
         starts, lengths = sf.record_ranges(slots)
@@ -92,9 +101,8 @@ class State:
         msgpack call.
         """
         keys = list(keys)
-        slot_keys, norm = self._slot_keys(keys)
+        slot_keys, norm, pending = self._slot_keys(keys)
         result: list[Any] = [None] * len(keys)
-        pending = np.arange(len(keys))
         for sf in self.files:
             slots = sf.probe_many(slot_keys[pending])
             hit = slots >= 0

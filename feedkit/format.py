@@ -477,7 +477,7 @@ def make_get(
     spec = files[-1].spec
     env: dict[str, Any] = {
         "tn": tuple.__new__, "R": record_cls, "u": msgpack.unpackb, "ext": codec.decode_ext,
-        "norm": normalize, "xxh3": xxh3, "pack": codec.pack_value,
+        "norm": normalize, "xxh3": xxh3, "packb": msgpack.packb,
     }
     opts = f"use_list={use_list}, ext_hook=ext, strict_map_key=False"
     if spec.slot_kind == "int":
@@ -486,7 +486,8 @@ def make_get(
     else:
         if spec.composite:
             head = ("    if type(key) is not tuple:\n        key = norm(key)\n"
-                    "    h = xxh3(pack(list(key)))\n")
+                    "    try:\n        h = xxh3(packb(key))\n"
+                    "    except TypeError:\n        key = norm(key)\n        h = xxh3(packb(key))\n")
         elif spec.parts[0] == "str":
             head = "    if type(key) is not str:\n        key = norm(key)\n    h = xxh3(key.encode())\n"
         else:
