@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from feedkit.errors import StoreError
 __all__ = ["FeedCache"]
 
 _BASE = re.compile(r"(\d{20})\.base")
+_STALE_TMP_SECONDS = 600
 _OVERLAY = re.compile(r"(\d{20})-(\d{20})\.overlay")
 
 
@@ -85,7 +87,11 @@ class FeedCache:
                 with contextlib.suppress(OSError):
                     path.unlink()
         for entry in os.scandir(self.dir):
-            if entry.name.endswith(".part"):
+            if entry.name.endswith(".tmp"):  # a writer that died before its rename
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                        os.unlink(entry.path)
+            elif entry.name.endswith(".part"):
                 pid = entry.name.rsplit(".", 2)[-2]
                 if pid.isdigit() and not _alive(int(pid)):
                     with contextlib.suppress(OSError):

@@ -39,8 +39,7 @@ class State:
         self.use_list: bool = header["use_list"]
         self.Record = codec.record_class(tuple(self.names))
         self._key_pos = [self.names.index(c) for c in self.spec.columns]
-        self._decode_opts = {"use_list": self.use_list, "ext_hook": codec.decode_ext,
-                             "strict_map_key": False}
+        self._decode_opts = codec.decode_options(self.schema, self.use_list)
         self.get = make_get(files, self.Record, self.use_list, self._normalize)
 
     def __repr__(self) -> str:
@@ -141,10 +140,8 @@ class State:
             raise ConfigurationError(
                 f"feed {self.feed!r}: no secondary index on {field!r} "
                 f"(indexed: {', '.join(self.index_fields) or 'none'}); declare it at publish")
-        kind = self.schema[self.names.index(field)]["kind"]
         try:
-            if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+            value = codec.coerce_for_column(self.schema[self.names.index(field)], value)
             vh = value_hash(value)
         except TypeError as exc:
             raise KeyTypeError(f"feed {self.feed!r}: cannot look up {field}={value!r}") from exc

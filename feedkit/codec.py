@@ -30,7 +30,9 @@ __all__ = [
     "EXT_DECIMAL",
     "EXT_TIME",
     "EXT_UUID",
+    "coerce_for_column",
     "decode_ext",
+    "decode_options",
     "encode_ext",
     "pack_value",
     "record_class",
@@ -118,8 +120,46 @@ def pack_value(value: Any) -> bytes:
     return msgpack.packb(value, default=encode_ext)
 
 
+_PLAIN_KINDS = {"int", "float", "bool", "str", "bytes", "null"}
+
+
+def coerce_for_column(column: dict[str, Any], value: Any) -> Any:
+    """``value`` as the producer would have encoded it in ``column``.
+
+    Secondary indexes match canonical bytes, so an int asked of a float column, a
+    datetime in another zone, or a Decimal with another exponent is first brought to
+    the column's form. Values that cannot be brought over are returned unchanged.
+    """
+    kind, arrow_type = column["kind"], column.get("type", "")
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "timestamptz" and isinstance(value, _dt.datetime) and value.tzinfo is not None:
+        zone = arrow_type.partition("tz=")[2].rstrip("]")
+        return value.astimezone(_zone(zone)) if zone else value
+    if kind == "decimal" and isinstance(value, Decimal | int):
+        scale = arrow_type.rstrip(")").rpartition(",")[2].strip()
+        if scale.lstrip("-").isdigit():
+            return Decimal(value).quantize(Decimal(1).scaleb(-int(scale)))
+    return value
+
+
+def decode_options(schema: list[dict[str, Any]], use_list: bool) -> dict[str, Any]:
+    """The ``msgpack.unpackb`` options a schema needs, and no more.
+
+    Every keyword costs time on the lookup path, so the ext hook and non-string map
+    keys are only asked for when a column may hold them.
+    """
+    kinds = {column["kind"] for column in schema}
+    options: dict[str, Any] = {"use_list": use_list}
+    if kinds - _PLAIN_KINDS:
+        options["ext_hook"] = decode_ext
+    if kinds & {"map", "list", "struct"}:
+        options["strict_map_key"] = False
+    return options
+
+
 def unpack_record(data: bytes, use_list: bool = True) -> Any:
-    """Decode one record (or value) the way lookups do."""
+    """Decode one record (or value) whatever its schema."""
     return msgpack.unpackb(data, ext_hook=decode_ext, strict_map_key=False, use_list=use_list)
 
 

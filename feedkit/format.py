@@ -113,7 +113,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _free_sentinel(keys: np.ndarray, start: int) -> int:
     """A slot-key value no key uses: ``start`` unless taken, else the next free one."""
-    candidates = np.arange(start, start + len(keys) + 1, dtype=keys.dtype)[:4096]
+    # Of len(keys) + 1 candidates at least one is free.
+    candidates = np.arange(start, start + len(keys) + 1, dtype=keys.dtype)
     return int(candidates[~np.isin(candidates, keys)][0])
 
 
@@ -328,7 +329,14 @@ class StateFile:
             body_length = self.header["body_length"]
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
-        if body_offset + body_length != size or 16 * self.slot_count > body_length:
+        sections = [(0, 16 * self.slot_count), (heap["offset"], heap["length"])]
+        try:
+            for meta in self.header["indexes"].values():
+                sections += [(meta["table"], 16 * meta["slots"]), (meta["postings"], 4 * meta["count"])]
+        except (KeyError, TypeError) as exc:
+            raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
+        if body_offset + body_length != size or any(
+                off < 0 or n < 0 or off + n > body_length for off, n in sections):
             raise IntegrityError(f"{self.path}: state header does not match the file size")
         self.digest = digest
         self.body_offset = body_offset
@@ -387,8 +395,9 @@ class StateFile:
         keys = keys.view(np.int64)
         found = np.full(len(keys), -1, dtype=np.int64)
         cur = self.homes(slot_keys)
-        todo = np.arange(len(keys))
         empty = _as_i64(self.empty)
+        todo = np.flatnonzero(keys != empty)  # the empty marker is never a key of this file
+        cur = cur[todo]
         table = self.table
         for _ in range(self.max_probe + 1):
             if not len(todo):
@@ -423,12 +432,12 @@ class StateFile:
         empty = meta["empty"]
         while True:
             k = int(table[2 * i])
+            if k == empty:
+                return np.empty(0, dtype=np.uint32)
             if k == vhash:
                 a, b = int(table[2 * i + 1]), int(table[2 * i + 3])
                 return np.frombuffer(self.mm, dtype=np.uint32, count=b - a,
                                      offset=self.body_offset + meta["postings"] + 4 * a)
-            if k == empty:
-                return np.empty(0, dtype=np.uint32)
             i += 1
 
 
@@ -454,16 +463,17 @@ _PROBE = """
         i += 2
         k = S{n}[i]
     else:
+        if {probe_key} != E{n}:  # the empty marker matches empty slots, never a record
 {found}
 """
 
-_FOUND_BASE = """        rec = tn(R, u(M{n}[S{n}[i + 1]:S{n}[i + 3]], {opts}))
-        return {ret}"""
-_FOUND_OVERLAY = """        a = S{n}[i + 1]
-        if M{n}[a] == {tomb}:
-            return None
-        rec = tn(R, u(M{n}[a:S{n}[i + 3]], {opts}))
-        return {ret}"""
+_FOUND_BASE = """            rec = tn(R, u(M{n}[S{n}[i + 1]:S{n}[i + 3]], {opts}))
+            return {ret}"""
+_FOUND_OVERLAY = """            a = S{n}[i + 1]
+            if M{n}[a] == {tomb}:
+                return None
+            rec = tn(R, u(M{n}[a:S{n}[i + 3]], {opts}))
+            return {ret}"""
 
 
 def make_get(
@@ -479,7 +489,8 @@ def make_get(
         "tn": tuple.__new__, "R": record_cls, "u": msgpack.unpackb, "ext": codec.decode_ext,
         "norm": normalize, "xxh3": xxh3, "packb": msgpack.packb,
     }
-    opts = f"use_list={use_list}, ext_hook=ext, strict_map_key=False"
+    opts = ", ".join(f"{k}={'ext' if k == 'ext_hook' else v}"
+                     for k, v in codec.decode_options(files[-1].header["schema"], use_list).items())
     if spec.slot_kind == "int":
         head = "    if type(key) is not int:\n        key = norm(key)\n"
         probe_key, ret = "key", "rec"

@@ -107,7 +107,7 @@ class Announcement:
     producer: str | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"feed": self.feed, "version": self.version,
+        return json.dumps({"format": MANIFEST_FORMAT, "feed": self.feed, "version": self.version,
                            "announced_at": self.announced_at, "producer": self.producer},
                           sort_keys=True).encode()
 

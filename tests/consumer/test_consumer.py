@@ -159,3 +159,39 @@ def test_empty_table(store, cache_dir, tmp_path: Path) -> None:
     with feedkit.Consumer(store, feed="empty", cache_dir=cache_dir, watch=False) as feed:
         assert len(feed) == 0 and feed.get(1) is None and list(feed) == []
         assert feed.get_many([1, 2]) == [None, None]
+
+
+def test_extreme_int_keys_and_the_empty_marker(store, cache_dir) -> None:
+    lo, hi = -(2**63), 2**63 - 1
+    producer = feedkit.Producer(store, feed="edge", primary_key="k")
+    producer.publish(pa.table({"k": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"]}))
+    with feedkit.Consumer(store, feed="edge", cache_dir=cache_dir, watch=False) as feed:
+        # The int64 minimum is this file's empty-slot marker: asking for it finds nothing.
+        assert feed.get(lo) is None and lo not in feed
+        assert feed.get_many([lo, 1, hi, 2**70]) == [None, feed.get(1), None, None]
+        producer.publish(pa.table({"k": pa.array([1, 2, 3, lo, hi], pa.int64()),
+                                   "v": ["a", "b", "c", "min", "max"]}))
+        assert feed.refresh()
+        assert feed.get(lo).v == "min" and feed.get(hi).v == "max" and len(feed) == 5
+        assert [r.v for r in feed.get_many([lo, hi, 1])] == ["min", "max", "a"]
+    producer.close()
+
+
+def test_find_brings_values_to_the_column_form(store, cache_dir) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    when = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    table = pa.table({
+        "k": [1, 2],
+        "at": pa.array([when, when + dt.timedelta(hours=1)], pa.timestamp("us", tz="Europe/Berlin")),
+        "price": pa.array([Decimal("1.50"), Decimal("2.00")], pa.decimal128(5, 2)),
+        "ratio": [0.5, 2.0],
+    })
+    feedkit.Producer(store, feed="coerce", primary_key="k",
+                     indexes=["at", "price", "ratio"]).publish(table)
+    with feedkit.Consumer(store, feed="coerce", cache_dir=cache_dir, watch=False) as feed:
+        assert [r.k for r in feed.find("at", when)] == [1]  # a UTC datetime, a Berlin column
+        assert [r.k for r in feed.find("price", Decimal("1.5"))] == [1]
+        assert [r.k for r in feed.find("price", 2)] == [2]
+        assert [r.k for r in feed.find("ratio", 2)] == [2]
