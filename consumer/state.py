@@ -71,7 +71,7 @@ class State:
                 array = np.array(keys)
             except (TypeError, ValueError, OverflowError):
                 array = np.empty(0)
-            if array.dtype.kind == "i" and array.ndim == 1:
+            if array.dtype.kind == "i" and array.ndim == 1 and set(map(type, keys)) == {int}:
                 return array.astype(np.int64, copy=False), keys, np.arange(len(keys))
             norm = [self._normalize(k) for k in keys]
             # An int outside int64 cannot be a key of the feed: it is not probed.

@@ -496,9 +496,9 @@ def make_get(
         probe_key, ret = "key", "rec"
     else:
         if spec.composite:
-            head = ("    if type(key) is not tuple:\n        key = norm(key)\n"
-                    "    try:\n        h = xxh3(packb(key))\n"
-                    "    except TypeError:\n        key = norm(key)\n        h = xxh3(packb(key))\n")
+            parts = " or ".join(f"type(key[{i}]) is not {kind}" for i, kind in enumerate(spec.parts))
+            head = (f"    if type(key) is not tuple or len(key) != {len(spec.parts)} or {parts}:\n"
+                    "        key = norm(key)\n    h = xxh3(packb(key))\n")
         elif spec.parts[0] == "str":
             head = "    if type(key) is not str:\n        key = norm(key)\n    h = xxh3(key.encode())\n"
         else:

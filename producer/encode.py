@@ -37,7 +37,7 @@ def _kind(t: pa.DataType) -> str:
         return "decimal"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "str"
-    if isinstance(t, pa.ExtensionType) and t.extension_name == "arrow.uuid":
+    if isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.uuid":
         return "uuid"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return "bytes"
@@ -324,11 +324,16 @@ def encode_batch(batch: pa.RecordBatch, plan: ColumnPlan) -> EncodedBatch:
         null_key |= ~np.asarray(batch.column(column).is_valid())
     spec = plan.spec
     if spec.slot_kind == "int":
-        slot_keys = np.asarray(batch.column(spec.columns[0]).fill_null(0)).astype(np.int64)
         column = batch.column(spec.columns[0])
-        if pa.types.is_uint64(column.type) and len(column) and pc.max(column).as_py() >= 1 << 63:
-            raise ValidationError(f"feed {plan.feed!r}: key column {spec.columns[0]!r} holds "
-                                  "values past 2**63 - 1; integer keys are 64-bit signed")
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if pa.types.is_uint64(column.type):
+            too_big = pc.filter(column, pc.greater_equal(column, pa.scalar(1 << 63, pa.uint64())))
+            if len(too_big):
+                raise ValidationError(
+                    f"feed {plan.feed!r}: key column {spec.columns[0]!r} holds values past "
+                    f"2**63 - 1 (integer keys are 64-bit signed): {too_big.to_pylist()[:5]}")
+        slot_keys = np.asarray(column.fill_null(0)).astype(np.int64)
     elif spec.composite:
         header = pa.scalar(_array_header(len(spec.columns)), pa.large_binary())
         slot_keys = _hash_each(pc.binary_join_element_wise(
