@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check feedkit producer consumer tests benchmarks examples
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q --durations=8
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
