@@ -60,6 +60,7 @@ class _Published:
     manifest: Manifest
     state: StateFile
     etag: str
+    since_snapshot: int  # versions published since the nearest snapshot
 
 
 class Producer:
@@ -267,7 +268,7 @@ class Producer:
                 tmp_blobs.append(delta_blob)
                 delta_info = compress_file(delta_state, delta_blob, names.delta_key(
                     self.feed, last.manifest.version, version), self.compression_level)
-            since = (sum(1 for _ in self._chain_since_snapshot()) + 1) if last else 0
+            since = last.since_snapshot + 1 if last else 0
             due = (last is None or d is None or since >= self.snapshot_every
                    or (delta_info is not None and delta_info.raw_size
                        > self.max_delta_ratio * os.path.getsize(state_path)))
@@ -300,22 +301,21 @@ class Producer:
         if last is not None:
             with contextlib.suppress(OSError):
                 last.state.path.unlink()
-        self._last = _Published(manifest, StateFile(state_path), new_etag)
+        self._last = _Published(manifest, StateFile(state_path), new_etag,
+                                0 if snapshot_info else since)
         log.info("feed %s: announced version %s (%d records, %d upserts, %d deletes, "
                  "snapshot=%s, %.3fs)", self.feed, version, len(rs),
                  len(d.upserts) if d else len(rs), len(d.deleted) if d else 0,
                  snapshot_info is not None, time.monotonic() - started)
         return version
 
-    def _chain_since_snapshot(self) -> Iterable[int]:
-        assert self._last is not None
-        m = self._last.manifest
-        # Versions since the nearest snapshot, counted from the version numbers we hold:
-        # the manifest chain is walked only as far as the store answers cheaply.
-        v = m
-        while v.snapshot is None and v.parent is not None:
-            yield v.version
-            v = self._manifest(v.parent)
+    def _since_snapshot(self, m: Manifest) -> int:
+        """Versions from the nearest snapshot to ``m`` (read once, at restore)."""
+        count = 0
+        while m.snapshot is None and m.parent is not None:
+            count += 1
+            m = self._manifest(m.parent)
+        return count
 
     def _manifest(self, version: int) -> Manifest:
         key = names.manifest_key(self.feed, version)
@@ -353,7 +353,8 @@ class Producer:
             return etag
         manifest = self._manifest(announcement.version)
         state = self._local_state(manifest) or self._fetch_state(manifest)
-        self._last = _Published(manifest, state, etag)  # type: ignore[arg-type]
+        self._last = _Published(manifest, state, etag,  # type: ignore[arg-type]
+                                self._since_snapshot(manifest))
         log.info("feed %s: restored version %s", self.feed, manifest.version)
         return etag
 
