@@ -15,7 +15,7 @@ import numpy as np
 
 from feedkit import codec
 from feedkit.errors import ConfigurationError, KeyTypeError
-from feedkit.format import TOMBSTONE, StateFile, _ranges, make_get
+from feedkit.format import TOMBSTONE, StateFile, byte_ranges, make_get
 from feedkit.keys import value_hash
 
 __all__ = ["State"]
@@ -88,9 +88,10 @@ class State:
         starts, lengths = sf.record_ranges(slots)
         n = len(slots)
         # One msgpack array around the records: a single unpackb call decodes them all.
-        head = b"\xdd" + n.to_bytes(4, "big")
-        body = sf.heap[_ranges(starts, lengths)].tobytes()
-        rows = msgpack.unpackb(head + body, **self._decode_opts)
+        buf = np.empty(5 + int(lengths.sum()), dtype=np.uint8)
+        buf[:5] = np.frombuffer(b"\xdd" + n.to_bytes(4, "big"), dtype=np.uint8)
+        buf[5:] = sf.heap[byte_ranges(starts, lengths)]
+        rows = msgpack.unpackb(buf, **self._decode_opts)
         return list(map(partial(tuple.__new__, self.Record), rows))
 
     def get_many(self, keys: Iterable[Any]) -> list[Any]:

@@ -104,7 +104,7 @@ def _place(homes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, pos
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def byte_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(s, s + l)`` for every (s, l), vectorised."""
     total = int(lengths.sum())
     before = np.cumsum(lengths) - lengths
@@ -126,14 +126,14 @@ def _as_i64(value: int) -> int:
 def _gather(rs: RecordSet, idx: np.ndarray) -> bytes:
     starts, lengths = rs.starts[idx], rs.lengths[idx]
     if rs.source is None or len(rs.sources) == 1:
-        return rs.sources[0][_ranges(starts, lengths)].tobytes()
+        return rs.sources[0][byte_ranges(starts, lengths)].tobytes()
     out = np.empty(int(lengths.sum()), dtype=np.uint8)
     out_starts = np.cumsum(lengths) - lengths
     src = rs.source[idx]
     for s in np.unique(src):
         mask = src == s
-        out[_ranges(out_starts[mask], lengths[mask])] = rs.sources[int(s)][
-            _ranges(starts[mask], lengths[mask])
+        out[byte_ranges(out_starts[mask], lengths[mask])] = rs.sources[int(s)][
+            byte_ranges(starts[mask], lengths[mask])
         ]
     return out.tobytes()
 

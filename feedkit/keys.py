@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import numpy as np
 import xxhash
 
@@ -95,7 +96,7 @@ class KeySpec:
     def hash_normalized(self, key: Any) -> int:
         """The slot hash of a normalised key (``hash`` slot kind only)."""
         if self.composite:
-            return xxh3(pack_value(list(key)))
+            return xxh3(msgpack.packb(key))  # the msgpack array of the parts, as get() hashes it
         if self.parts[0] == "str":
             return xxh3(key.encode())
         return xxh3(key)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedkit.errors import IntegrityError
-from feedkit.format import TOMBSTONE, RecordSet, StateFile, _ranges
+from feedkit.format import TOMBSTONE, RecordSet, StateFile, byte_ranges
 from feedkit.keys import xxh3
 
 __all__ = ["Diff", "apply_delta", "compact", "diff", "record_digest"]
@@ -43,7 +43,7 @@ def _same_bytes(a: np.ndarray, a_starts: np.ndarray, b: np.ndarray, b_starts: np
         done = int(ends[start - 1]) if start else 0
         cut = max(int(np.searchsorted(ends, done + _COMPARE_BYTES, side="right")), start + 1)
         sl = slice(start, cut)
-        eq = a[_ranges(a_starts[sl], lengths[sl])] == b[_ranges(b_starts[sl], lengths[sl])]
+        eq = a[byte_ranges(a_starts[sl], lengths[sl])] == b[byte_ranges(b_starts[sl], lengths[sl])]
         bounds = np.cumsum(lengths[sl]) - lengths[sl]
         out[sl] = np.logical_and.reduceat(eq, bounds)
         start = cut
@@ -155,7 +155,8 @@ def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
         present[where[live]] = True
         old_digest += record_digest(sf.heap, starts[live], lengths[live])
         pending[where] = False
-    count = (int(header_count(files)) + int((~d_tomb & ~present).sum()) - int((d_tomb & present).sum()))
+    count = (int(files[0].header["record_count"]) + int((~d_tomb & ~present).sum())
+             - int((d_tomb & present).sum()))
     digest = (int(files[0].header["state_digest"], 16) - old_digest
               + record_digest(delta.heap, d_starts[~d_tomb], d_lengths[~d_tomb])) & _M64
     if count != record_count or digest != state_digest:
@@ -169,10 +170,6 @@ def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
         kept = delta.probe_many(overlay.slot_keys(o_slots)) < 0
         parts.append((overlay, o_slots[kept]))
     return _record_set(parts, index_fields, drop_tombstones=False)
-
-
-def header_count(files: list[StateFile]) -> int:
-    return int(files[0].header["record_count"])
 
 
 def compact(files: list[StateFile]) -> RecordSet:
