@@ -15,10 +15,13 @@ OS, zstd, msgpack and (later) boto3 are translated where they enter feedkit
     │   └── ProducerFencedError   the announcement moved under a producer (compare-and-swap lost)
     ├── IntegrityError            bytes that do not match what the manifest or header promises
     ├── ValidationError           a table the producer refuses to publish (keys, columns, types)
+    │   └── RefusedError          a valid table whose change a validator refused (ratio, count, custom)
     └── VersionNotFoundError      no manifest for the asked version, or nothing announced yet
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BlobExistsError",
@@ -30,6 +33,7 @@ __all__ = [
     "KeyTypeError",
     "NotInstalledError",
     "ProducerFencedError",
+    "RefusedError",
     "StoreError",
     "ValidationError",
     "VersionNotFoundError",
@@ -78,6 +82,17 @@ class IntegrityError(FeedkitError):
 
 class ValidationError(FeedkitError):
     """The producer refuses a table: duplicate or null keys, a missing column, a bad type."""
+
+
+class RefusedError(ValidationError):
+    """A validator refused the new state (change ratio, record count, or a custom rule).
+
+    ``results`` holds the failed :class:`feedkit.producer.ValidationResult` objects.
+    """
+
+    def __init__(self, message: str, results: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.results = list(results or [])
 
 
 class VersionNotFoundError(FeedkitError):

@@ -1,5 +1,23 @@
-"""The producer side: ``feedkit.Producer`` (needs the ``producer`` extra)."""
+"""The producer side: ``feedkit.Producer`` and its validators (needs the ``producer`` extra).
 
-from feedkit.producer.producer import Producer
+The daemon around it is ``feedkit.producer.daemon`` (the ``feedkit-producer`` command).
+"""
 
-__all__ = ["Producer"]
+from feedkit.producer.producer import CycleReport, Producer
+from feedkit.producer.validate import (
+    CycleSummary,
+    MaxChangeRatio,
+    MinRecords,
+    ValidationResult,
+    load_validator,
+)
+
+__all__ = [
+    "CycleReport",
+    "CycleSummary",
+    "MaxChangeRatio",
+    "MinRecords",
+    "Producer",
+    "ValidationResult",
+    "load_validator",
+]

@@ -1,14 +1,16 @@
-"""Producer.publish: one cycle turning a whole table state into a new feed version.
+"""Producer.publish / Producer.append: one cycle turning a table into a new feed version.
 
 The cycle is a numbered pipeline; a failed step announces nothing:
 
 1. restore   the last published state (work dir, else fetched from the store)
-2. encode    the table, batch by batch, into records spilled to a work file
-3. validate  non-null, unique keys
+2. encode    the table (or the appended rows), batch by batch, spilled to a work file
+3. check     non-null, unique keys (an appended key must be new)
 4. diff      against the last published state; nothing changed -> no version
-5. write     the new state file, the delta blob, the snapshot blob (when due)
-6. publish   blobs, then the manifest (create-only)
-7. announce  compare-and-swap of the announcement
+5. write     the new state file
+6. validate  change ratio, record count, custom validators -> RefusedError
+7. write     the delta blob, the snapshot blob (when due)
+8. publish   blobs, then the manifest (create-only)
+9. announce  compare-and-swap of the announcement
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +39,22 @@ from feedkit.errors import (
     ConfigurationError,
     IntegrityError,
     ProducerFencedError,
+    RefusedError,
     ValidationError,
 )
 from feedkit.format import RecordSet, StateFile, write_state
 from feedkit.manifest import Announcement, Manifest
-from feedkit.merge import Diff, delta_records, diff, record_digest
+from feedkit.merge import delta_records, diff, record_digest
 from feedkit.store import BlobStore
 
 from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_spec_for
+from .validate import CycleSummary, MaxChangeRatio, MinRecords, Validator, run_validator
 
-__all__ = ["Producer"]
+__all__ = ["CycleReport", "Producer"]
 
 log = logging.getLogger("feedkit.producer")
+
+_M64 = (1 << 64) - 1
 
 TableLike = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 
@@ -63,8 +69,51 @@ class _Published:
     since_snapshot: int  # versions published since the nearest snapshot
 
 
+@dataclass
+class _Change:
+    """A new state and how it differs from the last published one."""
+
+    state: RecordSet  # every record of the new version
+    delta: RecordSet | None  # upserts and tombstones from the last version; None: no delta
+    digest: int  # the new state digest
+    added: int
+    changed: int
+    removed: int
+
+
+@dataclass
+class CycleReport:
+    """What one publish or append did: figures for logs, metrics and validators."""
+
+    feed: str
+    version: int | None  # None: nothing changed, nothing published
+    previous_version: int | None
+    rows_read: int = 0
+    record_count: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    snapshot: bool = False
+    bytes_written: int = 0
+    source: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # encode, diff, write, upload, total
+
+    def log_fields(self) -> str:
+        """``key=value`` pairs for one log line."""
+        src = self.source or {}
+        parts = [f"feed={self.feed}", f"version={self.version}",
+                 f"previous={self.previous_version}"]
+        if "snapshot_id" in src:
+            parts.append(f"iceberg_snapshot={src['snapshot_id']}")
+        parts += [f"rows_read={self.rows_read}", f"records={self.record_count}",
+                  f"added={self.added}", f"changed={self.changed}", f"removed={self.removed}",
+                  f"snapshot={str(self.snapshot).lower()}", f"bytes_written={self.bytes_written}"]
+        parts += [f"{k}_s={v:.3f}" for k, v in self.seconds.items()]
+        return " ".join(parts)
+
+
 class Producer:
-    """Publish versions of one feed from whole-table states.
+    """Publish versions of one feed from whole-table states or appended rows.
 
     Args:
         store: where to publish.
@@ -74,6 +123,12 @@ class Producer:
         snapshot_every: write a snapshot blob at least every N versions.
         max_delta_ratio: also write a snapshot when the delta is larger than this
             share of the state.
+        max_change_ratio: refuse a version that adds, changes or removes more than this
+            share of the previous version's records (None: no limit).
+        min_records: refuse a version with fewer records.
+        validators: more rules, each a callable taking a
+            :class:`~feedkit.producer.CycleSummary` and returning a
+            :class:`~feedkit.producer.ValidationResult` (or a bool).
         work_dir: where the last published state is kept between cycles; None uses
             a temporary folder (the state is then restored from the store on the
             first publish of each process).
@@ -86,7 +141,9 @@ class Producer:
 
     def __init__(self, store: BlobStore, *, feed: str, primary_key: str | Sequence[str],
                  indexes: Sequence[str] = (), snapshot_every: int = 10,
-                 max_delta_ratio: float = 0.5, work_dir: str | os.PathLike[str] | None = None,
+                 max_delta_ratio: float = 0.5, max_change_ratio: float | None = None,
+                 min_records: int = 0, validators: Sequence[Validator] = (),
+                 work_dir: str | os.PathLike[str] | None = None,
                  compression_level: int = 3, batch_rows: int = 65536) -> None:
         self.feed = names.validate_feed(feed)
         key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
@@ -101,6 +158,12 @@ class Producer:
         self.indexes = list(dict.fromkeys(indexes))
         self.snapshot_every = snapshot_every
         self.max_delta_ratio = max_delta_ratio
+        self.validators: list[Any] = []
+        if max_change_ratio is not None:
+            self.validators.append(MaxChangeRatio(max_change_ratio))
+        if min_records:
+            self.validators.append(MinRecords(min_records))
+        self.validators += list(validators)
         self.compression_level = compression_level
         self.batch_rows = batch_rows
         self._own_work_dir = work_dir is None
@@ -108,8 +171,8 @@ class Producer:
             tempfile.mkdtemp(prefix=f"feedkit-producer-{feed}-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.last_report: CycleReport | None = None
         self._last: _Published | None = None
-        self._restored = False
         self._closed = False
 
     def __enter__(self) -> Producer:
@@ -129,24 +192,81 @@ class Producer:
         """The version this producer last published or restored."""
         return self._last.manifest.version if self._last else None
 
+    @property
+    def manifest(self) -> Manifest | None:
+        """The manifest of the version this producer last published or restored."""
+        return self._last.manifest if self._last else None
+
+    def restore(self) -> Manifest | None:
+        """Restore the announced version now (the first publish does it otherwise).
+
+        Returns its manifest, or None when the feed was never announced.
+
+        Raises:
+            ProducerFencedError: the announcement moved since this producer announced.
+            FeedkitError: the store failed or holds a damaged version.
+        """
+        self._check_open()
+        self._restore()
+        return self.manifest
+
+    def can_append(self, schema: pa.Schema) -> bool:
+        """Whether rows of ``schema`` can be appended to the last version (same columns,
+        types, key and indexes). Restores first."""
+        self._check_open()
+        self._restore()
+        if self._last is None:
+            return False
+        try:
+            describe = self._describe(schema)[0]
+        except ValidationError:
+            return False
+        return self._same_shape(describe)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"producer of feed {self.feed!r} is closed")
+
     # -- the cycle ------------------------------------------------------------------------
 
-    def publish(self, table: TableLike, *, source: dict[str, Any] | None = None) -> int | None:
+    def publish(self, table: TableLike, *, source: dict[str, Any] | None = None,
+                force: bool = False) -> int | None:
         """Publish ``table`` (the whole state) as a new version.
+
+        Args:
+            table: a pyarrow Table, RecordBatchReader, RecordBatch or iterable of batches.
+            source: where the state comes from (recorded in the manifest), e.g.
+                ``{"table": "db.t", "snapshot_id": 123}``.
+            force: skip the threshold rules (``max_change_ratio``, ``min_records``);
+                key rules and custom validators still apply.
 
         Returns the new version, or None when nothing changed.
 
         Raises:
             ValidationError: missing, null or duplicate keys, or an unsupported column;
                 nothing is written.
+            RefusedError: a validator refused the new state; nothing is announced.
             ProducerFencedError: another producer moved the announcement.
             FeedkitError: any other failure; nothing is announced.
         """
-        if self._closed:
-            raise ClosedError(f"producer of feed {self.feed!r} is closed")
-        started = time.monotonic()
-        etag = self._restore()  # 1
-        schema, batches = _batches(table, self.batch_rows)
+        return self._run(table, source, force, append=False)
+
+    def append(self, table: TableLike, *, source: dict[str, Any] | None = None,
+               force: bool = False) -> int | None:
+        """Publish the last version plus the rows of ``table`` (new keys only).
+
+        Costs the size of the appended rows plus one pass over the state file, not a
+        read of the whole table. Use :meth:`can_append` to check the schema first.
+
+        Raises:
+            ValidationError: an appended key is null, repeated, or already in the feed
+                (an append cannot change a record), or the schema differs from the last
+                version's; nothing is written.
+            RefusedError, ProducerFencedError, FeedkitError: as for :meth:`publish`.
+        """
+        return self._run(table, source, force, append=True)
+
+    def _describe(self, schema: pa.Schema) -> tuple[dict[str, Any], ColumnPlan]:
         columns = describe_schema(schema, self.feed)
         spec = key_spec_for(schema, self.primary_key, self.feed)
         for name in self.indexes:
@@ -158,18 +278,47 @@ class Producer:
                                       "scalar column")
         plan = ColumnPlan(self.feed, spec, list(schema.names), self.indexes)
         use_list = any(_contains(f.type, {"list"}) for f in schema)
-        describe = {"feed": self.feed, "key": spec.to_json(), "schema": columns,
-                    "index_fields": self.indexes, "use_list": use_list}
+        return ({"feed": self.feed, "key": spec.to_json(), "schema": columns,
+                 "index_fields": self.indexes, "use_list": use_list}, plan)
 
+    def _same_shape(self, describe: dict[str, Any]) -> bool:
+        last = self._last
+        return last is not None and all(
+            last.state.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
+
+    def _run(self, table: TableLike, source: dict[str, Any] | None, force: bool,
+             append: bool) -> int | None:
+        self._check_open()
+        clock = _Clock()
+        etag = self._restore()  # 1
+        last = self._last
+        report = CycleReport(self.feed, None, last.manifest.version if last else None,
+                             source=source)
+        self.last_report = report
+        schema, batches = _batches(table, self.batch_rows)
+        describe, plan = self._describe(schema)
+        if append and not self._same_shape(describe):
+            raise ValidationError(
+                f"feed {self.feed!r}: cannot append rows whose columns, key or indexes differ "
+                f"from version {report.previous_version}'s; publish the whole table instead")
         spill = self.work_dir / f".spill.{uuid.uuid4().hex[:8]}"
         try:
-            records = self._encode(batches, plan, spill)  # 2 + 3
-            return self._cycle(records, describe, etag, source, started)
+            rs, report.rows_read = self._encode(batches, plan, spill)  # 2 + 3
+            report.seconds["encode"] = clock.lap()
+            change = self._appended(rs, plan) if append else self._diffed(rs, describe)  # 4
+            report.seconds["diff"] = clock.lap()
+            if change is None:
+                report.record_count = last.manifest.record_count  # type: ignore[union-attr]
+                report.seconds["total"] = clock.total()
+                log.info("event=unchanged %s", report.log_fields())
+                return None
+            return self._cycle(change, describe, etag, report, force, clock)
         finally:
             with contextlib.suppress(OSError):
                 spill.unlink()
 
-    def _encode(self, batches: Iterable[pa.RecordBatch], plan: ColumnPlan, spill: Path) -> RecordSet:
+    def _encode(self, batches: Iterable[pa.RecordBatch], plan: ColumnPlan,
+                spill: Path) -> tuple[RecordSet, int]:
         keys, starts, lengths, null_rows = [], [], [], []
         hashes: dict[str, list[np.ndarray]] = {f: [] for f in plan.index_fields}
         written = rows = 0
@@ -201,7 +350,7 @@ class Producer:
                 f"feed {self.feed!r}: null in key column(s) {', '.join(plan.spec.columns)} at "
                 f"{len(nulls)} row(s); first keys: {self._keys_at(rs, plan, nulls[:5])}")
         self._check_unique(rs, plan)
-        return rs
+        return rs, rows
 
     def _keys_at(self, rs: RecordSet, plan: ColumnPlan, rows: np.ndarray) -> list[Any]:
         positions = [plan.names.index(c) for c in plan.spec.columns]
@@ -230,46 +379,111 @@ class Producer:
             f"feed {self.feed!r}: duplicate keys in column(s) {', '.join(plan.spec.columns)}: "
             f"{len(dup)} duplicate row(s); first keys: {', '.join(distinct[:5])}")
 
-    def _cycle(self, rs: RecordSet, describe: dict[str, Any], etag: str | None,
-               source: dict[str, Any] | None, started: float) -> int | None:
+    def _diffed(self, rs: RecordSet, describe: dict[str, Any]) -> _Change | None:
+        """The change from the last version to the whole new state ``rs``."""
         last = self._last
-        same_shape = last is not None and all(
-            last.state.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
-        d: Diff | None = diff(last.state, rs) if last is not None and same_shape else None  # 4
-        if d is not None and d.empty:
-            log.info("feed %s: no change since version %s", self.feed, last.manifest.version)  # type: ignore[union-attr]
+        if last is None or not self._same_shape(describe):
+            # First version, or a new schema/key/indexes: a snapshot without a delta.
+            return _Change(rs, None, record_digest(rs.sources[0], rs.starts, rs.lengths),
+                           len(rs), 0, last.manifest.record_count if last else 0)
+        d = diff(last.state, rs)
+        if d.empty:
             return None
+        old = last.state
+        removed = np.concatenate([d.changed_old, d.deleted])
+        o_starts, o_lengths = old.record_ranges(removed)
+        digest = (last.manifest.state_digest - record_digest(old.heap, o_starts, o_lengths)
+                  + record_digest(rs.sources[0], rs.starts[d.upserts], rs.lengths[d.upserts]))
+        return _Change(rs, delta_records(old, rs, d, self.indexes), digest & _M64,
+                       len(d.upserts) - len(d.changed_old), len(d.changed_old), len(d.deleted))
 
+    def _appended(self, new: RecordSet, plan: ColumnPlan) -> _Change | None:
+        """The last version plus the records of ``new``, whose keys must all be new."""
+        last = self._last
+        assert last is not None
+        if not len(new):
+            return None
+        old = last.state
+        clash = np.flatnonzero(old.probe_many(new.keys) >= 0)
+        if len(clash):
+            raise ValidationError(
+                f"feed {self.feed!r}: {len(clash)} appended row(s) repeat keys already in "
+                f"version {last.manifest.version} (duplicate keys in column(s) "
+                f"{', '.join(plan.spec.columns)}); first keys: "
+                f"{', '.join(repr(k) for k in self._keys_at(new, plan, clash[:5]))}")
+        slots = old.occupied()
+        o_starts, o_lengths = old.record_ranges(slots)
+        state = RecordSet(
+            keys=np.concatenate([old.slot_keys(slots).astype(new.keys.dtype), new.keys]),
+            starts=np.concatenate([o_starts, new.starts]),
+            lengths=np.concatenate([o_lengths, new.lengths]),
+            sources=[old.heap, new.sources[0]],
+            source=np.concatenate([np.zeros(len(slots), np.uint8), np.ones(len(new), np.uint8)]),
+            index_hashes={f: np.concatenate([old.index_hashes(f)[slots], new.index_hashes[f]])
+                          for f in self.indexes},
+        )
+        digest = last.manifest.state_digest + record_digest(new.sources[0], new.starts,
+                                                            new.lengths)
+        return _Change(state, new, digest & _M64, len(new), 0, 0)
+
+    def _validate(self, change: _Change, version: int, state_path: Path,
+                  report: CycleReport, force: bool) -> None:
+        """Run every validator on the new state; raise RefusedError naming the failures."""
+        if not self.validators:
+            return
+        from feedkit.consumer.state import State
+
+        last = self._last
+        summary = CycleSummary(
+            feed=self.feed, version=version,
+            previous_version=last.manifest.version if last else None,
+            record_count=len(change.state),
+            previous_record_count=last.manifest.record_count if last else None,
+            added=change.added, changed=change.changed, removed=change.removed,
+            source=report.source, state=State([StateFile(state_path)]))
+        failed = []
+        for validator in self.validators:
+            if force and getattr(validator, "overridable", False):
+                continue
+            result = run_validator(validator, summary)
+            if not result.passed:
+                failed.append(result)
+        if failed:
+            reasons = "; ".join(f"{r.rule}: {r.message}" for r in failed)
+            log.warning("event=refused rule=%s %s reason=%r", ",".join(r.rule for r in failed),
+                        report.log_fields(), reasons)
+            raise RefusedError(f"feed {self.feed!r}: version {version} refused by {reasons}",
+                               failed)
+
+    def _cycle(self, change: _Change, describe: dict[str, Any], etag: str | None,
+               report: CycleReport, force: bool, clock: _Clock) -> int:
+        last = self._last
+        rs = change.state
         version = max(int(time.time() * 1000), (last.manifest.version + 1) if last else 1)
-        if last is not None and d is not None:
-            old = last.state
-            removed = np.concatenate([d.changed_old, d.deleted])
-            o_starts, o_lengths = old.record_ranges(removed)
-            digest = (last.manifest.state_digest - record_digest(old.heap, o_starts, o_lengths)
-                      + record_digest(rs.sources[0], rs.starts[d.upserts], rs.lengths[d.upserts]))
-            digest &= (1 << 64) - 1
-        else:
-            digest = record_digest(rs.sources[0], rs.starts, rs.lengths)
+        report.version, report.record_count = version, len(rs)
+        report.added, report.changed, report.removed = change.added, change.changed, change.removed
         header = dict(describe, version=version, record_count=len(rs),
-                      state_digest=f"{digest:016x}")
+                      state_digest=f"{change.digest:016x}")
 
-        state_path = self.work_dir / f"{version:020d}.state"  # 5
+        state_path = self.work_dir / f"{version:020d}.state"
         tmp_blobs: list[Path] = []
         try:
-            write_state(state_path, dict(header, kind="base"), rs)
-            delta_info = snapshot_info = None
-            if last is not None and d is not None:
+            write_state(state_path, dict(header, kind="base"), rs)  # 5
+            report.seconds["write"] = clock.lap()
+            self._validate(change, version, state_path, report, force)  # 6
+            report.seconds["validate"] = clock.lap()
+            delta_info = snapshot_info = None  # 7
+            if last is not None and change.delta is not None:
                 delta_state = self.work_dir / f".{version:020d}.delta"
                 tmp_blobs.append(delta_state)
                 write_state(delta_state, dict(header, kind="overlay",
-                                              base_version=last.manifest.version),
-                            delta_records(last.state, rs, d, self.indexes))
+                                              base_version=last.manifest.version), change.delta)
                 delta_blob = self.work_dir / f".{version:020d}.delta.zst"
                 tmp_blobs.append(delta_blob)
                 delta_info = compress_file(delta_state, delta_blob, names.delta_key(
                     self.feed, last.manifest.version, version), self.compression_level)
             since = last.since_snapshot + 1 if last else 0
-            due = (last is None or d is None or since >= self.snapshot_every
+            due = (last is None or change.delta is None or since >= self.snapshot_every
                    or (delta_info is not None and delta_info.raw_size
                        > self.max_delta_ratio * os.path.getsize(state_path)))
             if due:
@@ -277,19 +491,22 @@ class Producer:
                 tmp_blobs.append(snap_blob)
                 snapshot_info = compress_file(state_path, snap_blob, names.snapshot_key(
                     self.feed, version), self.compression_level)
+            report.seconds["compress"] = clock.lap()
             manifest = Manifest(
                 feed=self.feed, version=version,
                 parent=last.manifest.version if last else None,
                 nearest_snapshot=version if snapshot_info else last.manifest.nearest_snapshot,  # type: ignore[union-attr]
-                record_count=len(rs), state_digest=digest, key=describe["key"],
+                record_count=len(rs), state_digest=change.digest, key=describe["key"],
                 schema=describe["schema"], index_fields=self.indexes,
-                snapshot=snapshot_info, delta=delta_info, source=source,
+                snapshot=snapshot_info, delta=delta_info, source=report.source,
             )
-            self._upload(manifest, delta_blob if delta_info else None,  # 6
-                         snap_blob if snapshot_info else None)
-            new_etag = self.store.replace_if_match(  # 7
+            report.bytes_written = self._upload(  # 8
+                manifest, delta_blob if delta_info else None,
+                snap_blob if snapshot_info else None)
+            new_etag = self.store.replace_if_match(  # 9
                 names.announcement_key(self.feed),
                 Announcement(self.feed, version, producer=self.producer_id).to_bytes(), etag)
+            report.seconds["upload"] = clock.lap()
         except BaseException:
             with contextlib.suppress(OSError):
                 state_path.unlink()
@@ -303,10 +520,9 @@ class Producer:
                 last.state.path.unlink()
         self._last = _Published(manifest, StateFile(state_path), new_etag,
                                 0 if snapshot_info else since)
-        log.info("feed %s: announced version %s (%d records, %d upserts, %d deletes, "
-                 "snapshot=%s, %.3fs)", self.feed, version, len(rs),
-                 len(d.upserts) if d else len(rs), len(d.deleted) if d else 0,
-                 snapshot_info is not None, time.monotonic() - started)
+        report.snapshot = snapshot_info is not None
+        report.seconds["total"] = clock.total()
+        log.info("event=published %s", report.log_fields())
         return version
 
     def _since_snapshot(self, m: Manifest) -> int:
@@ -321,12 +537,16 @@ class Producer:
         key = names.manifest_key(self.feed, version)
         return Manifest.from_bytes(self.store.get_bytes(key), key)
 
-    def _upload(self, manifest: Manifest, delta: Path | None, snapshot: Path | None) -> None:
+    def _upload(self, manifest: Manifest, delta: Path | None, snapshot: Path | None) -> int:
+        """Upload the blobs, then the manifest; return the bytes written."""
+        written = 0
         for path, info in ((delta, manifest.delta), (snapshot, manifest.snapshot)):
             if path is not None and info is not None:
                 self.store.put_new(info.key, path)
-        self.store.put_new_bytes(names.manifest_key(self.feed, manifest.version),
-                                 manifest.to_bytes())
+                written += info.size
+        data = manifest.to_bytes()
+        self.store.put_new_bytes(names.manifest_key(self.feed, manifest.version), data)
+        return written + len(data)
 
     # -- restore ----------------------------------------------------------------------
 
@@ -352,10 +572,14 @@ class Producer:
                     "another producer is publishing (start a fresh one to take over)")
             return etag
         manifest = self._manifest(announcement.version)
-        state = self._local_state(manifest) or self._fetch_state(manifest)
+        state = self._local_state(manifest)
+        self._restored_from = "work_dir"
+        if state is None:
+            state, self._restored_from = self._fetch_state(manifest), "store"
         self._last = _Published(manifest, state, etag,  # type: ignore[arg-type]
                                 self._since_snapshot(manifest))
-        log.info("feed %s: restored version %s", self.feed, manifest.version)
+        log.info("event=restored feed=%s version=%s records=%s from=%s", self.feed,
+                 manifest.version, manifest.record_count, self._restored_from)
         return etag
 
     def _local_state(self, manifest: Manifest) -> StateFile | None:
@@ -369,6 +593,8 @@ class Producer:
         except IntegrityError:
             pass
         return None
+
+    _restored_from = ""
 
     def _fetch_state(self, manifest: Manifest) -> StateFile:
         from feedkit.consumer.cache import FeedCache
@@ -389,6 +615,21 @@ class Producer:
             write_state(path, header, compact(files))
         shutil.rmtree(cache_dir, ignore_errors=True)
         return StateFile(path)
+
+
+class _Clock:
+    """Seconds per step of a cycle."""
+
+    def __init__(self) -> None:
+        self.start = self.mark = time.monotonic()
+
+    def lap(self) -> float:
+        now = time.monotonic()
+        seconds, self.mark = now - self.mark, now
+        return seconds
+
+    def total(self) -> float:
+        return time.monotonic() - self.start
 
 
 def _batches(table: TableLike, batch_rows: int) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:
