@@ -298,7 +298,8 @@ class Daemon:
                         break
                     if runner.next_check <= time.monotonic():
                         runner.check()
-                        self._watch(runner)
+                        if not self.stop_event.is_set():
+                            self._watch(runner)
                 delay = min(r.next_check for r in self.runners) - time.monotonic()
                 if delay > 0:
                     self._wake.wait(delay)
