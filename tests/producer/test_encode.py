@@ -251,3 +251,37 @@ def test_binaries_random(values: list[bytes | None]) -> None:
 @given(st.lists(st.one_of(st.binary(min_size=5, max_size=5), st.none()), max_size=30))
 def test_fixed_size_binaries_random(values: list[bytes | None]) -> None:
     assert_encodes_like_pack_value(pa.array(values, pa.binary(5)))
+
+
+# -- lists of vectorised types ----------------------------------------------------------------
+
+LIST_TYPES = [pa.list_(pa.int64()), pa.large_list(pa.string()), pa.list_(pa.float64()),
+              pa.list_(pa.bool_()), pa.list_(pa.binary())]
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536])
+def test_list_header_boundaries(count: int) -> None:
+    assert_encodes_like_pack_value(pa.array([list(range(count)), None, []], pa.list_(pa.int32())))
+
+
+def test_nested_lists_slices_and_chunks() -> None:
+    values = [[["a"], ["b", None]], None, [[]], [None], [["c", "d", "e"]]]
+    arr = pa.array(values, pa.list_(pa.list_(pa.string())))
+    assert_encodes_like_pack_value(arr)
+    assert_encodes_like_pack_value(arr.slice(1, 3))
+    assert_encodes_like_pack_value(pa.chunked_array([arr.slice(0, 2), arr.slice(3)]))
+
+
+@HYPOTHESIS
+@given(st.data())
+def test_lists_random(data: st.DataObject) -> None:
+    t = data.draw(st.sampled_from(LIST_TYPES))
+    item = {"int64": st.integers(-2**63, 2**63 - 1), "string": TEXT, "large_string": TEXT,
+            "double": st.floats(), "bool": st.booleans(), "binary": st.binary(max_size=40)}[
+        str(t.value_type)]
+    rows = data.draw(st.lists(st.one_of(st.none(), st.lists(st.one_of(item, st.none()),
+                                                             max_size=20)), max_size=20))
+    arr = pa.array(rows, t)
+    start = data.draw(st.integers(0, len(rows)))
+    assert_encodes_like_pack_value(arr)
+    assert_encodes_like_pack_value(arr.slice(start))
