@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench-core clean
+.PHONY: demo test lint bench-core bench-producer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP) lint
 
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+
+bench-producer: $(STAMP)
+	$(PY) benchmarks/bench_producer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -159,8 +159,11 @@ class IcebergSource:
                     selected_fields=fields)
                 reader = scan.to_arrow_batch_reader()
             else:
-                reader = table.scan(selected_fields=fields,
-                                    snapshot_id=plan.position.snapshot_id).to_arrow_batch_reader()
+                # Not pinned to plan.position.snapshot_id (the same snapshot: ``table`` is
+                # the metadata the plan was made from): a pinned scan reads in that
+                # snapshot's schema, and a schema-only change (added or renamed column, no
+                # new snapshot) must show in the rows.
+                reader = table.scan(selected_fields=fields).to_arrow_batch_reader()
         except (OSError, ValueError) as exc:
             raise FeedkitError(f"feed {self.feed!r}: cannot read table {self.table_name!r}: "
                                f"{exc}") from exc

@@ -452,6 +452,7 @@ class Producer:
             reasons = "; ".join(f"{r.rule}: {r.message}" for r in failed)
             log.warning("event=refused rule=%s %s reason=%r", ",".join(r.rule for r in failed),
                         report.log_fields(), reasons)
+            report.version = None
             raise RefusedError(f"feed {self.feed!r}: version {version} refused by {reasons}",
                                failed)
 

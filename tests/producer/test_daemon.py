@@ -369,7 +369,8 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, catalog: Any) -> None:
     rc, output = _run_on_terminal(
         [sys.executable, "-m", "feedkit.producer.cli", "once", "--config", str(config)], tmp_path)
     assert rc == 0, output
-    assert f"{FEED}:" in output and "150k/150k" in output and "rows" in output
+    # The bar's first frame (later ones are rate-limited, and the bar is cleared at the end).
+    assert f"{FEED}:" in output and "/150k" in output and "rows/s" in output
 
     append_rows(catalog.load_table(TABLE), titles_table(10, start=900_000))
     piped = cli("once", "--config", str(config), cwd=tmp_path)

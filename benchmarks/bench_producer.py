@@ -1,0 +1,672 @@
+"""Producer benchmark: feedkit's Iceberg cycles against a bare scan, and commit-to-consumer time.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_producer.py [--rows 1000000] [--quick]
+
+``--quick`` is 100k rows. Everything runs against a real pyiceberg ``SqlCatalog`` on
+SQLite with a local warehouse and a local feedkit store, in a temporary folder. The
+table is Muse-like: ``movie_id`` int64 key, ``title`` string, ``year`` int32, ``score``
+float64, ``country`` string, ``genres`` list<string> (1 to 3 short values). It is
+written with ``write.target-file-size-bytes`` set so that it spans about
+``FILES_PER_TABLE`` data files, as a real table would (an overwrite of a key range then
+rewrites one file, not the whole table). Timings are reported, never asserted.
+Results go to ``benchmarks/results/producer.json`` (``producer_quick.json`` with
+``--quick``): a list of rows ``{name, unit, feedkit, peer, peer_value, ratio, goal,
+met}``, ``ratio`` = feedkit / peer, ``goal`` the largest acceptable ratio.
+
+Method:
+
+1. ``producer_full_cycle``: the steady state of the daemon on a table that is not only
+   appended to. One long-lived ``Producer`` with a work dir (as the daemon keeps one
+   per feed) has published the table; each round an Iceberg overwrite rewrites 1% of
+   the rows (a key range, new ``score``), and the timed cycle is what the daemon does
+   once it notices the snapshot: ``IcebergSource.load``, ``plan`` (-> "full"),
+   ``read`` of the whole table and ``Producer.publish`` of it, which diffs against the
+   last version and writes a delta (a snapshot too when one is due, every 10th
+   version). This was chosen over "publish into a fresh feed" because a real full
+   cycle always has a previous version to diff against. The peer is the same table
+   read by pyiceberg, ``catalog.load_table(...).scan().to_arrow()`` (the load is in
+   both windows; it costs milliseconds). For the breakdown, the same read through
+   ``IcebergSource.read`` (a batch reader, as the cycle uses it) drained without
+   encoding is timed as a reference: ``CycleReport.seconds["encode"]`` includes it,
+   since the producer pulls batches from the reader as it encodes them.
+2. ``producer_append_cycle``: each round also appends 1k rows with new keys to the
+   table; the timed cycle is load, ``plan`` (-> "append"), ``read`` (incremental),
+   ``Producer.can_append`` and ``Producer.append``. Its peer is the full cycle's median.
+   Iceberg commits are the user's, not feedkit's: they are outside every window (their
+   times are printed).
+   Parts 1 and 2 run one warm-up round, then ``ROUNDS`` rounds; inside a round the
+   full cycle, the scan and the reader drain run in rotating order. Medians are
+   reported. The garbage collector stays on (the daemon runs with it) and is run
+   between windows.
+3. ``propagation_local``: the real daemon (``feedkit-producer run``) as a subprocess,
+   ``poll_interval = 5`` s so its watchdog wake-up is what is measured, and a watching
+   ``Consumer`` (default ``poll_interval`` of 1 s, watchdog on the local store) in this
+   process. Each round commits an Iceberg append of 100 rows with new keys and polls
+   ``consumer.get(new_key)`` every 2 ms until it answers. The value is the time from
+   just before the commit starts; the time from just after it returns is printed too.
+   One warm-up round, then ``LIVE_APPENDS`` rounds, median. ``propagation_local_overwrite``
+   is the same with a 1% overwrite (a full read and diff in the daemon), polling until
+   a rewritten key shows its new score; one warm-up, then ``LIVE_OVERWRITES`` rounds.
+   The peer is the goal itself (1 s). The daemon is stopped with SIGTERM and must
+   exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
+from pyiceberg.table import Table
+
+import feedkit
+from feedkit import names
+from feedkit.producer import CycleReport, Producer
+from feedkit.producer.iceberg import IcebergSource, TablePosition
+
+SEED = 20240611
+NAMESPACE = "muse"
+TABLE = "muse.titles"
+FEED = "bench.producer"
+FEED_LIVE = "bench.producer-live"
+ROUNDS = 5
+APPEND_ROWS = 1000  # rows per Iceberg append, part 2
+OVERWRITE_SHARE = 0.01  # share of the rows rewritten by an overwrite
+FILES_PER_TABLE = 8  # data files the initial table is written as
+LIVE_APPENDS = 7
+LIVE_OVERWRITES = 5
+LIVE_APPEND_ROWS = 100
+DAEMON_POLL = 5.0
+POLL_SLEEP = 0.002  # seconds between consumer.get polls
+PROPAGATION_TIMEOUT = 120.0
+STARTUP_TIMEOUT = 300.0
+COUNTRIES = ["US", "GB", "FR", "DE", "BR", "JP", "IN", "IT"]
+GENRES = ["Drama", "Comedy", "Action", "Thriller", "Romance", "Horror", "Documentary",
+          "Animation", "Sci-Fi", "Crime"]
+SCHEMA = pa.schema([
+    ("movie_id", pa.int64()),
+    ("title", pa.string()),
+    ("year", pa.int32()),
+    ("score", pa.float64()),
+    ("country", pa.string()),
+    ("genres", pa.list_(pa.string())),
+])
+STEPS = ("encode", "diff", "write", "validate", "compress", "upload", "total")
+
+GOAL_FULL_VS_SCAN = 3.0
+GOAL_APPEND_VS_FULL = 0.1
+GOAL_PROPAGATION_S = 1.0
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def generate(start: int, m: int, rng: np.random.Generator) -> pa.Table:
+    """Rows ``start .. start+m-1``: key 10*i + 0..9 (sparse, ascending, disjoint per i)."""
+    idx = np.arange(start, start + m, dtype=np.int64)
+    ids = pa.array(idx * 10 + rng.integers(0, 10, m), pa.int64())
+    title = pc.binary_join_element_wise("title", pc.cast(ids, pa.string()), " ")
+    year = pa.array(rng.integers(1920, 2026, m, dtype=np.int32), pa.int32())
+    score = pa.array(np.round(rng.random(m) * 10, 2), pa.float64())
+    country = pa.array(COUNTRIES, pa.string()).take(
+        pa.array(rng.integers(0, len(COUNTRIES), m, dtype=np.int32)))
+    lengths = rng.integers(1, 4, m)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    values = pa.array(GENRES, pa.string()).take(
+        pa.array(rng.integers(0, len(GENRES), int(lengths.sum()), dtype=np.int32)))
+    genres = pa.ListArray.from_arrays(offsets, values)
+    return pa.Table.from_arrays([ids, title, year, score, country, genres], schema=SCHEMA)
+
+
+def catalog_properties(root: Path) -> dict[str, str]:
+    return {"type": "sql", "uri": f"sqlite:///{root}/catalog.db",
+            "warehouse": f"file://{root}/warehouse"}
+
+
+def make_catalog(root: Path) -> SqlCatalog:
+    (root / "warehouse").mkdir(parents=True, exist_ok=True)
+    props = catalog_properties(root)
+    cat = SqlCatalog("local", **{k: v for k, v in props.items() if k != "type"})
+    cat.create_namespace(NAMESPACE)
+    return cat
+
+
+class Workload:
+    """The Iceberg side: the table and the commits the benchmark makes to it."""
+
+    def __init__(self, catalog: SqlCatalog, n: int, seed: int) -> None:
+        self.catalog = catalog
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        data = generate(0, n, self.rng)
+        self.base_ids = data.column("movie_id").to_numpy()
+        self.next_index = n  # rows appended later take indexes from here: new keys
+        target = max(1 << 20, data.nbytes // FILES_PER_TABLE + 1)
+        table = catalog.create_table(TABLE, schema=SCHEMA, properties={
+            "write.target-file-size-bytes": str(target)})
+        table.append(data)
+        self.rows = n
+        self.score_tag = 1000.0
+
+    def table(self) -> Table:
+        return self.catalog.load_table(TABLE)
+
+    def files(self) -> int:
+        return len(self.table().inspect.files())
+
+    def new_rows(self, m: int) -> pa.Table:
+        data = generate(self.next_index, m, self.rng)
+        self.next_index += m
+        return data
+
+    def append(self, data: pa.Table) -> float:
+        """Commit ``data`` as an append; return the commit's seconds."""
+        table = self.table()
+        data = data.cast(table.schema().as_arrow())
+        t = time.perf_counter()
+        table.append(data)
+        elapsed = time.perf_counter() - t
+        self.rows += data.num_rows
+        return elapsed
+
+    def overwrite_prepare(self) -> tuple[BooleanExpression, pa.Table, float]:
+        """A key range of OVERWRITE_SHARE of the rows, read back with a new, distinct score."""
+        count = max(1, int(self.n * OVERWRITE_SHARE))
+        start = int(self.rng.integers(0, self.n - count))
+        lo = int(self.base_ids[start])
+        flt: BooleanExpression
+        if start + count < self.n:
+            flt = And(GreaterThanOrEqual("movie_id", lo),
+                      LessThan("movie_id", int(self.base_ids[start + count])))
+        else:
+            flt = And(GreaterThanOrEqual("movie_id", lo), LessThan("movie_id", 10 * self.n))
+        rows = self.table().scan(row_filter=flt).to_arrow()
+        if rows.num_rows != count:
+            raise SystemExit(f"overwrite: the key range holds {rows.num_rows} rows, "
+                             f"expected {count}")
+        self.score_tag += 1
+        score = pa.array(np.full(rows.num_rows, self.score_tag), rows.schema.field("score").type)
+        rows = rows.set_column(rows.schema.get_field_index("score"), "score", score)
+        return flt, rows, self.score_tag
+
+    def overwrite(self, flt: BooleanExpression, rows: pa.Table) -> float:
+        table = self.table()
+        t = time.perf_counter()
+        table.overwrite(rows, overwrite_filter=flt)
+        return time.perf_counter() - t
+
+
+# -- parts 1 and 2: cycles in this process ----------------------------------------------
+
+
+class Cycles:
+    """What the daemon does for one feed after noticing a snapshot, step by step."""
+
+    def __init__(self, store: feedkit.BlobStore, catalog: SqlCatalog, work_dir: Path) -> None:
+        self.catalog = catalog
+        self.work_dir = work_dir
+        self.source = IcebergSource(catalog, TABLE, feed=FEED)
+        self.producer = Producer(store, feed=FEED, primary_key="movie_id", work_dir=work_dir)
+        self.published: TablePosition | None = None
+
+    def cycle(self, expect: str) -> tuple[float, CycleReport]:
+        """One cycle (seconds, report); ``expect`` is the plan it must make."""
+        gc.collect()
+        t = time.perf_counter()
+        table = self.source.load()
+        plan = self.source.plan(table, self.published)
+        if plan.kind != expect:
+            raise SystemExit(f"the cycle planned {plan.kind!r} ({plan.reason}), "
+                             f"expected {expect!r}")
+        reader = self.source.read(table, plan)
+        source = self.source.source(table, plan.position)
+        if plan.kind == "append":
+            if not self.producer.can_append(reader.schema):
+                raise SystemExit("Producer.can_append refused the appended rows' schema")
+            version = self.producer.append(reader, source=source)
+        else:
+            version = self.producer.publish(reader, source=source)
+        elapsed = time.perf_counter() - t
+        report = self.producer.last_report
+        assert report is not None
+        if version is None:
+            raise SystemExit(f"the {plan.kind} cycle published nothing")
+        self.published = plan.position
+        return elapsed, report
+
+    def scan(self) -> tuple[float, int]:
+        """The peer: pyiceberg's own read of the whole table into Arrow."""
+        gc.collect()
+        t = time.perf_counter()
+        arrow = self.catalog.load_table(TABLE).scan().to_arrow()
+        return time.perf_counter() - t, arrow.num_rows
+
+    def drain(self) -> tuple[float, int]:
+        """The read the full cycle does (IcebergSource.read's batch reader), not encoded."""
+        gc.collect()
+        t = time.perf_counter()
+        table = self.source.load()
+        plan = self.source.plan(table, None)
+        rows = sum(b.num_rows for b in self.source.read(table, plan))
+        return time.perf_counter() - t, rows
+
+    def restore_time(self, store: feedkit.BlobStore) -> float:
+        """A fresh producer restoring the last version from the work dir (daemon start)."""
+        fresh = Producer(store, feed=FEED, primary_key="movie_id", work_dir=self.work_dir)
+        t = time.perf_counter()
+        fresh.restore()
+        elapsed = time.perf_counter() - t
+        fresh.close()
+        return elapsed
+
+
+def bench_cycles(work: Workload, cycles: Cycles) -> dict[str, Any]:
+    """Parts 1 and 2: one warm-up round then ROUNDS rounds."""
+    res: dict[str, list[Any]] = {k: [] for k in (
+        "full", "full_report", "scan", "drain", "append", "append_report",
+        "overwrite_commit", "append_commit")}
+    step(f"cycles: one warm-up round, then {ROUNDS} rounds (overwrite {OVERWRITE_SHARE:.0%} "
+         f"-> full cycle, scan, drain in rotating order; append {APPEND_ROWS:,} -> append cycle)")
+    for r in range(ROUNDS + 1):
+        flt, rows, _ = work.overwrite_prepare()
+        ow_commit = work.overwrite(flt, rows)
+        out: dict[str, Any] = {}
+
+        def full(out: dict[str, Any] = out, changed: int = rows.num_rows) -> None:
+            out["full"], rep = cycles.cycle("full")
+            if (rep.changed, rep.added, rep.removed, rep.rows_read) != (changed, 0, 0, work.rows):
+                raise SystemExit(f"full cycle: changed={rep.changed} added={rep.added} "
+                                 f"removed={rep.removed} rows_read={rep.rows_read}; expected "
+                                 f"changed={changed}, rows_read={work.rows}")
+            out["full_report"] = rep
+
+        def scan(out: dict[str, Any] = out) -> None:
+            out["scan"], got = cycles.scan()
+            if got != work.rows:
+                raise SystemExit(f"scan read {got} rows, expected {work.rows}")
+
+        def drain(out: dict[str, Any] = out) -> None:
+            out["drain"], got = cycles.drain()
+            if got != work.rows:
+                raise SystemExit(f"drain read {got} rows, expected {work.rows}")
+
+        runs: list[Callable[[], None]] = [full, scan, drain]
+        for run in runs[r % 3:] + runs[:r % 3]:
+            run()
+
+        ap_commit = work.append(work.new_rows(APPEND_ROWS))
+        out["append"], rep = cycles.cycle("append")
+        if (rep.added, rep.rows_read, rep.record_count) != (APPEND_ROWS, APPEND_ROWS, work.rows):
+            raise SystemExit(f"append cycle: added={rep.added} rows_read={rep.rows_read} "
+                             f"records={rep.record_count}")
+        out["append_report"] = rep
+        out["overwrite_commit"], out["append_commit"] = ow_commit, ap_commit
+        fr, ar = out["full_report"], out["append_report"]
+        step(f"{'warm-up' if r == 0 else f'round {r}'}: full cycle {out['full']:.3f} s"
+             f"{' (+snapshot)' if fr.snapshot else ''}, scan {out['scan']:.3f} s, drain "
+             f"{out['drain']:.3f} s, append cycle {out['append']:.3f} s"
+             f"{' (+snapshot)' if ar.snapshot else ''}; commits: overwrite {ow_commit:.3f} s, "
+             f"append {ap_commit:.3f} s")
+        if r:
+            for k, v in out.items():
+                res[k].append(v)
+    return res
+
+
+# -- part 3: the daemon and a watching consumer -----------------------------------------
+
+
+def write_config(root: Path, store_dir: Path, work_dir: Path) -> Path:
+    lines = ["[store]", f'url = "{store_dir}"', "", "[catalog]", 'name = "local"']
+    lines += [f'{k} = "{v}"' for k, v in catalog_properties(root).items()]
+    lines += ["", "[producer]", f'work_dir = "{work_dir}"', "",
+              "[[feed]]", f'name = "{FEED_LIVE}"', f'table = "{TABLE}"',
+              'primary_key = "movie_id"', f"poll_interval = {DAEMON_POLL}"]
+    path = root / "producer.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes],
+             log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            raise SystemExit(f"the daemon exited with {proc.returncode} while waiting for "
+                             f"{what}; its log:\n{log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; daemon "
+                             f"log:\n{log_tail(log)}")
+        time.sleep(0.05)
+
+
+def poll_until(cond: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,
+               what: str) -> float:
+    """Poll ``cond`` every POLL_SLEEP seconds; return perf_counter when it holds."""
+    deadline = time.perf_counter() + PROPAGATION_TIMEOUT
+    while True:
+        if cond():
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{what} did not reach the consumer within "
+                             f"{PROPAGATION_TIMEOUT:.0f} s; daemon log:\n{log_tail(log)}")
+        if proc.poll() is not None:
+            raise SystemExit(f"the daemon exited with {proc.returncode} during {what}; "
+                             f"its log:\n{log_tail(log)}")
+        time.sleep(POLL_SLEEP)
+
+
+_PUBLISHED = re.compile(r"event=published .*?rows_read=(\d+) .*?total_s=([\d.]+)")
+
+
+def daemon_cycles(log: Path) -> list[tuple[int, float]]:
+    """(rows_read, total_s) of every event=published line in the daemon's log."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _PUBLISHED.search(line)
+        if m:
+            out.append((int(m.group(1)), float(m.group(2))))
+    return out
+
+
+def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
+    """Part 3: the real daemon as a subprocess, a watching consumer here."""
+    live = root / "live"
+    live.mkdir()
+    store_dir, log = live / "store", live / "daemon.log"
+    config = write_config(root, store_dir, live / "work")
+    exe = Path(sys.executable).with_name("feedkit-producer")
+    if not exe.exists():
+        raise SystemExit(f"{exe} not found: install the package (make test or pip install -e .)")
+    step(f"starting {exe.name} run (poll_interval {DAEMON_POLL:g} s); initial publish of "
+         f"{work.rows:,} rows")
+    t_start = time.perf_counter()
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([str(exe), "run", "--config", str(config)], stdout=log_file,
+                                stderr=subprocess.STDOUT, cwd=live)
+    res: dict[str, Any] = {"append": [], "overwrite": []}
+    consumer = None
+    try:
+        announcement = store_dir / names.announcement_key(FEED_LIVE)
+        wait_for(announcement.exists, STARTUP_TIMEOUT, "the first announcement", proc, log)
+        wait_for(lambda: "event=watching" in log.read_text(errors="replace"), STARTUP_TIMEOUT,
+                 "the daemon's watch on the metadata folder", proc, log)
+        res["startup_s"] = time.perf_counter() - t_start
+        store = feedkit.open_store(str(store_dir))
+        t = time.perf_counter()
+        consumer = feedkit.Consumer(store, feed=FEED_LIVE, cache_dir=live / "cache",
+                                    watch=True).open()
+        res["consumer_open_s"] = time.perf_counter() - t
+        if len(consumer) != work.rows:
+            raise SystemExit(f"the consumer serves {len(consumer)} records, the table holds "
+                             f"{work.rows}")
+        # consumer.get is looked up on every poll: the consumer rebinds it on each swap.
+        rnd = random.Random(SEED)
+
+        step(f"propagation: append {LIVE_APPEND_ROWS} rows, one warm-up + {LIVE_APPENDS} rounds")
+        for r in range(LIVE_APPENDS + 1):
+            time.sleep(rnd.uniform(0.5, 1.0))  # the daemon idle, waiting on its poll timer
+            data = work.new_rows(LIVE_APPEND_ROWS)
+            key = int(data.column("movie_id")[-1].as_py())
+            if consumer.get(key) is not None:
+                raise SystemExit(f"key {key} is already served before its append")
+            t0 = time.perf_counter()
+            work.append(data)
+            t1 = time.perf_counter()
+            t2 = poll_until(lambda key=key: consumer.get(key) is not None, proc, log,
+                            f"append round {r}")
+            step(f"{'warm-up' if r == 0 else f'append {r}'}: {t2 - t0:.3f} s from before the "
+                 f"commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
+            if r:
+                res["append"].append((t2 - t0, t2 - t1, t1 - t0))
+
+        step(f"propagation: overwrite {OVERWRITE_SHARE:.0%} of the rows, one warm-up + "
+             f"{LIVE_OVERWRITES} rounds")
+        for r in range(LIVE_OVERWRITES + 1):
+            time.sleep(rnd.uniform(0.5, 1.0))
+            flt, rows, tag = work.overwrite_prepare()
+            key = int(rows.column("movie_id")[-1].as_py())
+
+            def moved(key: int = key, tag: float = tag) -> bool:
+                rec = consumer.get(key)
+                return rec is not None and rec.score == tag
+
+            t0 = time.perf_counter()
+            work.overwrite(flt, rows)
+            t1 = time.perf_counter()
+            t2 = poll_until(moved, proc, log, f"overwrite round {r}")
+            step(f"{'warm-up' if r == 0 else f'overwrite {r}'}: {t2 - t0:.3f} s from before "
+                 f"the commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
+            if r:
+                res["overwrite"].append((t2 - t0, t2 - t1, t1 - t0))
+        if len(consumer) != work.rows:
+            raise SystemExit(f"the consumer serves {len(consumer)} records at the end, the "
+                             f"table holds {work.rows}")
+    finally:
+        if consumer is not None:
+            consumer.close()
+        if proc.poll() is None:
+            step("stopping the daemon with SIGTERM")
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise SystemExit(f"the daemon did not stop within 60 s of SIGTERM; its log:\n"
+                                 f"{log_tail(log)}") from None
+    res["exit_code"] = proc.returncode
+    if proc.returncode != 0:
+        print(f"WARNING: the daemon exited with {proc.returncode} after SIGTERM (expected 0); "
+              f"its log:\n{log_tail(log)}", file=sys.stderr)
+    published = daemon_cycles(log)[1:]  # the first is the initial publish
+    res["daemon_append_s"] = [s for n, s in published if n == LIVE_APPEND_ROWS][1:]
+    res["daemon_full_s"] = [s for n, s in published if n != LIVE_APPEND_ROWS][1:]
+    res["log"] = log.read_text(errors="replace")
+    return res
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def row(name: str, unit: str, value: float, peer: str | None, peer_value: float | None,
+        goal: float | None) -> dict[str, Any]:
+    ratio = value / peer_value if peer_value else None
+    met = None if goal is None else (ratio is not None and ratio <= goal)
+    return {"name": name, "unit": unit, "feedkit": round(value, 4), "peer": peer,
+            "peer_value": None if peer_value is None else round(peer_value, 4),
+            "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met}
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    head = (f"{'metric':<28} {'unit':<4} {'feedkit':>8}  {'peer':<20} {'peer value':>10}  "
+            f"{'ratio':>7}  {'goal':<11} {'met'}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
+        peer_value = "" if r["peer_value"] is None else f"{r['peer_value']:.3f}"
+        goal = "(reference)" if r["goal"] is None else f"<= {r['goal']:g}x"
+        met = "" if r["met"] is None else ("met" if r["met"] else "NOT MET")
+        print(f"{r['name']:<28} {r['unit']:<4} {r['feedkit']:>8.3f}  {r['peer'] or '-':<20} "
+              f"{peer_value:>10}  {ratio:>7}  {goal:<11} {met}")
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def breakdown(reports: list[CycleReport], elapsed: list[float]) -> str:
+    """Median seconds per step, and the part of the cycle outside Producer (load, plan)."""
+    parts = [f"{s} {med([r.seconds.get(s, 0.0) for r in reports]):.3f}" for s in STEPS]
+    outside = med([e - r.seconds.get("total", 0.0) for e, r in zip(elapsed, reports,
+                                                                    strict=True)])
+    return ", ".join(parts) + f"; outside Producer (load, plan, read setup) {outside:.3f}"
+
+
+def versions() -> str:
+    out = []
+    for dist in ("feedkit", "pyarrow", "pyiceberg", "numpy", "zstandard", "watchdog"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist} ?")
+    return ", ".join(out)
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def step(msg: str) -> None:
+    print(f"  .. {msg}", flush=True)
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--quick", action="store_true", help="100k rows")
+    args = ap.parse_args()
+    n = 100_000 if args.quick else args.rows
+    if n < 1000:
+        ap.error("--rows must be >= 1000")
+
+    now = dt.datetime.now().astimezone()
+    print(f"feedkit producer benchmark, {now:%Y-%m-%d %H:%M:%S %Z}")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
+          f"{platform.release()}; Python {platform.python_version()} "
+          f"({platform.python_implementation()})")
+    print(f"versions: {versions()}")
+    print(f"load average at start: {load()} (other work on the machine skews the figures)")
+    print(f"rows: {n:,} (seed {SEED}); rounds: {ROUNDS} (+1 warm-up); overwrite share "
+          f"{OVERWRITE_SHARE:.0%}; appends of {APPEND_ROWS:,} rows; propagation: "
+          f"{LIVE_APPENDS} appends of {LIVE_APPEND_ROWS}, {LIVE_OVERWRITES} overwrites")
+    print(flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="feedkit-bench-producer-"))
+    info: dict[str, Any] = {}
+    try:
+        step(f"creating the Iceberg table with {n:,} rows")
+        t = time.perf_counter()
+        catalog = make_catalog(root)
+        work = Workload(catalog, n, SEED)
+        info["create_s"] = time.perf_counter() - t
+        info["files"] = work.files()
+
+        store = feedkit.open_store(str(root / "store"))
+        cycles = Cycles(store, catalog, root / "work")
+        step("initial publish (first version: a snapshot, no diff)")
+        info["first_s"], info["first_report"] = cycles.cycle("full")
+
+        res = bench_cycles(work, cycles)
+        info["files_after"] = work.files()
+        info["restore_s"] = cycles.restore_time(store)
+
+        # The published feed answers what the table holds.
+        with feedkit.Consumer(store, feed=FEED, cache_dir=root / "cache", watch=False) as feed:
+            if len(feed) != work.rows:
+                raise SystemExit(f"feed holds {len(feed)} records, the table {work.rows}")
+            sample = work.table().scan(limit=1000).to_arrow().to_pylist()
+            for rec in sample:
+                got = feed.get(rec["movie_id"])
+                if got is None or got._asdict() != rec:
+                    raise SystemExit(f"feed.get({rec['movie_id']}) = {got!r}, table has {rec!r}")
+        cycles.producer.close()
+
+        live = bench_propagation(root, work)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    full, scan, drain, app = (med(res[k]) for k in ("full", "scan", "drain", "append"))
+    prop_app = med([x[0] for x in live["append"]])
+    prop_ow = med([x[0] for x in live["overwrite"]])
+    rows = [
+        row("producer_full_cycle", "s", full, "pyarrow scan", scan, GOAL_FULL_VS_SCAN),
+        row("producer_full_cycle", "s", full, "iceberg batch reader", drain, None),
+        row("producer_append_cycle", "s", app, "full cycle", full, GOAL_APPEND_VS_FULL),
+        row("propagation_local", "s", prop_app, "goal 1 s", 1.0, GOAL_PROPAGATION_S),
+        row("propagation_local_overwrite", "s", prop_ow, "goal 1 s", 1.0, GOAL_PROPAGATION_S),
+    ]
+
+    first: CycleReport = info["first_report"]
+    first_steps = ", ".join(f"{k} {v:.3f}" for k, v in first.seconds.items())
+    print()
+    print(f"setup (not goals): table of {n:,} rows in {info['files']} data files, created in "
+          f"{info['create_s']:.2f} s ({info['files_after']} files after the rounds); first "
+          f"publish {info['first_s']:.3f} s ({first_steps}); "
+          f"restore from the work dir {info['restore_s'] * 1000:.1f} ms")
+    print(f"full cycle (median of {ROUNDS}): {full:.3f} s; steps (median s): "
+          f"{breakdown(res['full_report'], res['full'])}")
+    print(f"  encode includes the Iceberg read: the batch reader alone takes {drain:.3f} s "
+          f"(median), the bare scan (load + scan().to_arrow()) {scan:.3f} s")
+    snaps = [(e, r) for e, r in zip(res["full"], res["full_report"], strict=True) if r.snapshot]
+    if snaps:
+        listed = ", ".join(f"{e:.3f} s (compress {r.seconds.get('compress', 0):.3f})"
+                           for e, r in snaps)
+        print(f"  rounds that also wrote a snapshot: {listed}")
+    print(f"append cycle (median of {ROUNDS}): {app:.3f} s; steps (median s): "
+          f"{breakdown(res['append_report'], res['append'])}")
+    print(f"Iceberg commits (outside the windows, median): overwrite of {OVERWRITE_SHARE:.0%} "
+          f"{med(res['overwrite_commit']):.3f} s, append of {APPEND_ROWS:,} "
+          f"{med(res['append_commit']):.3f} s")
+    for kind, items, daemon_s in (("append", live["append"], live["daemon_append_s"]),
+                                  ("overwrite", live["overwrite"], live["daemon_full_s"])):
+        print(f"propagation, {kind} (median of {len(items)}): {med([x[0] for x in items]):.3f} s "
+              f"from before the commit, {med([x[1] for x in items]):.3f} s from after it; "
+              f"commit {med([x[2] for x in items]):.3f} s; daemon cycle (total_s) "
+              f"{med(daemon_s):.3f} s; all from before: "
+              f"{', '.join(f'{x[0]:.3f}' for x in items)}")
+    print(f"daemon: up and watching after {live['startup_s']:.2f} s (includes the initial "
+          f"publish); consumer open {live['consumer_open_s']:.3f} s; exit code after SIGTERM "
+          f"{live['exit_code']}")
+    print("ratio = feedkit / peer; propagation rows compare against the goal itself (1 s)")
+    print()
+    print_rows(rows)
+    print(f"\nload average at end: {load()}")
+
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / ("producer_quick.json" if args.quick else "producer.json")
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    return 0 if live["exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
