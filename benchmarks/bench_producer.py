@@ -79,7 +79,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 import feedkit
@@ -192,17 +191,12 @@ class Workload:
         self.rows += data.num_rows
         return elapsed
 
-    def overwrite_prepare(self) -> tuple[BooleanExpression, pa.Table, float]:
+    def overwrite_prepare(self) -> tuple[str, pa.Table, float]:
         """A key range of OVERWRITE_SHARE of the rows, read back with a new, distinct score."""
         count = max(1, int(self.n * OVERWRITE_SHARE))
         start = int(self.rng.integers(0, self.n - count))
-        lo = int(self.base_ids[start])
-        flt: BooleanExpression
-        if start + count < self.n:
-            flt = And(GreaterThanOrEqual("movie_id", lo),
-                      LessThan("movie_id", int(self.base_ids[start + count])))
-        else:
-            flt = And(GreaterThanOrEqual("movie_id", lo), LessThan("movie_id", 10 * self.n))
+        end = int(self.base_ids[start + count]) if start + count < self.n else 10 * self.n
+        flt = f"movie_id >= {int(self.base_ids[start])} and movie_id < {end}"
         rows = self.table().scan(row_filter=flt).to_arrow()
         if rows.num_rows != count:
             raise SystemExit(f"overwrite: the key range holds {rows.num_rows} rows, "
@@ -212,7 +206,7 @@ class Workload:
         rows = rows.set_column(rows.schema.get_field_index("score"), "score", score)
         return flt, rows, self.score_tag
 
-    def overwrite(self, flt: BooleanExpression, rows: pa.Table) -> float:
+    def overwrite(self, flt: str, rows: pa.Table) -> float:
         table = self.table()
         t = time.perf_counter()
         table.overwrite(rows, overwrite_filter=flt)
@@ -415,7 +409,7 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
         proc = subprocess.Popen([str(exe), "run", "--config", str(config)], stdout=log_file,
                                 stderr=subprocess.STDOUT, cwd=live)
     res: dict[str, Any] = {"append": [], "overwrite": []}
-    consumer = None
+    consumer: feedkit.Consumer | None = None
     try:
         announcement = store_dir / names.announcement_key(FEED_LIVE)
         wait_for(announcement.exists, STARTUP_TIMEOUT, "the first announcement", proc, log)
@@ -424,27 +418,40 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
         res["startup_s"] = time.perf_counter() - t_start
         store = feedkit.open_store(str(store_dir))
         t = time.perf_counter()
-        consumer = feedkit.Consumer(store, feed=FEED_LIVE, cache_dir=live / "cache",
-                                    watch=True).open()
+        feed = feedkit.Consumer(store, feed=FEED_LIVE, cache_dir=live / "cache",
+                                watch=True).open()
+        consumer = feed
         res["consumer_open_s"] = time.perf_counter() - t
-        if len(consumer) != work.rows:
-            raise SystemExit(f"the consumer serves {len(consumer)} records, the table holds "
+        if len(feed) != work.rows:
+            raise SystemExit(f"the consumer serves {len(feed)} records, the table holds "
                              f"{work.rows}")
-        # consumer.get is looked up on every poll: the consumer rebinds it on each swap.
+        # feed.get is looked up on every poll: the consumer rebinds it on each swap.
         rnd = random.Random(SEED)
+        pauses = [0.0, 0.0]  # wall, CPU of this process while nothing happens
+
+        def idle(seconds: float) -> None:
+            """Sleep between rounds, counting this process's CPU meanwhile (the watching
+            consumer's refresher should use next to none)."""
+            cpu = time.process_time()
+            time.sleep(seconds)
+            pauses[0] += seconds
+            pauses[1] += time.process_time() - cpu
 
         step(f"propagation: append {LIVE_APPEND_ROWS} rows, one warm-up + {LIVE_APPENDS} rounds")
         for r in range(LIVE_APPENDS + 1):
-            time.sleep(rnd.uniform(0.5, 1.0))  # the daemon idle, waiting on its poll timer
+            idle(rnd.uniform(0.5, 1.0))  # the daemon idle, waiting on its poll timer
             data = work.new_rows(LIVE_APPEND_ROWS)
             key = int(data.column("movie_id")[-1].as_py())
-            if consumer.get(key) is not None:
+            if feed.get(key) is not None:
                 raise SystemExit(f"key {key} is already served before its append")
+
+            def arrived(key: int = key) -> bool:
+                return feed.get(key) is not None
+
             t0 = time.perf_counter()
             work.append(data)
             t1 = time.perf_counter()
-            t2 = poll_until(lambda key=key: consumer.get(key) is not None, proc, log,
-                            f"append round {r}")
+            t2 = poll_until(arrived, proc, log, f"append round {r}")
             step(f"{'warm-up' if r == 0 else f'append {r}'}: {t2 - t0:.3f} s from before the "
                  f"commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
             if r:
@@ -453,12 +460,12 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
         step(f"propagation: overwrite {OVERWRITE_SHARE:.0%} of the rows, one warm-up + "
              f"{LIVE_OVERWRITES} rounds")
         for r in range(LIVE_OVERWRITES + 1):
-            time.sleep(rnd.uniform(0.5, 1.0))
+            idle(rnd.uniform(0.5, 1.0))
             flt, rows, tag = work.overwrite_prepare()
             key = int(rows.column("movie_id")[-1].as_py())
 
             def moved(key: int = key, tag: float = tag) -> bool:
-                rec = consumer.get(key)
+                rec = feed.get(key)
                 return rec is not None and rec.score == tag
 
             t0 = time.perf_counter()
@@ -469,9 +476,10 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
                  f"the commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
             if r:
                 res["overwrite"].append((t2 - t0, t2 - t1, t1 - t0))
-        if len(consumer) != work.rows:
-            raise SystemExit(f"the consumer serves {len(consumer)} records at the end, the "
+        if len(feed) != work.rows:
+            raise SystemExit(f"the consumer serves {len(feed)} records at the end, the "
                              f"table holds {work.rows}")
+        res["idle_cpu"] = pauses[1] / pauses[0]
     finally:
         if consumer is not None:
             consumer.close()
@@ -655,6 +663,8 @@ def main() -> int:
     print(f"daemon: up and watching after {live['startup_s']:.2f} s (includes the initial "
           f"publish); consumer open {live['consumer_open_s']:.3f} s; exit code after SIGTERM "
           f"{live['exit_code']}")
+    print(f"benchmark process CPU between propagation rounds (idle, a watching consumer): "
+          f"{live['idle_cpu']:.0%} of a core")
     print("ratio = feedkit / peer; propagation rows compare against the goal itself (1 s)")
     print()
     print_rows(rows)

@@ -29,6 +29,9 @@ def _etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+_CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
 class LocalStore(BlobStore):
     """A store in a local folder (or any POSIX file system with hard links and flock).
 
@@ -162,6 +165,10 @@ class LocalStore(BlobStore):
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
+                # Only changes: watchdog also reports opens and reads ("opened",
+                # "closed_no_write"), and the consumer's own read would wake it forever.
+                if getattr(event, "event_type", None) not in _CHANGES:
+                    return
                 paths = (getattr(event, "src_path", None), getattr(event, "dest_path", None))
                 if target in paths:
                     callback()
