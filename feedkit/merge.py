@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedkit.errors import IntegrityError
-from feedkit.format import TOMBSTONE, RecordSet, StateFile, byte_ranges
+from feedkit.format import TOMBSTONE, RecordSet, StateFile, arrow_records
 from feedkit.keys import xxh3
 
 __all__ = ["Diff", "apply_delta", "compact", "diff", "record_digest"]
 
 _M64 = (1 << 64) - 1
 _TOMBSTONE_SOURCE = np.array([TOMBSTONE], dtype=np.uint8)
-_COMPARE_BYTES = 4 << 20
 
 
 def record_digest(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int:
@@ -31,23 +30,6 @@ def record_digest(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
     for a, n in zip(starts.tolist(), lengths.tolist(), strict=True):
         total += xxh3(view[a:a + n])
     return total & _M64
-
-
-def _same_bytes(a: np.ndarray, a_starts: np.ndarray, b: np.ndarray, b_starts: np.ndarray,
-                lengths: np.ndarray) -> np.ndarray:
-    """Per record: are ``a[a_start:+len]`` and ``b[b_start:+len]`` equal? (lengths >= 1)"""
-    out = np.empty(len(lengths), dtype=bool)
-    ends = np.cumsum(lengths)
-    start = 0
-    while start < len(lengths):
-        done = int(ends[start - 1]) if start else 0
-        cut = max(int(np.searchsorted(ends, done + _COMPARE_BYTES, side="right")), start + 1)
-        sl = slice(start, cut)
-        eq = a[byte_ranges(a_starts[sl], lengths[sl])] == b[byte_ranges(b_starts[sl], lengths[sl])]
-        bounds = np.cumsum(lengths[sl]) - lengths[sl]
-        out[sl] = np.logical_and.reduceat(eq, bounds)
-        start = cut
-    return out
 
 
 @dataclass
@@ -64,17 +46,30 @@ class Diff:
 
 
 def diff(old: StateFile, new: RecordSet) -> Diff:
-    """Compare a new state with the old base file, record by record (bytes, not values)."""
+    """Compare a new state with the old base file, record by record (bytes, not values).
+
+    The producer's: the byte comparison runs in pyarrow (imported here; consumers, which
+    never diff, never import it).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     assert new.source is None or len(new.sources) == 1
     slots = old.probe_many(new.keys)
     matched = slots >= 0
-    old_starts, old_lengths = old.record_ranges(slots[matched])
+    _, old_lengths = old.record_ranges(slots[matched])
     same = np.zeros(len(new), dtype=bool)
     candidates = np.flatnonzero(matched)
-    equal_length = old_lengths == new.lengths[candidates]
-    check = candidates[equal_length]
-    same[check] = _same_bytes(old.heap, old_starts[equal_length], new.sources[0],
-                              new.starts[check], new.lengths[check])
+    check = candidates[old_lengths == new.lengths[candidates]]
+    if len(check):
+        # Every old record (back to back in slot order) and every new one, as arrays of
+        # bytes; compare the pairs with equal keys and lengths.
+        occupied = old.occupied()
+        old_records, _ = arrow_records(pa, old.heap, *old.record_ranges(occupied))
+        new_records, new_elem = arrow_records(pa, new.sources[0], new.starts, new.lengths)
+        equal = pc.equal(pc.take(old_records, np.searchsorted(occupied, slots[check])),
+                         pc.take(new_records, new_elem[check]))
+        same[check] = equal.to_numpy(zero_copy_only=False)
     keep = np.zeros(old.slot_count, dtype=bool)
     keep[slots[matched]] = True
     occupied = old.occupied()

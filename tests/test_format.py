@@ -81,3 +81,32 @@ def test_damage_is_detected(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(IntegrityError, match="too short"):
         StateFile(path)
+
+
+def test_arrow_gather_copies_the_same_bytes_as_the_numpy_gather() -> None:
+    """write_state gathers with pyarrow in the producer and with numpy in consumers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from feedkit.format import RecordSet, _ArrowGather, _gather
+
+    rng = np.random.default_rng(7)
+    sources, starts, lengths, source = [], [], [], []
+    for s in range(3):
+        sizes = rng.integers(1, 40, size=500)
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        sources.append(rng.integers(0, 256, size=int(bounds[-1]), dtype=np.uint8))
+        pick = rng.permutation(500)[:300]  # a subset, in any order, with gaps between
+        starts.append(bounds[pick])
+        lengths.append(sizes[pick])
+        source.append(np.full(300, s, np.uint8))
+    sources.append(np.array([0xC1], np.uint8))  # a tombstone source: one byte, used repeatedly
+    starts.append(np.zeros(50, np.int64))
+    lengths.append(np.ones(50, np.int64))
+    source.append(np.full(50, 3, np.uint8))
+    rs = RecordSet(keys=np.arange(950, dtype=np.int64), starts=np.concatenate(starts),
+                   lengths=np.concatenate(lengths), sources=sources, source=np.concatenate(source))
+    order = rng.permutation(950)
+    arrow = _ArrowGather(pa, pc, rs)
+    for chunk in (order, order[:1], order[100:400]):
+        assert bytes(arrow(chunk)) == _gather(rs, chunk)
