@@ -115,9 +115,14 @@ def byte_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _free_sentinel(keys: np.ndarray, start: int) -> int:
     """A slot-key value no key uses: ``start`` unless taken, else the next free one."""
-    # Of len(keys) + 1 candidates at least one is free.
-    candidates = np.arange(start, start + len(keys) + 1, dtype=keys.dtype)
-    return int(candidates[~np.isin(candidates, keys)][0])
+    # Of len(keys) + 1 candidates at least one is free; usually none is taken, so look at
+    # the few keys inside the candidates' range only (no hashing of every key).
+    last = start + len(keys)
+    taken = keys[(keys >= keys.dtype.type(start)) & (keys <= keys.dtype.type(last))]
+    if not len(taken):
+        return start
+    candidates = np.arange(start, last + 1, dtype=keys.dtype)
+    return int(candidates[~np.isin(candidates, taken)][0])
 
 
 def _as_i64(value: int) -> int:

@@ -141,13 +141,24 @@ def _header_bytes(codes: np.ndarray, widths: np.ndarray, values: np.ndarray) -> 
     A width of -1 means the code byte alone carries the value (fixint, fixstr, nil).
     """
     n = len(codes)
-    matrix = np.empty((n, 9), dtype=np.uint8)
-    matrix[:, 1:] = values.astype(">u8").view(np.uint8).reshape(n, 8)
     w = np.maximum(widths, 0)
-    first = 8 - w
-    matrix[np.arange(n), first] = codes
-    keep = np.arange(9)[None, :] >= first[:, None]
-    return _from_parts(matrix[keep], w + 1)
+    big_endian = values.astype(">u8").view(np.uint8).reshape(n, 8)
+    if n and (w == w[0]).all():  # one width (all fixstr, all float64, ...): no scatter
+        k = int(w[0])
+        out = np.empty((n, k + 1), dtype=np.uint8)
+        out[:, 0] = codes
+        out[:, 1:] = big_endian[:, 8 - k:]
+        return _from_parts(out.reshape(-1), np.full(n, k + 1, dtype=np.int64))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(w + 1, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.uint8)
+    out[offsets[:-1]] = codes
+    for k in (1, 2, 4, 8):
+        sel = np.flatnonzero(w == k)
+        if len(sel):
+            out[(offsets[sel] + 1)[:, None] + np.arange(k)] = big_endian[sel, 8 - k:]
+    return pa.Array.from_buffers(pa.large_binary(), n,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
 def _encode_ints(arr: pa.Array) -> pa.Array:
@@ -238,7 +249,10 @@ def _encode_lists(arr: pa.Array) -> pa.Array:
     offsets = np.asarray(arr.offsets, dtype=np.int64)
     valid = np.asarray(arr.is_valid())
     counts = np.where(valid, np.diff(offsets), 0)
-    items = encode_column(arr.values)
+    # A slice's ``values`` is the whole child array: encode only this slice's items.
+    first = int(offsets[0])
+    items = encode_column(arr.values.slice(first, int(offsets[-1]) - first))
+    offsets = offsets - first
     data, item_offsets = _binary_parts(items)
     bodies = pa.Array.from_buffers(
         pa.large_binary(), len(arr),
