@@ -100,7 +100,7 @@ def _place(homes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     one in that order would. Slots past the capacity form an overflow tail, so probes
     never wrap.
     """
-    order = np.argsort(homes, kind="stable")
+    order = np.argsort(homes)  # ties in any order: each takes the next free slot
     ranks = np.arange(len(homes), dtype=np.int64)
     pos = ranks + np.maximum.accumulate(homes[order] - ranks) if len(homes) else ranks
     return order, pos

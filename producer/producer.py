@@ -42,9 +42,9 @@ from feedkit.errors import (
     RefusedError,
     ValidationError,
 )
-from feedkit.format import RecordSet, StateFile, write_state
+from feedkit.format import TOMBSTONE, RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
-from feedkit.merge import delta_records, diff, record_digest
+from feedkit.merge import apply_delta, compact, delta_records, diff, record_digest
 from feedkit.store import BlobStore
 
 from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_spec_for
@@ -55,6 +55,7 @@ __all__ = ["CycleReport", "Producer"]
 log = logging.getLogger("feedkit.producer")
 
 _M64 = (1 << 64) - 1
+_COMPACT_RATIO = 0.25  # merge the overlay into a new base past this share of the base
 
 TableLike = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 
@@ -64,18 +65,23 @@ class _Published:
     """What the producer last announced, and the state file that holds it."""
 
     manifest: Manifest
-    state: StateFile
+    files: list[StateFile]  # the state of manifest.version: [overlay, base] or [base]
     etag: str
     since_snapshot: int  # versions published since the nearest snapshot
+
+    @property
+    def base(self) -> StateFile:
+        return self.files[-1]
 
 
 @dataclass
 class _Change:
     """A new state and how it differs from the last published one."""
 
-    state: RecordSet  # every record of the new version
+    state: RecordSet | None  # every record of the new version; None: the last state + delta
     delta: RecordSet | None  # upserts and tombstones from the last version; None: no delta
     digest: int  # the new state digest
+    record_count: int
     added: int
     changed: int
     removed: int
@@ -284,7 +290,7 @@ class Producer:
     def _same_shape(self, describe: dict[str, Any]) -> bool:
         last = self._last
         return last is not None and all(
-            last.state.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
+            last.base.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
 
     def _run(self, table: TableLike, source: dict[str, Any] | None, force: bool,
              append: bool) -> int | None:
@@ -385,17 +391,34 @@ class Producer:
         if last is None or not self._same_shape(describe):
             # First version, or a new schema/key/indexes: a snapshot without a delta.
             return _Change(rs, None, record_digest(rs.sources[0], rs.starts, rs.lengths),
-                           len(rs), 0, last.manifest.record_count if last else 0)
-        d = diff(last.state, rs)
+                           len(rs), len(rs), 0, last.manifest.record_count if last else 0)
+        old = self._compacted()
+        d = diff(old, rs)
         if d.empty:
             return None
-        old = last.state
         removed = np.concatenate([d.changed_old, d.deleted])
         o_starts, o_lengths = old.record_ranges(removed)
         digest = (last.manifest.state_digest - record_digest(old.heap, o_starts, o_lengths)
                   + record_digest(rs.sources[0], rs.starts[d.upserts], rs.lengths[d.upserts]))
-        return _Change(rs, delta_records(old, rs, d, self.indexes), digest & _M64,
+        return _Change(rs, delta_records(old, rs, d, self.indexes), digest & _M64, len(rs),
                        len(d.upserts) - len(d.changed_old), len(d.changed_old), len(d.deleted))
+
+    def _compacted(self) -> StateFile:
+        """The last version as one base file (its overlay merged into a new base)."""
+        last = self._last
+        assert last is not None
+        if len(last.files) == 1:
+            return last.base
+        path = self._base_path(last.manifest.version)
+        write_state(path, derived_header(
+            last.base.header, version=last.manifest.version, kind="base",
+            record_count=last.manifest.record_count, state_digest=last.manifest.state_digest),
+            compact(last.files))
+        old, last.files = last.files, [StateFile(path)]
+        for sf in old:
+            with contextlib.suppress(OSError):
+                sf.path.unlink()
+        return last.base
 
     def _appended(self, new: RecordSet, plan: ColumnPlan) -> _Change | None:
         """The last version plus the records of ``new``, whose keys must all be new."""
@@ -403,30 +426,19 @@ class Producer:
         assert last is not None
         if not len(new):
             return None
-        old = last.state
-        clash = np.flatnonzero(old.probe_many(new.keys) >= 0)
+        clash = np.flatnonzero(_present(last.files, new.keys))
         if len(clash):
             raise ValidationError(
                 f"feed {self.feed!r}: {len(clash)} appended row(s) repeat keys already in "
                 f"version {last.manifest.version} (duplicate keys in column(s) "
                 f"{', '.join(plan.spec.columns)}); first keys: "
                 f"{', '.join(repr(k) for k in self._keys_at(new, plan, clash[:5]))}")
-        slots = old.occupied()
-        o_starts, o_lengths = old.record_ranges(slots)
-        state = RecordSet(
-            keys=np.concatenate([old.slot_keys(slots).astype(new.keys.dtype), new.keys]),
-            starts=np.concatenate([o_starts, new.starts]),
-            lengths=np.concatenate([o_lengths, new.lengths]),
-            sources=[old.heap, new.sources[0]],
-            source=np.concatenate([np.zeros(len(slots), np.uint8), np.ones(len(new), np.uint8)]),
-            index_hashes={f: np.concatenate([old.index_hashes(f)[slots], new.index_hashes[f]])
-                          for f in self.indexes},
-        )
         digest = last.manifest.state_digest + record_digest(new.sources[0], new.starts,
                                                             new.lengths)
-        return _Change(state, new, digest & _M64, len(new), 0, 0)
+        return _Change(None, new, digest & _M64, last.manifest.record_count + len(new),
+                       len(new), 0, 0)
 
-    def _validate(self, change: _Change, version: int, state_path: Path,
+    def _validate(self, change: _Change, version: int, files: list[StateFile],
                   report: CycleReport, force: bool) -> None:
         """Run every validator on the new state; raise RefusedError naming the failures."""
         if not self.validators:
@@ -437,10 +449,10 @@ class Producer:
         summary = CycleSummary(
             feed=self.feed, version=version,
             previous_version=last.manifest.version if last else None,
-            record_count=len(change.state),
+            record_count=change.record_count,
             previous_record_count=last.manifest.record_count if last else None,
             added=change.added, changed=change.changed, removed=change.removed,
-            source=report.source, state=State([StateFile(state_path)]))
+            source=report.source, state=State(files))
         failed = []
         for validator in self.validators:
             if force and getattr(validator, "overridable", False):
@@ -459,26 +471,40 @@ class Producer:
     def _cycle(self, change: _Change, describe: dict[str, Any], etag: str | None,
                report: CycleReport, force: bool, clock: _Clock) -> int:
         last = self._last
-        rs = change.state
+        count = change.record_count
         version = max(int(time.time() * 1000), (last.manifest.version + 1) if last else 1)
-        report.version, report.record_count = version, len(rs)
+        report.version, report.record_count = version, count
         report.added, report.changed, report.removed = change.added, change.changed, change.removed
-        header = dict(describe, version=version, record_count=len(rs),
+        header = dict(describe, version=version, record_count=count,
                       state_digest=f"{change.digest:016x}")
 
-        state_path = self.work_dir / f"{version:020d}.state"
+        created: list[Path] = []  # the new state's files: removed if the cycle fails
         tmp_blobs: list[Path] = []
         try:
-            write_state(state_path, dict(header, kind="base"), rs)  # 5
-            report.seconds["write"] = clock.lap()
-            self._validate(change, version, state_path, report, force)  # 6
-            report.seconds["validate"] = clock.lap()
-            delta_info = snapshot_info = None  # 7
+            delta_state = None
             if last is not None and change.delta is not None:
                 delta_state = self.work_dir / f".{version:020d}.delta"
                 tmp_blobs.append(delta_state)
                 write_state(delta_state, dict(header, kind="overlay",
                                               base_version=last.manifest.version), change.delta)
+            if change.state is not None:  # 5: a whole new state -> a new base file
+                created.append(self._base_path(version))
+                write_state(created[-1], dict(header, kind="base"), change.state)
+                files = [StateFile(created[-1])]
+            else:  # an append: the last state plus the delta, as a new overlay
+                assert last is not None and delta_state is not None
+                base = last.base
+                created.append(self._overlay_path(version))
+                write_state(created[-1], derived_header(
+                    base.header, version=version, kind="overlay", base_version=base.version,
+                    record_count=count, state_digest=change.digest),
+                    apply_delta(last.files, StateFile(delta_state), count, change.digest))
+                files = [StateFile(created[-1]), base]
+            report.seconds["write"] = clock.lap()
+            self._validate(change, version, files, report, force)  # 6
+            report.seconds["validate"] = clock.lap()
+            delta_info = snapshot_info = None  # 7
+            if last is not None and delta_state is not None:
                 delta_blob = self.work_dir / f".{version:020d}.delta.zst"
                 tmp_blobs.append(delta_blob)
                 delta_info = compress_file(delta_state, delta_blob, names.delta_key(
@@ -486,18 +512,22 @@ class Producer:
             since = last.since_snapshot + 1 if last else 0
             due = (last is None or change.delta is None or since >= self.snapshot_every
                    or (delta_info is not None and delta_info.raw_size
-                       > self.max_delta_ratio * os.path.getsize(state_path)))
+                       > self.max_delta_ratio * os.path.getsize(files[-1].path)))
+            if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
+                created.append(self._base_path(version))
+                write_state(created[-1], dict(header, kind="base"), compact(files))
+                files = [StateFile(created[-1])]
             if due:
                 snap_blob = self.work_dir / f".{version:020d}.snapshot.zst"
                 tmp_blobs.append(snap_blob)
-                snapshot_info = compress_file(state_path, snap_blob, names.snapshot_key(
+                snapshot_info = compress_file(files[0].path, snap_blob, names.snapshot_key(
                     self.feed, version), self.compression_level)
             report.seconds["compress"] = clock.lap()
             manifest = Manifest(
                 feed=self.feed, version=version,
                 parent=last.manifest.version if last else None,
                 nearest_snapshot=version if snapshot_info else last.manifest.nearest_snapshot,  # type: ignore[union-attr]
-                record_count=len(rs), state_digest=change.digest, key=describe["key"],
+                record_count=count, state_digest=change.digest, key=describe["key"],
                 schema=describe["schema"], index_fields=self.indexes,
                 snapshot=snapshot_info, delta=delta_info, source=report.source,
             )
@@ -509,22 +539,34 @@ class Producer:
                 Announcement(self.feed, version, producer=self.producer_id).to_bytes(), etag)
             report.seconds["upload"] = clock.lap()
         except BaseException:
-            with contextlib.suppress(OSError):
-                state_path.unlink()
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise
         finally:
             for p in tmp_blobs:
                 with contextlib.suppress(OSError):
                     p.unlink()
-        if last is not None:
-            with contextlib.suppress(OSError):
-                last.state.path.unlink()
-        self._last = _Published(manifest, StateFile(state_path), new_etag,
-                                0 if snapshot_info else since)
+        kept = {sf.path for sf in files}
+        for path in created:  # an overlay compacted away in this cycle
+            if path not in kept:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        for sf in last.files if last else []:
+            if sf.path not in kept:
+                with contextlib.suppress(OSError):
+                    sf.path.unlink()
+        self._last = _Published(manifest, files, new_etag, 0 if snapshot_info else since)
         report.snapshot = snapshot_info is not None
         report.seconds["total"] = clock.total()
         log.info("event=published %s", report.log_fields())
         return version
+
+    def _base_path(self, version: int) -> Path:
+        return self.work_dir / f"{version:020d}.state"
+
+    def _overlay_path(self, version: int) -> Path:
+        return self.work_dir / f"{version:020d}.overlay"
 
     def _since_snapshot(self, m: Manifest) -> int:
         """Versions from the nearest snapshot to ``m`` (read once, at restore)."""
@@ -573,26 +615,31 @@ class Producer:
                     "another producer is publishing (start a fresh one to take over)")
             return etag
         manifest = self._manifest(announcement.version)
-        state = self._local_state(manifest)
+        files = self._local_state(manifest)
         self._restored_from = "work_dir"
-        if state is None:
-            state, self._restored_from = self._fetch_state(manifest), "store"
-        self._last = _Published(manifest, state, etag,  # type: ignore[arg-type]
+        if files is None:
+            files, self._restored_from = [self._fetch_state(manifest)], "store"
+        self._last = _Published(manifest, files, etag,  # type: ignore[arg-type]
                                 self._since_snapshot(manifest))
         log.info("event=restored feed=%s version=%s records=%s from=%s", self.feed,
                  manifest.version, manifest.record_count, self._restored_from)
         return etag
 
-    def _local_state(self, manifest: Manifest) -> StateFile | None:
-        path = self.work_dir / f"{manifest.version:020d}.state"
-        if not path.exists():
-            return None
-        try:
-            sf = StateFile(path)
-            if sf.header.get("state_digest") == f"{manifest.state_digest:016x}":
-                return sf
-        except IntegrityError:
-            pass
+    def _local_state(self, manifest: Manifest) -> list[StateFile] | None:
+        """The announced version's files in the work dir, if they are there and whole."""
+        digest = f"{manifest.state_digest:016x}"
+        for path in (self._base_path(manifest.version), self._overlay_path(manifest.version)):
+            try:
+                sf = StateFile(path)
+                if sf.header.get("state_digest") != digest or sf.version != manifest.version:
+                    continue
+                if sf.kind == "base":
+                    return [sf]
+                base = StateFile(self._base_path(int(sf.header["base_version"])))
+                if base.kind == "base":
+                    return [sf, base]
+            except (IntegrityError, OSError):
+                continue
         return None
 
     _restored_from = ""
@@ -600,13 +647,11 @@ class Producer:
     def _fetch_state(self, manifest: Manifest) -> StateFile:
         from feedkit.consumer.cache import FeedCache
         from feedkit.consumer.loader import Loader
-        from feedkit.format import derived_header
-        from feedkit.merge import compact
 
         cache_dir = self.work_dir / "restore"
         loader = Loader(self.store, self.feed, FeedCache(cache_dir, self.feed))
         files = loader.load(manifest.version, None)
-        path = self.work_dir / f"{manifest.version:020d}.state"
+        path = self._base_path(manifest.version)
         if len(files) == 1:
             shutil.copyfile(files[0].path, path)
         else:
@@ -616,6 +661,21 @@ class Producer:
             write_state(path, header, compact(files))
         shutil.rmtree(cache_dir, ignore_errors=True)
         return StateFile(path)
+
+
+def _present(files: list[StateFile], keys: np.ndarray) -> np.ndarray:
+    """Per key: is it a live record of the state ``files`` ([overlay, base] or [base])?"""
+    present = np.zeros(len(keys), dtype=bool)
+    pending = np.ones(len(keys), dtype=bool)
+    for sf in files:
+        slots = sf.probe_many(keys[pending])
+        where = np.flatnonzero(pending)[slots >= 0]
+        found = slots[slots >= 0]
+        starts, _ = sf.record_ranges(found)
+        live = sf.heap[starts] != TOMBSTONE if sf.kind == "overlay" else np.ones(len(found), bool)
+        present[where[live]] = True
+        pending[where] = False
+    return present
 
 
 class _Clock:
