@@ -34,19 +34,35 @@ def record_digest(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
 
 @dataclass
 class Diff:
-    """How a new state (a RecordSet) differs from the old one (a base StateFile)."""
+    """How a new state (a RecordSet) differs from the old one (state files [overlay,] base)."""
 
     upserts: np.ndarray  # indexes into the new RecordSet: added or changed records
-    deleted: np.ndarray  # slots in the old file whose keys are gone
-    changed_old: np.ndarray  # slots in the old file replaced by an upsert
+    deleted: list[np.ndarray]  # per old file: slots of live records whose keys are gone
+    changed_old: list[np.ndarray]  # per old file: slots of live records replaced by an upsert
 
     @property
     def empty(self) -> bool:
-        return not len(self.upserts) and not len(self.deleted)
+        return not len(self.upserts) and not self.removed
+
+    @property
+    def removed(self) -> int:
+        return sum(len(s) for s in self.deleted)
+
+    @property
+    def changed(self) -> int:
+        return sum(len(s) for s in self.changed_old)
 
 
-def diff(old: StateFile, new: RecordSet) -> Diff:
-    """Compare a new state with the old base file, record by record (bytes, not values).
+def _live(sf: StateFile, slots: np.ndarray) -> np.ndarray:
+    if sf.kind != "overlay":
+        return np.ones(len(slots), dtype=bool)
+    starts, _ = sf.record_ranges(slots)
+    return sf.heap[starts] != TOMBSTONE
+
+
+def diff(files: list[StateFile], new: RecordSet) -> Diff:
+    """Compare a new state with the old one ([overlay, base] or [base]), record by record
+    (bytes, not values).
 
     The producer's: the byte comparison runs in pyarrow (imported here; consumers, which
     never diff, never import it).
@@ -55,37 +71,61 @@ def diff(old: StateFile, new: RecordSet) -> Diff:
     import pyarrow.compute as pc
 
     assert new.source is None or len(new.sources) == 1
-    slots = old.probe_many(new.keys)
-    matched = slots >= 0
-    _, old_lengths = old.record_ranges(slots[matched])
-    same = np.zeros(len(new), dtype=bool)
-    candidates = np.flatnonzero(matched)
-    check = candidates[old_lengths == new.lengths[candidates]]
-    if len(check):
-        # Every old record (back to back in slot order) and every new one, as arrays of
-        # bytes; compare the pairs with equal keys and lengths.
-        occupied = old.occupied()
-        old_records, _ = arrow_records(pa, old.heap, *old.record_ranges(occupied))
-        new_records, new_elem = arrow_records(pa, new.sources[0], new.starts, new.lengths)
-        equal = pc.equal(pc.take(old_records, np.searchsorted(occupied, slots[check])),
+    n = len(new)
+    match_file = np.full(n, -1, dtype=np.int64)
+    match_slot = np.full(n, -1, dtype=np.int64)
+    pending = np.ones(n, dtype=bool)
+    for i, sf in enumerate(files):  # the overlay first: it hides the base's records
+        slots = sf.probe_many(new.keys[pending])
+        where = np.flatnonzero(pending)[slots >= 0]
+        found = slots[slots >= 0]
+        live = _live(sf, found)
+        match_file[where[live]] = i
+        match_slot[where[live]] = found[live]
+        pending[where] = False
+
+    same = np.zeros(n, dtype=bool)
+    new_records = new_elem = None
+    for i, sf in enumerate(files):
+        candidates = np.flatnonzero(match_file == i)
+        _, old_lengths = sf.record_ranges(match_slot[candidates])
+        check = candidates[old_lengths == new.lengths[candidates]]
+        if not len(check):
+            continue
+        if new_records is None:
+            new_records, new_elem = arrow_records(pa, new.sources[0], new.starts, new.lengths)
+        # Every record of the file (back to back in slot order) and the new ones, as
+        # arrays of bytes; compare the pairs with equal keys and lengths.
+        occupied = sf.occupied()
+        old_records, _ = arrow_records(pa, sf.heap, *sf.record_ranges(occupied))
+        equal = pc.equal(pc.take(old_records, np.searchsorted(occupied, match_slot[check])),
                          pc.take(new_records, new_elem[check]))
         same[check] = equal.to_numpy(zero_copy_only=False)
-    keep = np.zeros(old.slot_count, dtype=bool)
-    keep[slots[matched]] = True
-    occupied = old.occupied()
+
     upserts = np.flatnonzero(~same)
-    return Diff(
-        upserts=upserts,
-        deleted=occupied[~keep[occupied]],
-        changed_old=slots[upserts][slots[upserts] >= 0],
-    )
+    deleted, changed_old = [], []
+    for i, sf in enumerate(files):
+        occupied = sf.occupied()
+        keep = np.zeros(sf.slot_count, dtype=bool)
+        keep[match_slot[match_file == i]] = True
+        gone = occupied[~keep[occupied]]
+        gone = gone[_live(sf, gone)]
+        if i > 0:  # base records shadowed by the overlay (replaced or deleted there) are not live
+            gone = gone[files[0].probe_many(sf.slot_keys(gone)) < 0]
+        deleted.append(gone)
+        changed_old.append(match_slot[upserts][match_file[upserts] == i])
+    return Diff(upserts=upserts, deleted=deleted, changed_old=changed_old)
 
 
-def delta_records(old: StateFile, new: RecordSet, d: Diff, index_fields: list[str]) -> RecordSet:
+def delta_records(files: list[StateFile], new: RecordSet, d: Diff,
+                  index_fields: list[str]) -> RecordSet:
     """The delta's records: the upserts from ``new``, a tombstone per deleted key."""
-    u, n_del = d.upserts, len(d.deleted)
+    u = d.upserts
+    gone = np.concatenate([sf.slot_keys(s).astype(new.keys.dtype)
+                           for sf, s in zip(files, d.deleted, strict=True)])
+    n_del = len(gone)
     return RecordSet(
-        keys=np.concatenate([new.keys[u], old.slot_keys(d.deleted).astype(new.keys.dtype)]),
+        keys=np.concatenate([new.keys[u], gone]),
         starts=np.concatenate([new.starts[u], np.zeros(n_del, dtype=np.int64)]),
         lengths=np.concatenate([new.lengths[u], np.ones(n_del, dtype=np.int64)]),
         sources=[new.sources[0], _TOMBSTONE_SOURCE],

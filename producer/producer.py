@@ -392,33 +392,19 @@ class Producer:
             # First version, or a new schema/key/indexes: a snapshot without a delta.
             return _Change(rs, None, record_digest(rs.sources[0], rs.starts, rs.lengths),
                            len(rs), len(rs), 0, last.manifest.record_count if last else 0)
-        old = self._compacted()
-        d = diff(old, rs)
+        files = last.files
+        d = diff(files, rs)
         if d.empty:
             return None
-        removed = np.concatenate([d.changed_old, d.deleted])
-        o_starts, o_lengths = old.record_ranges(removed)
-        digest = (last.manifest.state_digest - record_digest(old.heap, o_starts, o_lengths)
+        removed = 0
+        for sf, slots in zip(files, d.changed_old, strict=True):
+            removed += record_digest(sf.heap, *sf.record_ranges(slots))
+        for sf, slots in zip(files, d.deleted, strict=True):
+            removed += record_digest(sf.heap, *sf.record_ranges(slots))
+        digest = (last.manifest.state_digest - removed
                   + record_digest(rs.sources[0], rs.starts[d.upserts], rs.lengths[d.upserts]))
-        return _Change(rs, delta_records(old, rs, d, self.indexes), digest & _M64, len(rs),
-                       len(d.upserts) - len(d.changed_old), len(d.changed_old), len(d.deleted))
-
-    def _compacted(self) -> StateFile:
-        """The last version as one base file (its overlay merged into a new base)."""
-        last = self._last
-        assert last is not None
-        if len(last.files) == 1:
-            return last.base
-        path = self._base_path(last.manifest.version)
-        write_state(path, derived_header(
-            last.base.header, version=last.manifest.version, kind="base",
-            record_count=last.manifest.record_count, state_digest=last.manifest.state_digest),
-            compact(last.files))
-        old, last.files = last.files, [StateFile(path)]
-        for sf in old:
-            with contextlib.suppress(OSError):
-                sf.path.unlink()
-        return last.base
+        return _Change(rs, delta_records(files, rs, d, self.indexes), digest & _M64, len(rs),
+                       len(d.upserts) - d.changed, d.changed, d.removed)
 
     def _appended(self, new: RecordSet, plan: ColumnPlan) -> _Change | None:
         """The last version plus the records of ``new``, whose keys must all be new."""

@@ -51,12 +51,16 @@ def test_appends_overlay_then_full_cycle_and_snapshot_compact(store, tmp_path: P
         with pytest.raises(feedkit.ValidationError, match="already"):
             producer.append(titles_table(1, start=10_100))
 
-        # A full cycle diffs against the compacted state.
+        # A full cycle diffs against base and overlay: changes and deletions in both.
         changed = table.set_column(1, "title", pa.array(
             [t + "!" if i % 10 == 0 else t for i, t in enumerate(table["title"].to_pylist())]))
+        gone = {3, 11, 10_001, 10_103}  # two in the base, two in the overlay
+        changed = changed.filter(pa.array([k not in gone for k in changed["movie_id"].to_pylist()]))
         version = producer.publish(changed)
         report = producer.last_report
-        assert report.changed == len(table) // 10 and report.added == report.removed == 0
+        assert report.removed == 4 and report.added == 0
+        assert report.changed == sum(1 for i, k in enumerate(table["movie_id"].to_pylist())
+                                     if i % 10 == 0 and k not in gone)
         assert work_files(work) == [".state"]
         assert feed.refresh() and served(feed) == truth(changed, "movie_id")
 
