@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check feedkit producer consumer tests benchmarks examples
+	$(PY) -m mypy feedkit producer consumer
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q --durations=8

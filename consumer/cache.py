@@ -45,7 +45,7 @@ class FeedCache:
 
     def entries(self) -> list[tuple[int, int | None, Path]]:
         """(version, base version or None, path) of every complete file."""
-        out = []
+        out: list[tuple[int, int | None, Path]] = []
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.dir):
                 if m := _BASE.fullmatch(entry.name):

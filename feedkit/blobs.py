@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -56,7 +56,7 @@ def compress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], key:
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         out = _HashingWriter(fout)
-        cctx.copy_stream(fin, out, size=raw_size, read_size=_CHUNK, write_size=_CHUNK)
+        cctx.copy_stream(fin, cast(BinaryIO, out), size=raw_size, read_size=_CHUNK, write_size=_CHUNK)
     return BlobInfo(key, out.size, out.sha.hexdigest(), raw_size)
 
 
@@ -87,7 +87,7 @@ def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], in
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         source = _HashingReader(fin)
         try:
-            with dctx.stream_reader(source, read_size=_CHUNK, closefd=False) as reader:
+            with dctx.stream_reader(cast(BinaryIO, source), read_size=_CHUNK, closefd=False) as reader:
                 while chunk := reader.read(_CHUNK):
                     written += len(chunk)
                     if written > info.raw_size:

@@ -304,7 +304,7 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
             f.write(b"\0" * _PREFIX.size)
             emit(header_bytes)
             emit(b"\0" * (body_offset - _PREFIX.size - len(header_bytes)))
-            emit(memoryview(table).cast("B"))
+            emit(table.data.cast("B"))
             ends = np.cumsum(lengths[order])
             pa, pc = sys.modules.get("pyarrow"), sys.modules.get("pyarrow.compute")
             gather: Callable[[np.ndarray], bytes | memoryview] = (
@@ -318,8 +318,8 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
                 start = cut
             emit(b"\0" * (_align(heap_length) - heap_length))
             for table_i, postings in index_arrays:
-                emit(memoryview(table_i).cast("B"))
-                emit(memoryview(postings).cast("B"))
+                emit(table_i.data.cast("B"))
+                emit(postings.data.cast("B"))
                 emit(b"\0" * (_align(postings.nbytes) - postings.nbytes))
             file_size = f.tell()
             f.seek(0)
@@ -406,9 +406,9 @@ class StateFile:
         self.version: int = self.header["version"]
         self.kind: str = self.header["kind"]
         view = memoryview(self.mm)
-        code = "q" if self.spec.slot_kind == "int" else "Q"
         # Scalar probes index a memoryview (fast per item); vectorised ones use numpy views.
-        self.slots = view[body_offset:body_offset + 16 * self.slot_count].cast(code)
+        slots = view[body_offset:body_offset + 16 * self.slot_count]
+        self.slots = slots.cast("q") if self.spec.slot_kind == "int" else slots.cast("Q")
         self.table = np.frombuffer(self.mm, dtype=np.int64, count=2 * self.slot_count,
                                    offset=body_offset)
         self.heap = np.frombuffer(self.mm, dtype=np.uint8)

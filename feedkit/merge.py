@@ -25,7 +25,7 @@ _TOMBSTONE_SOURCE = np.array([TOMBSTONE], dtype=np.uint8)
 
 def record_digest(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int:
     """Sum (mod 2**64) of xxh3-64 over the given records' bytes."""
-    view = memoryview(heap)
+    view = heap.data
     total = 0
     for a, n in zip(starts.tolist(), lengths.tolist(), strict=True):
         total += xxh3(view[a:a + n])
@@ -92,7 +92,7 @@ def diff(files: list[StateFile], new: RecordSet) -> Diff:
         check = candidates[old_lengths == new.lengths[candidates]]
         if not len(check):
             continue
-        if new_records is None:
+        if new_records is None or new_elem is None:
             new_records, new_elem = arrow_records(pa, new.sources[0], new.starts, new.lengths)
         # Every record of the file (back to back in slot order) and the new ones, as
         # arrays of bytes; compare the pairs with equal keys and lengths.

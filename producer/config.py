@@ -59,9 +59,10 @@ class DaemonConfig:
 
 
 # key -> (accepted types, required)
-_STORE = {"url": ((str,), True)}
-_PRODUCER = {"work_dir": ((str,), False), "compression_level": ((int,), False)}
-_FEED: dict[str, tuple[tuple[type, ...], bool]] = {
+_Spec = dict[str, tuple[tuple[type, ...], bool]]
+_STORE: _Spec = {"url": ((str,), True)}
+_PRODUCER: _Spec = {"work_dir": ((str,), False), "compression_level": ((int,), False)}
+_FEED: _Spec = {
     "name": ((str,), True),
     "table": ((str,), True),
     "primary_key": ((str, list), True),
@@ -94,7 +95,7 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     return parse_config(doc, source=str(path), base_dir=path.parent)
 
 
-def _check(table: Any, spec: dict[str, tuple[tuple[type, ...], bool]], where: str,
+def _check(table: Any, spec: _Spec, where: str,
            source: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigurationError(f"{source}: [{where}] must be a table")

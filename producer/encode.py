@@ -145,10 +145,10 @@ def _header_bytes(codes: np.ndarray, widths: np.ndarray, values: np.ndarray) -> 
     big_endian = values.astype(">u8").view(np.uint8).reshape(n, 8)
     if n and (w == w[0]).all():  # one width (all fixstr, all float64, ...): no scatter
         k = int(w[0])
-        out = np.empty((n, k + 1), dtype=np.uint8)
-        out[:, 0] = codes
-        out[:, 1:] = big_endian[:, 8 - k:]
-        return _from_parts(out.reshape(-1), np.full(n, k + 1, dtype=np.int64))
+        rows = np.empty((n, k + 1), dtype=np.uint8)
+        rows[:, 0] = codes
+        rows[:, 1:] = big_endian[:, 8 - k:]
+        return _from_parts(rows.reshape(-1), np.full(n, k + 1, dtype=np.int64))
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(w + 1, out=offsets[1:])
     out = np.empty(int(offsets[-1]), dtype=np.uint8)
@@ -275,6 +275,10 @@ def _vectorised(t: pa.DataType) -> bool:
     return kind == "list" and not pa.types.is_fixed_size_list(t) and _vectorised(t.value_type)
 
 
+def _apply(convert: Callable[[Any], Any] | None, value: Any) -> Any:
+    return convert(value) if convert is not None else value
+
+
 def _pythonizer(t: pa.DataType) -> Callable[[Any], Any] | None:
     """A converter from ``to_pylist`` values to record values (maps become dicts), or
     None when the type holds no map."""
@@ -287,7 +291,7 @@ def _pythonizer(t: pa.DataType) -> Callable[[Any], Any] | None:
     if pa.types.is_struct(t):
         convs = {t.field(i).name: _pythonizer(t.field(i).type) for i in range(t.num_fields)}
         return lambda v: None if v is None else {
-            k: (convs[k](x) if convs.get(k) else x) for k, x in v.items()}
+            k: _apply(convs.get(k), x) for k, x in v.items()}
     inner = _pythonizer(_nested_types(t)[0])
     assert inner is not None
     return lambda v: None if v is None else [inner(x) for x in v]
@@ -335,7 +339,7 @@ def _binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _hash_each(arr: pa.Array) -> np.ndarray:
     data, offsets = _binary_parts(arr)
-    view = memoryview(data)
+    view = data.data
     bounds = offsets.tolist()
     return np.fromiter((xxh3(view[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)),
                        dtype=np.uint64, count=len(arr))

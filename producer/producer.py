@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +57,7 @@ log = logging.getLogger("feedkit.producer")
 _M64 = (1 << 64) - 1
 _COMPACT_RATIO = 0.25  # merge the overlay into a new base past this share of the base
 
-TableLike = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
+TableLike: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 
 
 @dataclass
@@ -331,7 +331,7 @@ class Producer:
         with open(spill, "wb") as f:
             for batch in batches:
                 enc = encode_batch(batch, plan)
-                f.write(memoryview(enc.data))
+                f.write(enc.data.data)
                 keys.append(enc.slot_keys)
                 starts.append(enc.offsets[:-1] + written)
                 lengths.append(np.diff(enc.offsets))

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from feedkit.errors import (
     BlobExistsError,
@@ -49,7 +50,7 @@ class LocalStore(BlobStore):
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"store {self.url}: cannot create the folder: {exc}") from exc
-        self._observer: object | None = None
+        self._observer: Any = None
         self._observer_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -181,7 +182,7 @@ class LocalStore(BlobStore):
                     observer.daemon = True
                     observer.start()
                     self._observer = observer
-                watch = self._observer.schedule(_Handler(), str(path.parent))  # type: ignore[attr-defined]
+                watch = self._observer.schedule(_Handler(), str(path.parent))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):  # inotify limits: fall back to polling
                 return None
@@ -191,7 +192,7 @@ class LocalStore(BlobStore):
         class _LocalWatch(Watch):
             def stop(self) -> None:
                 with contextlib.suppress(Exception):
-                    observer.unschedule(watch)  # type: ignore[attr-defined]
+                    observer.unschedule(watch)
 
         return _LocalWatch()
 
@@ -199,5 +200,5 @@ class LocalStore(BlobStore):
         with self._observer_lock:
             observer, self._observer = self._observer, None
         if observer is not None:
-            observer.stop()  # type: ignore[attr-defined]
-            observer.join(timeout=5)  # type: ignore[attr-defined]
+            observer.stop()
+            observer.join(timeout=5)
