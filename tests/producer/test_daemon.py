@@ -376,3 +376,29 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, catalog: Any) -> None:
     piped = cli("once", "--config", str(config), cwd=tmp_path)
     assert piped.returncode == 0 and "event=published" in piped.stderr
     assert "rows/s" not in piped.stderr and "\r" not in piped.stderr
+
+
+def test_run_refuses_then_goes_on_watching(root: Path, catalog: Any) -> None:
+    config = write_config(root, [feed_entry(max_change_ratio=0.1, poll_interval=60.0)])
+    proc, log = _start(config, root)
+    try:
+        _wait_for(lambda: announced(root) is not None, 60, "the first version", log)
+        _wait_for(lambda: "event=watching" in log.read_text(), 10, "the watch", log)
+        v1 = announced(root)
+        table = catalog.load_table(TABLE)
+        table.delete("movie_id < 500")  # 25% of the records: refused
+        _wait_for(lambda: "event=refused" in log.read_text(), 30, "the refusal", log)
+        assert announced(root) == v1 and proc.poll() is None
+        # The rows come back, with 10 new ones: a 0.5% change from the announced version.
+        append_rows(catalog.load_table(TABLE), titles_table(500))
+        append_rows(catalog.load_table(TABLE), titles_table(10, start=3000))
+        _wait_for(lambda: announced(root) != v1, 30, "the next version", log)
+        with consumer(root, watch=False) as feed:
+            assert len(feed) == 2010 and feed.get(3).title == "title 3"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "rule=max_change_ratio" in text and "25.0%" in text
