@@ -80,6 +80,7 @@ class FeedRunner:
         self.failures = 0
         self.next_check = 0.0
         self.burst_until = 0.0
+        self.last_wake = -1.0
         self.last_outcome = ""
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class FeedRunner:
 
     def wake(self, now: float) -> None:
         """A file-system event: check now, then often for a moment."""
+        self.last_wake = now
         self.next_check = now
         self.burst_until = now + BURST_SECONDS
 
@@ -149,6 +151,10 @@ class FeedRunner:
                       type(exc).__name__, str(exc), exc_info=not isinstance(exc, FeedkitError))
         self.last_outcome = outcome
         self._schedule(outcome, now)
+        if self.last_wake >= now and outcome != "failed":
+            # A commit landed while this check ran: look again at once.
+            self.next_check = time.monotonic()
+            self.burst_until = self.last_wake + BURST_SECONDS
         return outcome
 
     def _schedule(self, outcome: str, now: float) -> None:
