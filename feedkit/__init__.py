@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from feedkit.errors import (
+    AccessDeniedError,
     BlobExistsError,
     BlobNotFoundError,
     ClosedError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "BlobExistsError",
     "BlobNotFoundError",
     "BlobStore",

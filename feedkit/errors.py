@@ -10,6 +10,7 @@ OS, zstd, msgpack and (later) boto3 are translated where they enter feedkit
     ├── ClosedError               the consumer or producer was closed
     ├── KeyTypeError              a lookup key of the wrong type for the feed (also a TypeError)
     ├── StoreError                the store failed to answer (I/O, permissions, unreachable)
+    │   ├── AccessDeniedError     the store refused the credentials or the request (401/403)
     │   ├── BlobExistsError       a create-only write found the name taken
     │   ├── BlobNotFoundError     the store has no object under that name
     │   └── ProducerFencedError   the announcement moved under a producer (compare-and-swap lost)
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDeniedError",
     "BlobExistsError",
     "BlobNotFoundError",
     "ClosedError",
@@ -62,6 +64,10 @@ class KeyTypeError(FeedkitError, TypeError):
 
 class StoreError(FeedkitError):
     """The blob store failed (I/O error, permission, unreachable)."""
+
+
+class AccessDeniedError(StoreError):
+    """The store refused access (HTTP 401/403, no credentials); names the bucket and key."""
 
 
 class BlobExistsError(StoreError):

@@ -19,6 +19,7 @@ from feedkit.errors import ConfigurationError
 __all__ = [
     "MAX_VERSION",
     "announcement_key",
+    "check_object_name",
     "delta_key",
     "manifest_key",
     "manifests_prefix",
@@ -56,6 +57,19 @@ def validate_version(version: object) -> int:
 
 def announcement_key(feed: str) -> str:
     return f"{feed}/announced.json"
+
+
+def check_object_name(key: str, store: str) -> list[str]:
+    """The ``/``-separated parts of an object name, refusing any name that could reach
+    outside a store's root or prefix (empty, absolute, ``.``, ``..``, ``//``, NUL).
+
+    Raises:
+        ConfigurationError: the name is not a plain relative path (names the store).
+    """
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+        raise ConfigurationError(f"store {store}: invalid object name {key!r}")
+    return parts
 
 
 def manifests_prefix(feed: str) -> str:

@@ -60,7 +60,9 @@ class DaemonConfig:
 
 # key -> (accepted types, required)
 _Spec = dict[str, tuple[tuple[type, ...], bool]]
-_STORE: _Spec = {"url": ((str,), True)}
+_STORE: _Spec = {"url": ((str,), True), "endpoint_url": ((str,), False),
+                 "region": ((str,), False), "connect_timeout": ((int, float), False),
+                 "read_timeout": ((int, float), False)}
 _PRODUCER: _Spec = {"work_dir": ((str,), False), "compression_level": ((int,), False)}
 _FEED: _Spec = {
     "name": ((str,), True),
@@ -186,7 +188,8 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
         ))
     work_dir = producer.get("work_dir")
     return DaemonConfig(
-        store=StoreConfig(_resolve(store["url"], base_dir)),
+        store=StoreConfig(_resolve(store["url"], base_dir),
+                          {k: v for k, v in store.items() if k != "url"}),
         catalog=CatalogConfig(catalog["name"],
                               {k: v for k, v in catalog.items() if k != "name"}),
         feeds=tuple(feeds),

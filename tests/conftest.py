@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,10 +11,29 @@ import pytest
 
 import feedkit
 
+from .s3server import S3Server
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> feedkit.BlobStore:
     return feedkit.open_store(f"file://{tmp_path}/store")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's standalone server on 127.0.0.1 for the whole session (or FEEDKIT_S3_ENDPOINT)."""
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server: S3Server) -> Iterator[feedkit.BlobStore]:
+    """An S3 store on a fresh prefix of the test bucket."""
+    store = feedkit.open_store(s3_server.url(), endpoint_url=s3_server.endpoint,
+                               read_timeout=5.0, connect_timeout=2.0, max_attempts=2)
+    yield store
+    store.close()
 
 
 @pytest.fixture

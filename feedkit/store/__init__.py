@@ -27,7 +27,8 @@ class Watch(abc.ABC):
 
 
 class BlobStore(abc.ABC):
-    """Where feeds live. Implementations: :class:`feedkit.store.local.LocalStore`.
+    """Where feeds live. Implementations: :class:`feedkit.store.local.LocalStore`,
+    :class:`feedkit.store.s3.S3Store`.
 
     Every method raises :class:`feedkit.StoreError` subclasses, never the backend's
     own exceptions.
@@ -105,10 +106,17 @@ class BlobStore(abc.ABC):
 
 
 def open_store(url: str | os.PathLike[str], **options: Any) -> BlobStore:
-    """Open the store at ``url``: ``file:///path`` (or a plain path) for a local folder.
+    """Open the store at ``url``.
+
+    - ``file:///path`` (or a plain path): a local folder (no options).
+    - ``s3://bucket/prefix``: S3 or an S3-compatible server, with the ``s3`` extra;
+      options are :class:`feedkit.store.s3.S3Store`'s (``endpoint_url``, ``region``,
+      ``connect_timeout``, ``read_timeout``, ...). The endpoint also comes from
+      ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; credentials from boto3's chain.
 
     Raises:
-        ConfigurationError: an unknown scheme or a malformed URL.
+        ConfigurationError: an unknown scheme, a malformed URL or an unknown option.
+        NotInstalledError: ``s3://`` without boto3 (``pip install 'feedkit[s3]'``).
     """
     text = os.fspath(url)
     parsed = urlparse(text)
@@ -121,4 +129,14 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> BlobStore:
         if options:
             raise ConfigurationError(f"store URL {text!r}: unknown options {sorted(options)}")
         return LocalStore(Path(path))
-    raise ConfigurationError(f"store URL {text!r}: unsupported scheme {parsed.scheme!r} (use file://)")
+    if parsed.scheme == "s3":
+        from feedkit.store.s3 import S3Store
+
+        if not parsed.netloc:
+            raise ConfigurationError(f"store URL {text!r}: name a bucket (s3://bucket/prefix)")
+        try:
+            return S3Store(parsed.netloc, unquote(parsed.path).strip("/"), **options)
+        except TypeError as exc:  # an unknown keyword
+            raise ConfigurationError(f"store URL {text!r}: {exc}") from None
+    raise ConfigurationError(f"store URL {text!r}: unsupported scheme {parsed.scheme!r} "
+                             "(use file:// or s3://)")

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from feedkit import names
 from feedkit.errors import (
     BlobExistsError,
     BlobNotFoundError,
-    ConfigurationError,
     ProducerFencedError,
     StoreError,
 )
@@ -54,10 +54,7 @@ class LocalStore(BlobStore):
         self._observer_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
-            raise ConfigurationError(f"store {self.url}: invalid object name {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*names.check_object_name(key, self.url))
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:

@@ -345,3 +345,13 @@ def test_error_from_a_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(feedkit.ConfigurationError) as info:
         load_config(path)
     assert str(path) in str(info.value) and "feed[0].poll_interval" in str(info.value)
+
+
+def test_store_options_for_s3_are_kept() -> None:
+    doc = minimal()
+    doc["store"] = {"url": "s3://bucket/feeds", "endpoint_url": "http://127.0.0.1:9000",
+                    "region": "eu-west-1", "read_timeout": 10}
+    config = parse_config(doc)
+    assert config.store.url == "s3://bucket/feeds"
+    assert config.store.options == {"endpoint_url": "http://127.0.0.1:9000",
+                                    "region": "eu-west-1", "read_timeout": 10}

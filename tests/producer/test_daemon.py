@@ -402,3 +402,27 @@ def test_run_refuses_then_goes_on_watching(root: Path, catalog: Any) -> None:
             proc.kill()
     text = log.read_text()
     assert "rule=max_change_ratio" in text and "25.0%" in text
+
+
+def test_once_publishes_to_s3(tmp_path: Path, catalog: Any, s3_server: Any) -> None:
+    create_table(catalog, TABLE, titles_table(1000))
+    url = s3_server.url()
+    config = write_config(tmp_path, [feed_entry()])
+    text = config.read_text().replace(
+        f'url = "{tmp_path / "store"}"', f'url = "{url}"\nendpoint_url = "{s3_server.endpoint}"')
+    config.write_text(text)
+    out = cli("once", "--config", str(config), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "event=published" in out.stderr
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in out.stderr
+    store = feedkit.open_store(url, endpoint_url=s3_server.endpoint)
+    with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "cache", watch=False) as feed:
+        assert len(feed) == 1000 and feed.get(999).title == "title 999"
+        m = manifest_from(store, feed.version)
+        assert m.source["table"] == TABLE
+        assert os.environ["AWS_SECRET_ACCESS_KEY"].encode() not in m.to_bytes()
+
+
+def manifest_from(store: feedkit.BlobStore, version: int) -> Manifest:
+    key = names.manifest_key(FEED, version)
+    return Manifest.from_bytes(store.get_bytes(key), key)
