@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench-core bench-producer clean
+.PHONY: demo test lint bench-core bench-producer bench-s3 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench-core: $(STAMP)
 
 bench-producer: $(STAMP)
 	$(PY) benchmarks/bench_producer.py
+
+bench-s3: $(STAMP)
+	$(PY) benchmarks/bench_s3.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

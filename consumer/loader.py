@@ -16,7 +16,7 @@ from pathlib import Path
 from feedkit import names
 from feedkit.blobs import BlobInfo, decompress_file
 from feedkit.errors import BlobNotFoundError, IntegrityError, StoreError, VersionNotFoundError
-from feedkit.format import StateFile, derived_header, write_state
+from feedkit.format import PREFIX_SIZE, StateFile, derived_header, write_state
 from feedkit.manifest import Manifest
 from feedkit.merge import apply_delta, compact
 from feedkit.store import BlobStore
@@ -95,7 +95,8 @@ class Loader:
                 return self._execute(plan(target, held, self.manifest, use_deltas_from_current=False),
                                      current)
 
-    def _download(self, info: BlobInfo, name: str) -> Path:
+    def _download(self, info: BlobInfo, name: str) -> tuple[Path, bytes | None]:
+        """Fetch, check and decompress a blob; return the state file and its body digest."""
         blob = self.cache.scratch_path(name + ".zst")
         try:
             self.store.download(info.key, blob)
@@ -104,7 +105,7 @@ class Loader:
                                  "is missing from the store") from exc
         out = self.cache.scratch_path(name)
         try:
-            decompress_file(blob, out, info)
+            digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
         except BaseException:
             with contextlib.suppress(OSError):
                 out.unlink()
@@ -112,12 +113,12 @@ class Loader:
         finally:
             with contextlib.suppress(OSError):
                 blob.unlink()
-        return out
+        return out, digest
 
-    def _checked(self, path: Path, m: Manifest, kind: str) -> StateFile:
+    def _checked(self, path: Path, m: Manifest, kind: str, digest: bytes | None) -> StateFile:
         try:
             sf = StateFile(path)
-            sf.verify()
+            sf.verify(digest)
             h = sf.header
             expected = {"feed": self.feed, "version": m.version, "kind": kind,
                         "record_count": m.record_count}
@@ -153,8 +154,8 @@ class Loader:
         if cached is not None and len(cached) == 1:
             return cached
         assert m.snapshot is not None
-        scratch = self._download(m.snapshot, f"{m.version:020d}.base")
-        self._checked(scratch, m, "base")
+        scratch, digest = self._download(m.snapshot, f"{m.version:020d}.base")
+        self._checked(scratch, m, "base", digest)
         final = self.cache.base_path(m.version)
         os.replace(scratch, final)
         return [StateFile(final)]
@@ -164,9 +165,9 @@ class Loader:
         if files[0].version != m.parent:
             raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
                                  f"the state held is {files[0].version}")
-        scratch = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta")
+        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta")
         try:
-            delta = self._checked(scratch, m, "overlay")
+            delta = self._checked(scratch, m, "overlay", digest)
             records = apply_delta(files, delta, m.record_count, m.state_digest)
             base = files[-1]
             header = derived_header(base.header, version=m.version, kind="overlay",

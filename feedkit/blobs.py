@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
+import xxhash
 import zstandard
 
 from feedkit.errors import IntegrityError
@@ -70,8 +71,13 @@ class _HashingReader:
         return data
 
 
-def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], info: BlobInfo) -> None:
+def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], info: BlobInfo,
+                    hash_after: int | None = None) -> bytes | None:
     """Verify the blob file ``src`` against ``info`` and decompress it into ``dst``, in one pass.
+
+    With ``hash_after``, also return the xxh3-128 digest of the decompressed bytes past
+    the first ``hash_after`` (a state file's body checksum), so the caller need not read
+    the output again to check it.
 
     Raises:
         IntegrityError: wrong size or checksum, a corrupt zstd frame, or output longer
@@ -84,6 +90,7 @@ def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], in
     dctx = zstandard.ZstdDecompressor()
     written = 0
     failure: IntegrityError | None = None
+    body = xxhash.xxh3_128() if hash_after is not None else None
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         source = _HashingReader(fin)
         try:
@@ -95,6 +102,9 @@ def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], in
                             f"blob {info.key}: expands past its declared {info.raw_size} bytes")
                         break
                     fout.write(chunk)
+                    if body is not None and written > hash_after:  # type: ignore[operator]
+                        skip = max(0, len(chunk) - (written - hash_after))  # type: ignore[operator]
+                        body.update(memoryview(chunk)[skip:])
         except zstandard.ZstdError as exc:
             failure = IntegrityError(f"blob {info.key}: corrupt zstd data: {exc}")
         while source.read(_CHUNK):  # hash whatever the decompressor did not read
@@ -106,3 +116,4 @@ def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], in
     if written != info.raw_size:
         raise IntegrityError(f"blob {info.key}: {written} bytes decompressed, "
                              f"the manifest says {info.raw_size}")
+    return body.digest() if body is not None else None

@@ -42,8 +42,11 @@ from feedkit import codec
 from feedkit.errors import IntegrityError
 from feedkit.keys import FIB, M64, KeySpec, hash_homes, int_homes, xxh3
 
+PREFIX_SIZE = 48  # the fixed prefix before the checksummed body (see _PREFIX)
+
 __all__ = [
     "FORMAT_VERSION",
+    "PREFIX_SIZE",
     "MAGIC",
     "TOMBSTONE",
     "RecordSet",
@@ -57,6 +60,7 @@ MAGIC = b"FEEDKIT\x00"
 FORMAT_VERSION = 1
 TOMBSTONE = 0xC0
 _PREFIX = struct.Struct("<8sIIQQ16s")
+assert _PREFIX.size == PREFIX_SIZE
 _BODY_ALIGN = 64
 _INT64_MIN = -(1 << 63)
 _GATHER_BYTES = 8 << 20  # bytes gathered per write while copying records
@@ -417,17 +421,22 @@ class StateFile:
     def tombstones(self) -> int:
         return int(self.header["tombstones"])
 
-    def verify(self) -> None:
+    def verify(self, body_digest: bytes | None = None) -> None:
         """Check the body checksum and the slot table's bounds.
+
+        ``body_digest``: the xxh3-128 of the file past its prefix, already computed while
+        the file was written (see ``blobs.decompress_file``); None hashes the file here.
 
         Raises:
             IntegrityError: the file's bytes are not the ones its writer hashed.
         """
-        if xxhash.xxh3_128(memoryview(self.mm)[_PREFIX.size:]).digest() != self.digest:
+        if body_digest is None:
+            body_digest = xxhash.xxh3_128(memoryview(self.mm)[_PREFIX.size:]).digest()
+        if body_digest != self.digest:
             raise IntegrityError(f"{self.path}: state file checksum mismatch")
         offsets = self.table[1::2]
         if len(offsets) and (offsets[0] != self.heap_offset or offsets[-1] != self.heap_end
-                             or np.any(np.diff(offsets) < 0)):
+                             or np.any(offsets[1:] < offsets[:-1])):
             raise IntegrityError(f"{self.path}: record offsets out of bounds")
 
     # -- vectorised access (merging, get_many, iteration) -------------------------------

@@ -110,3 +110,28 @@ def test_arrow_gather_copies_the_same_bytes_as_the_numpy_gather() -> None:
     arrow = _ArrowGather(pa, pc, rs)
     for chunk in (order, order[:1], order[100:400]):
         assert bytes(arrow(chunk)) == _gather(rs, chunk)
+
+
+def test_decompress_hands_over_the_body_digest_for_verify(tmp_path: Path) -> None:
+    """The consumer checks a fetched state file with the digest computed while it was
+    decompressed, instead of reading the file again."""
+    from feedkit.blobs import compress_file, decompress_file
+    from feedkit.format import PREFIX_SIZE
+
+    path = tmp_path / "s"
+    build(path, list(range(200_000)))  # several 1 MiB chunks
+    good = path.read_bytes()
+    info = compress_file(path, tmp_path / "s.zst", "t/snapshots/1.zst")
+    digest = decompress_file(tmp_path / "s.zst", tmp_path / "out", info, hash_after=PREFIX_SIZE)
+    assert (tmp_path / "out").read_bytes() == good
+    StateFile(tmp_path / "out").verify(digest)  # passes without hashing again
+
+    # A body that differs from what its writer hashed (the blob's SHA-256 still matches:
+    # it was compressed from the damaged file) is refused through the handed-over digest.
+    damaged = bytearray(good)
+    damaged[-50] ^= 1
+    path.write_bytes(bytes(damaged))
+    info = compress_file(path, tmp_path / "d.zst", "t/snapshots/1.zst")
+    digest = decompress_file(tmp_path / "d.zst", tmp_path / "out2", info, hash_after=PREFIX_SIZE)
+    with pytest.raises(IntegrityError, match="checksum"):
+        StateFile(tmp_path / "out2").verify(digest)

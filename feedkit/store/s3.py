@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +47,21 @@ _ACCESS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 _CONFLICT_ATTEMPTS = 4
 T = TypeVar("T")
+
+
+_session: Any = None
+_session_lock = threading.Lock()
+
+
+def _client(boto3: Any, **kwargs: Any) -> Any:
+    """A client from one boto3 session per process: a session costs ~10 MiB and 0.1 s
+    to build, a client from a shared one ~22 ms. Sessions are not thread-safe, so client
+    creation holds a lock; the clients themselves are."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client("s3", **kwargs)
 
 
 def _boto() -> tuple[Any, Any, Any]:
@@ -89,8 +105,8 @@ class S3Store(BlobStore):
         endpoint = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
                     or os.environ.get("AWS_ENDPOINT_URL"))
         self.endpoint_url = endpoint
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint, region_name=region,
+        self.client = _client(
+            boto3, endpoint_url=endpoint, region_name=region,
             config=config.Config(
                 connect_timeout=connect_timeout, read_timeout=read_timeout,
                 retries={"mode": "standard", "max_attempts": max_attempts},
