@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench-core bench-producer bench-s3 clean
+.PHONY: demo test lint bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q --durations=8
 
+bench: $(STAMP)
+	$(PY) benchmarks/suite.py --size full
+
+bench-large: $(STAMP)
+	$(PY) benchmarks/suite.py --size large
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/suite.py --size quick
+
 bench-core: $(STAMP)
 	$(PY) benchmarks/bench_core.py
 
@@ -30,6 +39,9 @@ bench-producer: $(STAMP)
 
 bench-s3: $(STAMP)
 	$(PY) benchmarks/bench_s3.py
+
+bench-refresh: $(STAMP)
+	$(PY) benchmarks/bench_refresh.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,8 @@ written with ``write.target-file-size-bytes`` set so that it spans about
 rewrites one file, not the whole table). Timings are reported, never asserted.
 Results go to ``benchmarks/results/producer.json`` (``producer_quick.json`` with
 ``--quick``): a list of rows ``{name, unit, feedkit, peer, peer_value, ratio, goal,
-met}``, ``ratio`` = feedkit / peer, ``goal`` the largest acceptable ratio.
+met}``, ``ratio`` = feedkit / peer, ``goal`` the condition (on the ratio when it
+ends in ``x``, else on feedkit's own value).
 
 Method:
 
@@ -40,7 +41,12 @@ Method:
    full cycle, the scan and the reader drain run in rotating order. Medians are
    reported. The garbage collector stays on (the daemon runs with it) and is run
    between windows.
-3. ``propagation_local``: the real daemon (``feedkit-producer run``) as a subprocess,
+3. ``blob_size``: the first publish's snapshot blob (found by the store listing and
+   checked against version 1's manifest) against the same rows and columns written by
+   ``pyarrow.parquet.write_table(table, path, compression="zstd")`` at pyarrow's default
+   zstd level (printed; 1 in pyarrow 26), in MiB. The producer's uncompressed state file
+   (what a consumer memory-maps) is printed for reference.
+4. ``propagation_local``: the real daemon (``feedkit-producer run``) as a subprocess,
    ``poll_interval = 5`` s so its watchdog wake-up is what is measured, and a watching
    ``Consumer`` (default ``poll_interval`` of 1 s, watchdog on the local store) in this
    process. Each round commits an Iceberg append of 100 rows with new keys and polls
@@ -51,6 +57,16 @@ Method:
    a rewritten key shows its new score; one warm-up, then ``LIVE_OVERWRITES`` rounds.
    The peer is the goal itself (1 s). The daemon is stopped with SIGTERM and must
    exit 0.
+5. ``propagation_s3``: the same append rounds (one warm-up, then ``LIVE_S3_APPENDS``)
+   with the daemon publishing to S3 (``[store] url = "s3://..."``, ``endpoint_url``):
+   moto's standalone server started by ``tests/s3server.py``'s ``S3Server``, or the
+   server in ``FEEDKIT_S3_ENDPOINT`` (printed). The consumer here has no watch on S3:
+   it polls the announcement every ``S3_POLL`` (P = 1 s, with jitter), so the goal and
+   its peer are P + 1 s. The pause before each round is uniform over 0.5 .. 0.5 + P s,
+   so that the commit lands at a random phase of the consumer's poll timer (which
+   restarts at each swap; the local part's 0.5 .. 1 s pause would phase-lock the
+   rounds to it). Each round is also split at the daemon's ``event=published``
+   log line (wall clock, ms): commit -> published, published -> served.
 """
 
 from __future__ import annotations
@@ -58,7 +74,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import random
@@ -71,18 +86,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from common import RESULTS, load, print_rows, row, step, versions, write_rows
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
 import feedkit
 from feedkit import names
+from feedkit.manifest import Manifest
 from feedkit.producer import CycleReport, Producer
 from feedkit.producer.iceberg import IcebergSource, TablePosition
 
@@ -100,6 +117,9 @@ LIVE_OVERWRITES = 5
 LIVE_APPEND_ROWS = 100
 DAEMON_POLL = 5.0
 POLL_SLEEP = 0.002  # seconds between consumer.get polls
+S3_POLL = 1.0  # the S3 consumer's poll_interval (P): no watch on S3, it polls
+LIVE_S3_APPENDS = 7
+MiB = 1 << 20
 PROPAGATION_TIMEOUT = 120.0
 STARTUP_TIMEOUT = 300.0
 COUNTRIES = ["US", "GB", "FR", "DE", "BR", "JP", "IN", "IT"]
@@ -115,9 +135,11 @@ SCHEMA = pa.schema([
 ])
 STEPS = ("encode", "diff", "write", "validate", "compress", "upload", "total")
 
-GOAL_FULL_VS_SCAN = 3.0
-GOAL_APPEND_VS_FULL = 0.1
-GOAL_PROPAGATION_S = 1.0
+GOAL_FULL_VS_SCAN = "<= 3x"
+GOAL_APPEND_VS_FULL = "<= 0.1x"
+GOAL_PROPAGATION_S = "<= 1 s"
+GOAL_BLOB_VS_PARQUET = "<= 1.0x"
+GOAL_PROPAGATION_S3 = f"<= {S3_POLL + 1:g} s"  # P + 1 s: one poll interval plus the work
 
 
 # -- data -------------------------------------------------------------------------------
@@ -167,6 +189,7 @@ class Workload:
         table = catalog.create_table(TABLE, schema=SCHEMA, properties={
             "write.target-file-size-bytes": str(target)})
         table.append(data)
+        self.initial = data  # the rows as first written (the blob size peer writes them)
         self.rows = n
         self.score_tag = 1000.0
 
@@ -330,16 +353,58 @@ def bench_cycles(work: Workload, cycles: Cycles) -> dict[str, Any]:
     return res
 
 
-# -- part 3: the daemon and a watching consumer -----------------------------------------
+# -- part 3: blob size ------------------------------------------------------------------
 
 
-def write_config(root: Path, store_dir: Path, work_dir: Path) -> Path:
-    lines = ["[store]", f'url = "{store_dir}"', "", "[catalog]", 'name = "local"']
+def bench_blob_size(store: feedkit.BlobStore, store_dir: Path, work_dir: Path, version: int,
+                    data: pa.Table, root: Path) -> dict[str, Any]:
+    """The first publish's snapshot blob (from the store listing and the manifest) against
+    the same rows written by ``pyarrow.parquet.write_table(..., compression="zstd")``."""
+    key = names.snapshot_key(FEED, version)
+    listed = store.list(f"{FEED}/snapshots/")
+    if key not in listed:
+        raise SystemExit(f"the first publish's snapshot {key} is not in the store listing "
+                         f"{listed}")
+    manifest = Manifest.from_bytes(store.get_bytes(names.manifest_key(FEED, version)),
+                                   names.manifest_key(FEED, version))
+    if manifest.snapshot is None or manifest.snapshot.key != key:
+        raise SystemExit(f"version {version}'s manifest names snapshot {manifest.snapshot}, "
+                         f"expected {key}")
+    on_disk = (store_dir / key).stat().st_size
+    if on_disk != manifest.snapshot.size:
+        raise SystemExit(f"snapshot {key}: {on_disk} bytes in the store, the manifest says "
+                         f"{manifest.snapshot.size}")
+    state = work_dir / f"{version:020d}.state"  # the producer's uncompressed state file
+    state_size = state.stat().st_size if state.exists() else None
+
+    path = root / "peer.parquet"
+    level = pa.Codec.default_compression_level("zstd")
+    t = time.perf_counter()
+    pq.write_table(data, path, compression="zstd")
+    parquet_s = time.perf_counter() - t
+    back = pq.read_metadata(path)
+    if back.num_rows != manifest.record_count or back.num_columns != len(data.schema):
+        raise SystemExit(f"parquet peer: {back.num_rows} rows x {back.num_columns} columns, "
+                         f"the snapshot {manifest.record_count} records")
+    return {"snapshot": on_disk, "raw": manifest.snapshot.raw_size, "state": state_size,
+            "parquet": path.stat().st_size, "parquet_level": level, "parquet_s": parquet_s,
+            "row_groups": back.num_row_groups, "arrow": data.nbytes}
+
+
+# -- part 4: the daemon and a watching consumer -----------------------------------------
+
+
+def write_config(root: Path, name: str, store_url: str, work_dir: Path,
+                 endpoint_url: str | None = None) -> Path:
+    lines = ["[store]", f'url = "{store_url}"']
+    if endpoint_url:
+        lines.append(f'endpoint_url = "{endpoint_url}"')
+    lines += ["", "[catalog]", 'name = "local"']
     lines += [f'{k} = "{v}"' for k, v in catalog_properties(root).items()]
     lines += ["", "[producer]", f'work_dir = "{work_dir}"', "",
               "[[feed]]", f'name = "{FEED_LIVE}"', f'table = "{TABLE}"',
               'primary_key = "movie_id"', f"poll_interval = {DAEMON_POLL}"]
-    path = root / "producer.toml"
+    path = root / name
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -380,41 +445,131 @@ def poll_until(cond: Callable[[], bool], proc: subprocess.Popen[bytes], log: Pat
         time.sleep(POLL_SLEEP)
 
 
-_PUBLISHED = re.compile(r"event=published .*?rows_read=(\d+) .*?total_s=([\d.]+)")
+_PUBLISHED = re.compile(r"^(\S+)Z .*?event=published (.*)$")
+_FIELD = re.compile(r"(\w+)=(\S+)")
 
 
-def daemon_cycles(log: Path) -> list[tuple[int, float]]:
-    """(rows_read, total_s) of every event=published line in the daemon's log."""
+def daemon_published(log: Path) -> list[dict[str, Any]]:
+    """Every event=published line of the daemon's log: its fields, ``wall`` (the line's
+    UTC timestamp as epoch seconds, ms resolution), ``rows_read`` and ``total_s``."""
     out = []
     for line in log.read_text(errors="replace").splitlines():
         m = _PUBLISHED.search(line)
         if m:
-            out.append((int(m.group(1)), float(m.group(2))))
+            fields: dict[str, Any] = dict(_FIELD.findall(m.group(2)))
+            fields["wall"] = dt.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                tzinfo=dt.UTC).timestamp()
+            fields["rows_read"] = int(fields["rows_read"])
+            fields["total_s"] = float(fields["total_s"])
+            out.append(fields)
+    return out
+
+
+def daemon_cycles(log: Path) -> list[tuple[int, float]]:
+    """(rows_read, total_s) of every event=published line in the daemon's log."""
+    return [(p["rows_read"], p["total_s"]) for p in daemon_published(log)]
+
+
+def start_daemon(config: Path, live: Path, log: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).with_name("feedkit-producer")
+    if not exe.exists():
+        raise SystemExit(f"{exe} not found: install the package (make test or pip install -e .)")
+    with open(log, "wb") as log_file:
+        return subprocess.Popen([str(exe), "run", "--config", str(config)], stdout=log_file,
+                                stderr=subprocess.STDOUT, cwd=live)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], log: Path) -> int:
+    """SIGTERM the daemon (if it still runs) and return its exit code (expected 0)."""
+    if proc.poll() is None:
+        step("stopping the daemon with SIGTERM")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise SystemExit(f"the daemon did not stop within 60 s of SIGTERM; its log:\n"
+                             f"{log_tail(log)}") from None
+    if proc.returncode != 0:
+        print(f"WARNING: the daemon exited with {proc.returncode} after SIGTERM (expected 0); "
+              f"its log:\n{log_tail(log)}", file=sys.stderr)
+    return proc.returncode
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, announced: Callable[[], bool]) -> None:
+    """Until the daemon has announced its first version and watches the metadata folder."""
+    wait_for(announced, STARTUP_TIMEOUT, "the first announcement", proc, log)
+    wait_for(lambda: "event=watching" in log.read_text(errors="replace"), STARTUP_TIMEOUT,
+             "the daemon's watch on the metadata folder", proc, log)
+
+
+class Idle:
+    """Sleep between rounds (uniform over ``low .. high`` seconds: the daemon idle, waiting
+    on its poll timer), counting this process's CPU meanwhile (a consumer's refresher
+    should use next to none)."""
+
+    def __init__(self, seed: int, low: float = 0.5, high: float = 1.0) -> None:
+        self.rnd = random.Random(seed)
+        self.low, self.high = low, high
+        self.wall = self.cpu = 0.0
+
+    def __call__(self) -> None:
+        seconds = self.rnd.uniform(self.low, self.high)
+        cpu = time.process_time()
+        time.sleep(seconds)
+        self.wall += seconds
+        self.cpu += time.process_time() - cpu
+
+    @property
+    def share(self) -> float:
+        return self.cpu / self.wall if self.wall else float("nan")
+
+
+def append_rounds(feed: feedkit.Consumer, work: Workload, proc: subprocess.Popen[bytes],
+                  log: Path, rounds: int, idle: Idle) -> list[tuple[float, ...]]:
+    """One warm-up then ``rounds`` appends of LIVE_APPEND_ROWS new keys, each polled until
+    the consumer serves the last one. Per round: (seconds from before the commit, from
+    after it, the commit's seconds, wall clock before the commit, after it, when served)."""
+    out: list[tuple[float, ...]] = []
+    for r in range(rounds + 1):
+        idle()
+        data = work.new_rows(LIVE_APPEND_ROWS)
+        key = int(data.column("movie_id")[-1].as_py())
+        if feed.get(key) is not None:
+            raise SystemExit(f"key {key} is already served before its append")
+
+        # feed.get is looked up on every poll: the consumer rebinds it on each swap.
+        def arrived(key: int = key) -> bool:
+            return feed.get(key) is not None
+
+        w0, t0 = time.time(), time.perf_counter()
+        work.append(data)
+        w1, t1 = time.time(), time.perf_counter()
+        t2 = poll_until(arrived, proc, log, f"append round {r}")
+        w2 = time.time()
+        step(f"{'warm-up' if r == 0 else f'append {r}'}: {t2 - t0:.3f} s from before the "
+             f"commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
+        if r:
+            out.append((t2 - t0, t2 - t1, t1 - t0, w0, w1, w2))
     return out
 
 
 def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
-    """Part 3: the real daemon as a subprocess, a watching consumer here."""
+    """Part 4: the real daemon as a subprocess, a watching consumer here (local store)."""
     live = root / "live"
     live.mkdir()
     store_dir, log = live / "store", live / "daemon.log"
-    config = write_config(root, store_dir, live / "work")
-    exe = Path(sys.executable).with_name("feedkit-producer")
-    if not exe.exists():
-        raise SystemExit(f"{exe} not found: install the package (make test or pip install -e .)")
-    step(f"starting {exe.name} run (poll_interval {DAEMON_POLL:g} s); initial publish of "
-         f"{work.rows:,} rows")
+    config = write_config(root, "producer.toml", str(store_dir), live / "work")
+    step(f"starting feedkit-producer run (poll_interval {DAEMON_POLL:g} s); initial publish "
+         f"of {work.rows:,} rows")
     t_start = time.perf_counter()
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen([str(exe), "run", "--config", str(config)], stdout=log_file,
-                                stderr=subprocess.STDOUT, cwd=live)
+    proc = start_daemon(config, live, log)
     res: dict[str, Any] = {"append": [], "overwrite": []}
     consumer: feedkit.Consumer | None = None
     try:
         announcement = store_dir / names.announcement_key(FEED_LIVE)
-        wait_for(announcement.exists, STARTUP_TIMEOUT, "the first announcement", proc, log)
-        wait_for(lambda: "event=watching" in log.read_text(errors="replace"), STARTUP_TIMEOUT,
-                 "the daemon's watch on the metadata folder", proc, log)
+        wait_ready(proc, log, announcement.exists)
         res["startup_s"] = time.perf_counter() - t_start
         store = feedkit.open_store(str(store_dir))
         t = time.perf_counter()
@@ -425,42 +580,15 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
         if len(feed) != work.rows:
             raise SystemExit(f"the consumer serves {len(feed)} records, the table holds "
                              f"{work.rows}")
-        # feed.get is looked up on every poll: the consumer rebinds it on each swap.
-        rnd = random.Random(SEED)
-        pauses = [0.0, 0.0]  # wall, CPU of this process while nothing happens
-
-        def idle(seconds: float) -> None:
-            """Sleep between rounds, counting this process's CPU meanwhile (the watching
-            consumer's refresher should use next to none)."""
-            cpu = time.process_time()
-            time.sleep(seconds)
-            pauses[0] += seconds
-            pauses[1] += time.process_time() - cpu
+        idle = Idle(SEED)
 
         step(f"propagation: append {LIVE_APPEND_ROWS} rows, one warm-up + {LIVE_APPENDS} rounds")
-        for r in range(LIVE_APPENDS + 1):
-            idle(rnd.uniform(0.5, 1.0))  # the daemon idle, waiting on its poll timer
-            data = work.new_rows(LIVE_APPEND_ROWS)
-            key = int(data.column("movie_id")[-1].as_py())
-            if feed.get(key) is not None:
-                raise SystemExit(f"key {key} is already served before its append")
-
-            def arrived(key: int = key) -> bool:
-                return feed.get(key) is not None
-
-            t0 = time.perf_counter()
-            work.append(data)
-            t1 = time.perf_counter()
-            t2 = poll_until(arrived, proc, log, f"append round {r}")
-            step(f"{'warm-up' if r == 0 else f'append {r}'}: {t2 - t0:.3f} s from before the "
-                 f"commit, {t2 - t1:.3f} s from after it (commit {t1 - t0:.3f} s)")
-            if r:
-                res["append"].append((t2 - t0, t2 - t1, t1 - t0))
+        res["append"] = append_rounds(feed, work, proc, log, LIVE_APPENDS, idle)
 
         step(f"propagation: overwrite {OVERWRITE_SHARE:.0%} of the rows, one warm-up + "
              f"{LIVE_OVERWRITES} rounds")
         for r in range(LIVE_OVERWRITES + 1):
-            idle(rnd.uniform(0.5, 1.0))
+            idle()
             flt, rows, tag = work.overwrite_prepare()
             key = int(rows.column("movie_id")[-1].as_py())
 
@@ -479,24 +607,11 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
         if len(feed) != work.rows:
             raise SystemExit(f"the consumer serves {len(feed)} records at the end, the "
                              f"table holds {work.rows}")
-        res["idle_cpu"] = pauses[1] / pauses[0]
+        res["idle_cpu"] = idle.share
     finally:
         if consumer is not None:
             consumer.close()
-        if proc.poll() is None:
-            step("stopping the daemon with SIGTERM")
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise SystemExit(f"the daemon did not stop within 60 s of SIGTERM; its log:\n"
-                                 f"{log_tail(log)}") from None
-    res["exit_code"] = proc.returncode
-    if proc.returncode != 0:
-        print(f"WARNING: the daemon exited with {proc.returncode} after SIGTERM (expected 0); "
-              f"its log:\n{log_tail(log)}", file=sys.stderr)
+        res["exit_code"] = stop_daemon(proc, log)
     published = daemon_cycles(log)[1:]  # the first is the initial publish
     res["daemon_append_s"] = [s for n, s in published if n == LIVE_APPEND_ROWS][1:]
     res["daemon_full_s"] = [s for n, s in published if n != LIVE_APPEND_ROWS][1:]
@@ -504,30 +619,89 @@ def bench_propagation(root: Path, work: Workload) -> dict[str, Any]:
     return res
 
 
+def s3_server() -> Any:
+    """tests/s3server.py's S3Server (moto on 127.0.0.1, or FEEDKIT_S3_ENDPOINT)."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    sys.path.insert(0, tests)
+    try:
+        from s3server import S3Server
+    finally:
+        sys.path.remove(tests)
+    return S3Server()
+
+
+def bench_propagation_s3(root: Path, work: Workload, rounds: int) -> dict[str, Any]:
+    """Part 5: the daemon publishing to S3, a polling consumer (poll_interval S3_POLL) here."""
+    live = root / "live-s3"
+    live.mkdir()
+    log = live / "daemon.log"
+    t = time.perf_counter()
+    server = s3_server()
+    res: dict[str, Any] = {"append": [], "server": server.kind, "endpoint": server.endpoint,
+                           "server_start_s": time.perf_counter() - t}
+    consumer: feedkit.Consumer | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        url = server.url()
+        res["url"] = url
+        step(f"S3: {'moto standalone server (tests/s3server.py)' if server.kind == 'moto' else 'FEEDKIT_S3_ENDPOINT'}"
+             f" at {server.endpoint}, store {url}, up in {res['server_start_s']:.2f} s")
+        store = feedkit.open_store(url, endpoint_url=server.endpoint)
+        config = write_config(root, "producer-s3.toml", url, live / "work", server.endpoint)
+        step(f"starting feedkit-producer run on S3 (poll_interval {DAEMON_POLL:g} s); initial "
+             f"publish of {work.rows:,} rows")
+        t_start = time.perf_counter()
+        proc = start_daemon(config, live, log)
+        announcement = names.announcement_key(FEED_LIVE)
+        wait_ready(proc, log, lambda: store.exists(announcement))
+        res["startup_s"] = time.perf_counter() - t_start
+        t = time.perf_counter()
+        feed = feedkit.Consumer(store, feed=FEED_LIVE, cache_dir=live / "cache", watch=True,
+                                poll_interval=S3_POLL).open()
+        consumer = feed
+        res["consumer_open_s"] = time.perf_counter() - t
+        if len(feed) != work.rows:
+            raise SystemExit(f"the consumer serves {len(feed)} records, the table holds "
+                             f"{work.rows}")
+        # A polling consumer's timer restarts at each swap, and a round starts right after
+        # one: a pause spanning a whole poll interval puts the commit at a random phase
+        # of that timer (a shorter one would phase-lock the rounds to it).
+        idle = Idle(SEED + 1, 0.5, 0.5 + S3_POLL)
+        step(f"propagation on S3: append {LIVE_APPEND_ROWS} rows, consumer poll_interval "
+             f"{S3_POLL:g} s, one warm-up + {rounds} rounds")
+        res["append"] = append_rounds(feed, work, proc, log, rounds, idle)
+        if len(feed) != work.rows:
+            raise SystemExit(f"the consumer serves {len(feed)} records at the end, the "
+                             f"table holds {work.rows}")
+        res["idle_cpu"] = idle.share
+    finally:
+        if consumer is not None:
+            consumer.close()
+        if proc is not None:
+            res["exit_code"] = stop_daemon(proc, log)
+        server.stop()
+        moto_log = getattr(server, "log", None)  # S3Server.stop() leaves its temp folder
+        if server.kind == "moto" and moto_log is not None:
+            shutil.rmtree(moto_log.parent, ignore_errors=True)
+    # Split each round at the daemon's event=published line (wall clock, ms): commit end
+    # -> published (the daemon notices, reads, uploads, announces), published -> served
+    # (the consumer's next poll, its download and swap).
+    published = daemon_published(log)[1:]
+    res["daemon_append_s"] = [p["total_s"] for p in published
+                              if p["rows_read"] == LIVE_APPEND_ROWS][1:]
+    res["daemon_upload_s"] = [float(p.get("upload_s", "nan")) for p in published
+                              if p["rows_read"] == LIVE_APPEND_ROWS][1:]
+    split = []
+    for x in res["append"]:
+        w0, w1, w2 = x[3], x[4], x[5]
+        hits = [p["wall"] for p in published if w0 - 0.002 <= p["wall"] <= w2 + 0.002]
+        if len(hits) == 1:
+            split.append((hits[0] - w1, w2 - hits[0]))
+    res["split"] = split
+    return res
+
+
 # -- report -----------------------------------------------------------------------------
-
-
-def row(name: str, unit: str, value: float, peer: str | None, peer_value: float | None,
-        goal: float | None) -> dict[str, Any]:
-    ratio = value / peer_value if peer_value else None
-    met = None if goal is None else (ratio is not None and ratio <= goal)
-    return {"name": name, "unit": unit, "feedkit": round(value, 4), "peer": peer,
-            "peer_value": None if peer_value is None else round(peer_value, 4),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met}
-
-
-def print_rows(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'metric':<28} {'unit':<4} {'feedkit':>8}  {'peer':<20} {'peer value':>10}  "
-            f"{'ratio':>7}  {'goal':<11} {'met'}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        peer_value = "" if r["peer_value"] is None else f"{r['peer_value']:.3f}"
-        goal = "(reference)" if r["goal"] is None else f"<= {r['goal']:g}x"
-        met = "" if r["met"] is None else ("met" if r["met"] else "NOT MET")
-        print(f"{r['name']:<28} {r['unit']:<4} {r['feedkit']:>8.3f}  {r['peer'] or '-':<20} "
-              f"{peer_value:>10}  {ratio:>7}  {goal:<11} {met}")
 
 
 def med(values: list[float]) -> float:
@@ -542,27 +716,6 @@ def breakdown(reports: list[CycleReport], elapsed: list[float]) -> str:
     return ", ".join(parts) + f"; outside Producer (load, plan, read setup) {outside:.3f}"
 
 
-def versions() -> str:
-    out = []
-    for dist in ("feedkit", "pyarrow", "pyiceberg", "numpy", "zstandard", "watchdog"):
-        try:
-            out.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{dist} ?")
-    return ", ".join(out)
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def step(msg: str) -> None:
-    print(f"  .. {msg}", flush=True)
-
-
 # -- main -------------------------------------------------------------------------------
 
 
@@ -570,21 +723,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100k rows")
+    ap.add_argument("--out", type=Path, help="where to write the JSON rows")
     args = ap.parse_args()
     n = 100_000 if args.quick else args.rows
     if n < 1000:
         ap.error("--rows must be >= 1000")
+    s3_rounds = LIVE_S3_APPENDS
 
     now = dt.datetime.now().astimezone()
     print(f"feedkit producer benchmark, {now:%Y-%m-%d %H:%M:%S %Z}")
     print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
           f"{platform.release()}; Python {platform.python_version()} "
           f"({platform.python_implementation()})")
-    print(f"versions: {versions()}")
+    print(f"versions: {versions('pyarrow', 'pyiceberg', 'numpy', 'zstandard', 'watchdog')}")
     print(f"load average at start: {load()} (other work on the machine skews the figures)")
     print(f"rows: {n:,} (seed {SEED}); rounds: {ROUNDS} (+1 warm-up); overwrite share "
           f"{OVERWRITE_SHARE:.0%}; appends of {APPEND_ROWS:,} rows; propagation: "
-          f"{LIVE_APPENDS} appends of {LIVE_APPEND_ROWS}, {LIVE_OVERWRITES} overwrites")
+          f"{LIVE_APPENDS} appends of {LIVE_APPEND_ROWS}, {LIVE_OVERWRITES} overwrites; "
+          f"S3: {s3_rounds} appends, consumer poll_interval {S3_POLL:g} s")
     print(flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="feedkit-bench-producer-"))
@@ -601,6 +757,10 @@ def main() -> int:
         cycles = Cycles(store, catalog, root / "work")
         step("initial publish (first version: a snapshot, no diff)")
         info["first_s"], info["first_report"] = cycles.cycle("full")
+        step("blob size: the first snapshot vs the same rows as Parquet (zstd)")
+        blob = bench_blob_size(store, root / "store", root / "work",
+                               info["first_report"].version, work.initial, root)
+        del work.initial
 
         res = bench_cycles(work, cycles)
         info["files_after"] = work.files()
@@ -618,18 +778,24 @@ def main() -> int:
         cycles.producer.close()
 
         live = bench_propagation(root, work)
+        s3 = bench_propagation_s3(root, work, s3_rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     full, scan, drain, app = (med(res[k]) for k in ("full", "scan", "drain", "append"))
     prop_app = med([x[0] for x in live["append"]])
     prop_ow = med([x[0] for x in live["overwrite"]])
+    prop_s3 = med([x[0] for x in s3["append"]])
     rows = [
         row("producer_full_cycle", "s", full, "pyarrow scan", scan, GOAL_FULL_VS_SCAN),
         row("producer_full_cycle", "s", full, "iceberg batch reader", drain, None),
         row("producer_append_cycle", "s", app, "full cycle", full, GOAL_APPEND_VS_FULL),
+        row("blob_size", "MiB", blob["snapshot"] / MiB, "parquet-zstd", blob["parquet"] / MiB,
+            GOAL_BLOB_VS_PARQUET),
         row("propagation_local", "s", prop_app, "goal 1 s", 1.0, GOAL_PROPAGATION_S),
         row("propagation_local_overwrite", "s", prop_ow, "goal 1 s", 1.0, GOAL_PROPAGATION_S),
+        row("propagation_s3", "s", prop_s3, f"goal {S3_POLL + 1:g} s", S3_POLL + 1,
+            GOAL_PROPAGATION_S3),
     ]
 
     first: CycleReport = info["first_report"]
@@ -665,17 +831,43 @@ def main() -> int:
           f"{live['exit_code']}")
     print(f"benchmark process CPU between propagation rounds (idle, a watching consumer): "
           f"{live['idle_cpu']:.0%} of a core")
-    print("ratio = feedkit / peer; propagation rows compare against the goal itself (1 s)")
+    items = s3["append"]
+    print(f"propagation on S3 ({s3['server']} at {s3['endpoint']}; consumer poll_interval "
+          f"{S3_POLL:g} s, median of {len(items)}): {prop_s3:.3f} s from before the commit, "
+          f"{med([x[1] for x in items]):.3f} s from after it; commit "
+          f"{med([x[2] for x in items]):.3f} s; daemon cycle (total_s) "
+          f"{med(s3['daemon_append_s']):.3f} s, of which upload {med(s3['daemon_upload_s']):.3f}"
+          f" s; all from before: {', '.join(f'{x[0]:.3f}' for x in items)}")
+    if s3["split"]:
+        print(f"  split at the daemon's published log line (ms clock, {len(s3['split'])} "
+              f"rounds, median): commit end -> published {med([a for a, _ in s3['split']]):.3f}"
+              f" s, published -> served {med([b for _, b in s3['split']]):.3f} s (the "
+              f"consumer's poll wait, download and swap; the wait alone averages about P/2)")
+    print(f"  S3 server up in {s3['server_start_s']:.2f} s; daemon up and watching after "
+          f"{s3['startup_s']:.2f} s (includes the initial publish to S3); consumer open "
+          f"{s3['consumer_open_s']:.3f} s; exit code after SIGTERM {s3.get('exit_code')}; "
+          f"benchmark process CPU between rounds (a polling consumer) {s3['idle_cpu']:.0%} "
+          f"of a core")
+    print(f"blob size: the first snapshot {blob['snapshot'] / MiB:.2f} MiB (zstd level "
+          f"{cycles.producer.compression_level}, raw {blob['raw'] / MiB:.2f} MiB); the same "
+          f"{n:,} rows x {len(SCHEMA)} columns as Parquet, pyarrow.parquet.write_table("
+          f"compression=\"zstd\") at the default level {blob['parquet_level']}: "
+          f"{blob['parquet'] / MiB:.2f} MiB ({blob['row_groups']} row groups, written in "
+          f"{blob['parquet_s']:.3f} s); for reference: the state file (uncompressed, what a "
+          f"consumer maps) "
+          + (f"{blob['state'] / MiB:.2f} MiB" if blob["state"] is not None else "not found")
+          + f", the Arrow table in memory {blob['arrow'] / MiB:.2f} MiB")
+    print(f"ratio = feedkit / peer; propagation rows compare against the goal itself (1 s; "
+          f"P + 1 s = {S3_POLL + 1:g} s on S3)")
     print()
     print_rows(rows)
     print(f"\nload average at end: {load()}")
 
-    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir = RESULTS
     out_dir.mkdir(exist_ok=True)
-    out = out_dir / ("producer_quick.json" if args.quick else "producer.json")
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    out = write_rows(args.out or out_dir / ("producer_quick.json" if args.quick else "producer.json"), rows)
     print(f"\nwrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
-    return 0 if live["exit_code"] == 0 else 1
+    return 0 if live["exit_code"] == 0 and s3.get("exit_code") == 0 else 1
 
 
 if __name__ == "__main__":

@@ -73,11 +73,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import zstandard
+from common import RESULTS, load, print_rows, row, step, versions, write_rows
 
 import feedkit
 
@@ -94,7 +94,7 @@ OPEN_TIMEOUT = 180.0
 CHUNK = 1 << 20
 COUNTRIES = ["DE", "US", "FR", "BR"]
 
-GOAL_LOAD_VS_ZSTD = 1.5
+GOAL_LOAD_VS_ZSTD = "<= 1.5x"
 GOAL_POLL_RPS = 50.0
 
 
@@ -419,56 +419,12 @@ def bench_fleet(url: str, endpoint: str, cache_dir: Path, n: int,
 # -- report -----------------------------------------------------------------------------
 
 
-def row(name: str, unit: str, value: float, peer: str, peer_value: float,
-        goal: float) -> dict[str, Any]:
-    ratio = value / peer_value if peer_value else None
-    met = value == 0 if peer_value == 0 else (ratio is not None and ratio <= goal)
-    return {"name": name, "unit": unit, "feedkit": round(value, 4), "peer": peer,
-            "peer_value": round(peer_value, 4),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met}
-
-
-def print_rows(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'metric':<16} {'unit':<6} {'feedkit':>8}  {'peer':<16} {'peer value':>10}  "
-            f"{'ratio':>7}  {'goal':<8} {'met'}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        spec = ".3f" if r["unit"] == "s" else ".1f" if r["unit"] == "req/s" else ".0f"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        goal = "== 0" if r["peer_value"] == 0 else f"<= {r['goal']:g}x"
-        met = "met" if r["met"] else "NOT MET"
-        print(f"{r['name']:<16} {r['unit']:<6} {format(r['feedkit'], spec):>8}  {r['peer']:<16} "
-              f"{format(r['peer_value'], spec):>10}  {ratio:>7}  {goal:<8} {met}")
-
-
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
 def mib_signed(n: float) -> str:
     return f"{n / (1 << 20):+.1f} MiB"
-
-
-def versions() -> str:
-    out = []
-    for dist in ("feedkit", "boto3", "botocore", "moto", "zstandard", "pyarrow"):
-        try:
-            out.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{dist} ?")
-    return ", ".join(out)
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def step(msg: str) -> None:
-    print(f"  .. {msg}", flush=True)
 
 
 # -- main -------------------------------------------------------------------------------
@@ -478,6 +434,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100k records")
+    ap.add_argument("--out", type=Path, help="where to write the JSON rows")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of one extra feedkit load")
     ap.add_argument("--child", choices=("feedkit", "peer"), help=argparse.SUPPRESS)
@@ -497,7 +454,7 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
           f"{platform.release()}; Python {platform.python_version()} "
           f"({platform.python_implementation()})")
-    print(f"versions: {versions()}")
+    print(f"versions: {versions('boto3', 'botocore', 'moto', 'zstandard', 'pyarrow')}")
     print(f"load average at start: {load()} (other work on the machine skews the figures)")
     print(f"records: {n:,} (seed {SEED}); load rounds: {ROUNDS} (+1 warm-up); RSS runs: "
           f"{RSS_RUNS} each; fleet: {FLEET} consumers, poll_interval {POLL_INTERVAL:g} s, "
@@ -571,9 +528,9 @@ def main() -> int:
     blob_reads = sum(c for (op, _, status), c in calls.items()
                      if op == "GetObject" and status == 200)
     rows = [
-        row("snapshot_load", "s", fk, "zstd decompress", peer, GOAL_LOAD_VS_ZSTD),
-        row("poll_requests", "req/s", rps, "goal 50 req/s", GOAL_POLL_RPS, 1.0),
-        row("poll_blob_reads", "count", blob_reads, "goal 0", 0, 0),
+        row("snapshot_load_s3", "s", fk, "zstd decompress", peer, GOAL_LOAD_VS_ZSTD),
+        row("poll_requests", "req/s", rps, "goal 50 req/s", GOAL_POLL_RPS, "<= 50 req/s"),
+        row("poll_blob_reads", "count", blob_reads, "goal 0", 0, "== 0"),
     ]
 
     print()
@@ -626,10 +583,9 @@ def main() -> int:
     if "profile" in info:
         print("\ncProfile of one feedkit load:\n" + info["profile"])
 
-    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir = RESULTS
     out_dir.mkdir(exist_ok=True)
-    out = out_dir / ("s3_quick.json" if args.quick else "s3.json")
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    out = write_rows(args.out or out_dir / ("s3_quick.json" if args.quick else "s3.json"), rows)
     print(f"\nwrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
     return 0
 
