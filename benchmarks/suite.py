@@ -92,22 +92,32 @@ def run_parts(size: str, parts: list[str], keep_going: bool, results: Path,
     run = RUN_NAMES[size]
     rows: list[dict[str, Any]] = []
     status: dict[str, str] = {}
+    # The bar moves per part; its text follows the part's own "  .. step" lines. On
+    # anything but a terminal (CI logs) it stays quiet and only the per-part lines print.
     bar = tqdm(parts, desc=f"{run} ({records or SIZES[size]:,} records)", unit="part",
-               bar_format="{desc}: {n_fmt}/{total_fmt} parts |{bar}| {elapsed} {postfix}")
+               bar_format="{desc}: {n_fmt}/{total_fmt} parts |{bar}| {elapsed} {postfix}",
+               disable=None)
     for part in bar:
-        bar.set_postfix_str(f"running {part}")
+        bar.set_postfix_str(part)
         out = results / "parts" / f"{run}-{part}.json"
         log = results / f"{run}-{part}.log"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         started = time.monotonic()
-        with open(log, "w") as f:
-            done = subprocess.run(part_command(part, size, out, records), stdout=f,
-                                  stderr=subprocess.STDOUT, cwd=HERE.parent)
+        with open(log, "w") as f, subprocess.Popen(
+                part_command(part, size, out, records), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, cwd=HERE.parent, text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
+            assert child.stdout is not None
+            for line in child.stdout:
+                f.write(line)
+                if line.startswith("  .. "):
+                    bar.set_postfix_str(f"{part}: {line[5:].strip()}"[:70])
+        returncode = child.returncode
         seconds = time.monotonic() - started
-        if done.returncode != 0 or not out.exists():
-            status[part] = f"failed (exit {done.returncode}, {seconds:.0f} s; see {log.name})"
-            tqdm.write(f"{part}: FAILED, exit {done.returncode}; last lines of {log}:\n"
+        if returncode != 0 or not out.exists():
+            status[part] = f"failed (exit {returncode}, {seconds:.0f} s; see {log.name})"
+            tqdm.write(f"{part}: FAILED, exit {returncode}; last lines of {log}:\n"
                        + "\n".join(log.read_text().splitlines()[-15:]))
             if not keep_going:
                 break
@@ -124,6 +134,14 @@ def run_parts(size: str, parts: list[str], keep_going: bool, results: Path,
 # -- plots --------------------------------------------------------------------------------
 
 
+def _records_label(r: dict[str, Any]) -> str:
+    n = r.get("records")
+    if not n:
+        return ""
+    return f" ({n // 1_000_000}M)" if n % 1_000_000 == 0 else f" ({n // 1000}k)" \
+        if n % 1000 == 0 else f" ({n:,})"
+
+
 def plot(run: str, rows: list[dict[str, Any]], results: Path) -> list[Path]:
     """Ratio-vs-goal bars for every row with a ratio, and get() latencies per library."""
     import matplotlib
@@ -135,15 +153,20 @@ def plot(run: str, rows: list[dict[str, Any]], results: Path) -> list[Path]:
     ratio_rows = [r for r in rows if r.get("ratio") is not None and r.get("peer")]
     if ratio_rows:
         fig, ax = plt.subplots(figsize=(10, 0.38 * len(ratio_rows) + 1.5))
-        labels = [f"{r['name']} vs {r['peer']}" for r in ratio_rows]
+        labels = [f"{r['name']}{_records_label(r)} vs {r['peer']}"
+                  + ("" if (r.get("goal") or "x").endswith("x") else f" (goal {r['goal']})")
+                  for r in ratio_rows]
         colors = ["#2a9d8f" if r["met"] else "#e76f51" if r["met"] is False else "#8d99ae"
                   for r in ratio_rows]
         y = range(len(ratio_rows))
         ax.barh(list(y), [r["ratio"] for r in ratio_rows], color=colors)
         for i, r in enumerate(ratio_rows):
             goal = r.get("goal") or ""
-            if goal.endswith("x"):
-                value = float(goal.split()[1].rstrip("x"))
+            # A ratio goal has its tick at the goal; a measure whose peer is its goal
+            # (propagation) at 1.
+            value = float(goal.split()[1].rstrip("x")) if goal.endswith("x") else \
+                1.0 if str(r["peer"]).startswith("goal") else None
+            if value is not None:
                 ax.plot([value, value], [i - 0.4, i + 0.4], color="black", linewidth=2)
         ax.set_yticks(list(y), labels, fontsize=8)
         ax.invert_yaxis()
