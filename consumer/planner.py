@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from feedkit.errors import IntegrityError
+from feedkit.errors import IntegrityError, VersionNotFoundError
 from feedkit.manifest import Manifest
 
 __all__ = ["Plan", "plan"]
@@ -37,7 +37,8 @@ def plan(target: Manifest, current: int | None, load: Callable[[int], Manifest],
 
     Raises:
         IntegrityError: the chain is broken (no snapshot reachable).
-        VersionNotFoundError: a manifest on the chain is missing.
+        VersionNotFoundError: a manifest on the chain is missing before any snapshot
+            (past one, a missing manifest ends the walk: garbage-collected history).
     """
     best: Plan | None = None
     chain: list[Manifest] = []  # target first, walking back
@@ -61,7 +62,12 @@ def plan(target: Manifest, current: int | None, load: Callable[[int], Manifest],
         if best is not None and delta_cost >= best.cost:
             break
         chain.append(m)
-        m = load(m.parent)
+        try:
+            m = load(m.parent)
+        except VersionNotFoundError:
+            if best is None:
+                raise
+            break  # older versions were garbage-collected (feedkit gc): use the best plan met
     if best is None:
         raise IntegrityError(f"feed {target.feed!r}: no snapshot reachable from version "
                              f"{target.version}")

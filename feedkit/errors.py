@@ -14,6 +14,7 @@ OS, zstd, msgpack and (later) boto3 are translated where they enter feedkit
     │   ├── BlobExistsError       a create-only write found the name taken
     │   ├── BlobNotFoundError     the store has no object under that name
     │   └── ProducerFencedError   the announcement moved under a producer (compare-and-swap lost)
+    │       └── FeedPinnedError   an operator pinned the feed (``feedkit pin``): nothing is published
     ├── IntegrityError            bytes that do not match what the manifest or header promises
     ├── ValidationError           a table the producer refuses to publish (keys, columns, types)
     │   └── RefusedError          a valid table whose change a validator refused (ratio, count, custom)
@@ -30,6 +31,7 @@ __all__ = [
     "BlobNotFoundError",
     "ClosedError",
     "ConfigurationError",
+    "FeedPinnedError",
     "FeedkitError",
     "IntegrityError",
     "KeyTypeError",
@@ -80,6 +82,20 @@ class BlobNotFoundError(StoreError):
 
 class ProducerFencedError(StoreError):
     """The announcement changed since this producer read it: another producer won."""
+
+
+class FeedPinnedError(ProducerFencedError):
+    """The announcement is pinned (``feedkit pin``): a producer publishes nothing until
+    ``feedkit unpin``. The message says who pinned which version, when and why.
+
+    ``version`` is the pinned version; ``pin`` the :class:`feedkit.manifest.Pin` read from
+    the announcement.
+    """
+
+    def __init__(self, message: str, *, version: int | None = None, pin: Any = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.pin = pin
 
 
 class IntegrityError(FeedkitError):

@@ -11,7 +11,7 @@ from feedkit.blobs import BlobInfo
 from feedkit.errors import IntegrityError
 from feedkit.names import validate_feed
 
-__all__ = ["Announcement", "Manifest", "utc_now"]
+__all__ = ["Announcement", "Manifest", "Pin", "utc_now"]
 
 MANIFEST_FORMAT = 1
 
@@ -97,28 +97,91 @@ class Manifest:
         return manifest
 
 
+def _positive_int(value: object, what: str) -> int:
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"bad {what} {value!r}")
+    return value
+
+
+def _optional_str(value: object, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"bad {what} {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Pin:
+    """An operator's rollback, recorded in the announcement by ``feedkit pin``.
+
+    While an announcement carries a pin, producers publish nothing
+    (:class:`feedkit.FeedPinnedError`); consumers simply serve the announced version.
+    ``latest`` is the version announced before the pin: ``feedkit unpin`` announces it
+    again (or a newer manifest, if one exists).
+    """
+
+    at: str  # UTC time of the pin, ISO 8601 with milliseconds
+    latest: int
+    by: str | None = None  # user@host, best effort
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "by": self.by, "latest": self.latest, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, doc: object) -> Pin:
+        """Parse the ``pinned`` object of an announcement.
+
+        Raises:
+            ValueError: not a pin object (the caller turns it into an IntegrityError).
+        """
+        if not isinstance(doc, dict):
+            raise ValueError(f"bad pin {doc!r}")
+        return cls(at=str(doc.get("at", "")), latest=_positive_int(doc.get("latest"), "pin latest"),
+                   by=_optional_str(doc.get("by"), "pin by"),
+                   reason=_optional_str(doc.get("reason"), "pin reason"))
+
+    def describe(self, feed: str, version: int) -> str:
+        """One line for errors and logs: who pinned which version, when and why."""
+        reason = f"reason: {self.reason!r}" if self.reason else "no reason given"
+        return (f"feed {feed!r} is pinned to version {version} by {self.by or 'an unknown user'} "
+                f"at {self.at or 'an unknown time'} ({reason}); the latest version is "
+                f"{self.latest}")
+
+
 @dataclass(frozen=True)
 class Announcement:
-    """The one mutable object per feed: which version consumers should serve."""
+    """The one mutable object per feed: which version consumers should serve.
+
+    ``pinned`` is set while an operator holds the feed at ``version`` (``feedkit pin``);
+    the field is written only then, and announcements without it read as unpinned.
+    """
 
     feed: str
     version: int
     announced_at: str = field(default_factory=utc_now)
     producer: str | None = None
+    pinned: Pin | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"format": MANIFEST_FORMAT, "feed": self.feed, "version": self.version,
-                           "announced_at": self.announced_at, "producer": self.producer},
-                          sort_keys=True).encode()
+        doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "feed": self.feed,
+                               "version": self.version, "announced_at": self.announced_at,
+                               "producer": self.producer}
+        if self.pinned is not None:
+            doc["pinned"] = self.pinned.to_json()
+        return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Announcement:
+        """Parse an announcement.
+
+        Raises:
+            IntegrityError: not an announcement this feedkit can read (names ``where``).
+        """
         try:
             doc = json.loads(data)
-            version = doc["version"]
-            if type(version) is not int or version <= 0:
-                raise ValueError(f"bad version {version!r}")
+            version = _positive_int(doc["version"], "version")
+            pinned = doc.get("pinned")
             return cls(validate_feed(doc["feed"]), version, str(doc.get("announced_at", "")),
-                       doc.get("producer"))
+                       doc.get("producer"), None if pinned is None else Pin.from_json(pinned))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"unreadable announcement {where}: {exc}") from exc

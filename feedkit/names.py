@@ -20,9 +20,11 @@ __all__ = [
     "MAX_VERSION",
     "announcement_key",
     "check_object_name",
+    "blobs_prefixes",
     "delta_key",
     "manifest_key",
     "manifests_prefix",
+    "parse_blob_key",
     "parse_manifest_key",
     "snapshot_key",
     "validate_feed",
@@ -86,6 +88,23 @@ def snapshot_key(feed: str, version: int) -> str:
 
 def delta_key(feed: str, from_version: int, to_version: int) -> str:
     return f"{feed}/deltas/{from_version:020d}-{to_version:020d}.delta.zst"
+
+
+def blobs_prefixes(feed: str) -> tuple[str, str]:
+    """The prefixes under which a feed's snapshot and delta blobs are listed."""
+    return f"{feed}/snapshots/", f"{feed}/deltas/"
+
+
+def parse_blob_key(key: str) -> int | None:
+    """The version a blob key belongs to (a snapshot's version, a delta's ``to``), or None
+    when ``key`` is not a blob name."""
+    name = key.rsplit("/", 1)[-1]
+    if len(name) == 33 and name.endswith(".snapshot.zst") and name[:20].isdigit():
+        return int(name[:20])
+    if (len(name) == 51 and name.endswith(".delta.zst") and name[20] == "-"
+            and name[:20].isdigit() and name[21:41].isdigit()):
+        return int(name[21:41])
+    return None
 
 
 def parse_manifest_key(key: str) -> int | None:

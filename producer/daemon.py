@@ -32,6 +32,7 @@ import pyarrow as pa
 from feedkit.errors import (
     ConfigurationError,
     FeedkitError,
+    FeedPinnedError,
     ProducerFencedError,
     RefusedError,
     ValidationError,
@@ -82,6 +83,7 @@ class FeedRunner:
         self.burst_until = 0.0
         self.last_wake = -1.0
         self.last_outcome = ""
+        self.pin: tuple[int | None, str | None] | None = None  # the pin last logged
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -127,7 +129,9 @@ class FeedRunner:
         """Look at the table once and run a cycle if it moved.
 
         Returns the outcome: ``idle`` (nothing new), ``published``, ``unchanged`` (read,
-        but the feed's records are the same), ``refused``, ``failed`` or ``abandoned``.
+        but the feed's records are the same), ``refused``, ``failed``, ``abandoned`` or
+        ``pinned`` (an operator pinned the feed: nothing published, checked again at the
+        next poll, and ``once`` does not count it as a failure).
         """
         now = time.monotonic()
         try:
@@ -140,6 +144,10 @@ class FeedRunner:
         except ValidationError as exc:
             outcome = "refused"
             log.error("event=refused feed=%s rule=keys reason=%r", self.cfg.name, str(exc))
+        except FeedPinnedError as exc:
+            outcome = "pinned"  # an operator's rollback: not a failure, no backoff
+            self._log_pin(exc)
+            self.close()  # while pinned, each check is one announcement read (the restore)
         except ProducerFencedError as exc:
             outcome = "failed"
             log.error("event=fenced feed=%s reason=%r (restoring from the store next time)",
@@ -149,6 +157,10 @@ class FeedRunner:
             outcome = "failed"
             log.error("event=failed feed=%s error=%s reason=%r", self.cfg.name,
                       type(exc).__name__, str(exc), exc_info=not isinstance(exc, FeedkitError))
+        if self.pin is not None and outcome not in ("pinned", "failed", "abandoned"):
+            log.info("event=unpinned feed=%s version=%s", self.cfg.name,
+                     self.producer.version if self.producer else None)
+            self.pin = None
         self.last_outcome = outcome
         self._schedule(outcome, now)
         if self.last_wake >= now and outcome != "failed":
@@ -156,6 +168,17 @@ class FeedRunner:
             self.next_check = time.monotonic()
             self.burst_until = self.last_wake + BURST_SECONDS
         return outcome
+
+    def _log_pin(self, exc: FeedPinnedError) -> None:
+        """One ``event=pinned`` line per pin; the checks while it lasts log at debug level."""
+        pin = exc.pin
+        key = (exc.version, getattr(pin, "at", None))
+        log.log(logging.WARNING if key != self.pin else logging.DEBUG,
+                "event=pinned feed=%s version=%s latest=%s by=%s at=%s reason=%r "
+                "(publishing nothing until feedkit unpin)", self.cfg.name, exc.version,
+                getattr(pin, "latest", None), getattr(pin, "by", None), key[1],
+                getattr(pin, "reason", None))
+        self.pin = key
 
     def _schedule(self, outcome: str, now: float) -> None:
         if outcome == "failed":

@@ -37,6 +37,7 @@ from feedkit.errors import (
     BlobNotFoundError,
     ClosedError,
     ConfigurationError,
+    FeedPinnedError,
     IntegrityError,
     ProducerFencedError,
     RefusedError,
@@ -210,6 +211,7 @@ class Producer:
 
         Raises:
             ProducerFencedError: the announcement moved since this producer announced.
+            FeedPinnedError: an operator pinned the feed (``feedkit pin``).
             FeedkitError: the store failed or holds a damaged version.
         """
         self._check_open()
@@ -253,6 +255,8 @@ class Producer:
                 nothing is written.
             RefusedError: a validator refused the new state; nothing is announced.
             ProducerFencedError: another producer moved the announcement.
+            FeedPinnedError: the feed is pinned (``feedkit pin``); nothing is written until
+                ``feedkit unpin``, and the next cycle after it restores the announced version.
             FeedkitError: any other failure; nothing is announced.
         """
         return self._run(table, source, force, append=False)
@@ -584,6 +588,7 @@ class Producer:
 
         Raises:
             ProducerFencedError: the announcement moved since this producer announced.
+            FeedPinnedError: an operator pinned the feed (``feedkit pin``).
         """
         key = names.announcement_key(self.feed)
         try:
@@ -593,6 +598,14 @@ class Producer:
                 raise ProducerFencedError(f"feed {self.feed!r}: the announcement vanished") from None
             return None
         announcement = Announcement.from_bytes(data, key)
+        if announcement.pinned is not None:
+            # An operator rolled back (feedkit pin): publish nothing. Forget the last state,
+            # so that after the unpin the next cycle restores what is announced then.
+            self._last = None
+            raise FeedPinnedError(
+                f"{announcement.pinned.describe(self.feed, announcement.version)}; nothing "
+                f"published (feedkit unpin resumes)",
+                version=announcement.version, pin=announcement.pinned)
         if self._last is not None:
             if etag != self._last.etag:
                 raise ProducerFencedError(
