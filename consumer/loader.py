@@ -15,7 +15,13 @@ from pathlib import Path
 
 from feedkit import names
 from feedkit.blobs import BlobInfo, decompress_file
-from feedkit.errors import BlobNotFoundError, IntegrityError, StoreError, VersionNotFoundError
+from feedkit.errors import (
+    BlobNotFoundError,
+    FeedkitError,
+    IntegrityError,
+    StoreError,
+    VersionNotFoundError,
+)
 from feedkit.format import PREFIX_SIZE, StateFile, derived_header, write_state
 from feedkit.manifest import Manifest
 from feedkit.merge import apply_delta, compact
@@ -82,18 +88,31 @@ class Loader:
             files = self.open_cached(version)  # another process may have built it meanwhile
             if files is not None:
                 return files
-            target = self.manifest(version)
-            held = current[0].version if current else None
-            p = plan(target, held, self.manifest)
             try:
-                return self._execute(p, current)
-            except (IntegrityError, BlobNotFoundError, VersionNotFoundError) as exc:
-                if p.snapshot is not None and not p.deltas:
-                    raise
-                log.warning("feed %s: delta path to %s failed (%s); trying the nearest snapshot",
-                            self.feed, version, exc)
-                return self._execute(plan(target, held, self.manifest, use_deltas_from_current=False),
-                                     current)
+                return self._load(version, current)
+            except FeedkitError:
+                # A manifest that parsed may still be the damaged one (a checksum that lies):
+                # read them again next time, so a repaired store is seen.
+                self._manifests.clear()
+                raise
+
+    def _load(self, version: int, current: list[StateFile] | None) -> list[StateFile]:
+        """Plan and execute the fetches of ``version`` (under the cache lock)."""
+        target = self.manifest(version)
+        held = current[0].version if current else None
+        p = plan(target, held, self.manifest)
+        try:
+            return self._execute(p, current)
+        except (IntegrityError, BlobNotFoundError, VersionNotFoundError) as exc:
+            if p.snapshot is not None and not p.deltas:
+                raise
+            try:
+                fallback = plan(target, held, self.manifest, use_deltas_from_current=False)
+            except IntegrityError:
+                raise exc from None  # no other path: the delta's failure is the cause
+            log.warning("feed %s: delta path to %s failed (%s); trying the nearest snapshot",
+                        self.feed, version, exc)
+            return self._execute(fallback, current)
 
     def _download(self, info: BlobInfo, name: str) -> tuple[Path, bytes | None]:
         """Fetch, check and decompress a blob; return the state file and its body digest."""
