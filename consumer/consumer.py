@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import itertools
 import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -24,12 +27,15 @@ from feedkit.store import BlobStore, Watch
 from .cache import FeedCache
 from .loader import Loader
 from .state import State
+from .stats import RefreshStats
 
 __all__ = ["Consumer"]
 
 log = logging.getLogger("feedkit.consumer")
 
 RefreshListener = Callable[[int | None, int], None]
+
+MAX_BEHIND_WALK = 32  # manifests walked back for versions_behind before listing them
 
 
 class _Unavailable:
@@ -71,6 +77,9 @@ class Consumer:
         compact_ratio: rewrite base + overlay as one base once the overlay holds more
             than this share of the base's records.
         max_backoff: the longest wait between retries after failed refreshes.
+        count_lookups: count every ``get`` (and ``feed[key]``, ``key in feed``) for
+            :meth:`metrics`. Off by default: ``get`` is then the generated lookup itself,
+            with no counter in its path.
 
     Raises:
         ConfigurationError: an invalid feed name or interval.
@@ -78,7 +87,8 @@ class Consumer:
 
     def __init__(self, store: BlobStore, *, feed: str, cache_dir: str | os.PathLike[str],
                  watch: bool = True, poll_interval: float = 1.0, keep_versions: int = 3,
-                 compact_ratio: float = 0.25, max_backoff: float = 30.0) -> None:
+                 compact_ratio: float = 0.25, max_backoff: float = 30.0,
+                 count_lookups: bool = False) -> None:
         self.feed = names.validate_feed(feed)
         if poll_interval <= 0 or max_backoff <= 0:
             raise ConfigurationError(f"feed {feed!r}: poll_interval and max_backoff must be > 0")
@@ -105,6 +115,13 @@ class Consumer:
         self._pinned: int | None = None
         self._listeners: list[RefreshListener] = []
         self.last_error: FeedkitError | None = None
+        self._stats = RefreshStats()
+        self._announced_at: float | None = None  # unix time the announced version got announced
+        self._behind: tuple[int, int, int] | None = None  # (served, announced, versions_behind)
+        # Counting gets: next() on an itertools.count is one atomic C call. Its value is
+        # read by calling next() too, so metrics() subtracts the reads it made.
+        self._lookups: itertools.count[int] | None = itertools.count() if count_lookups else None
+        self._lookup_reads = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -122,7 +139,7 @@ class Consumer:
                 return self
             self._loader = Loader(self.store, self.feed, FeedCache(self.cache_dir, self.feed))
             try:
-                self._refresh()
+                self._attempt()
             except FeedkitError as exc:
                 if not self._serve_cached(exc):
                     self._loader = None
@@ -160,10 +177,13 @@ class Consumer:
     # -- lookups (the current state answers) ------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
-        return self._state[key]
+        rec = self.get(key)
+        if rec is None:
+            raise KeyError(key)
+        return rec
 
     def __contains__(self, key: Any) -> bool:
-        return key in self._state
+        return self.get(key) is not None
 
     def __len__(self) -> int:
         return len(self._state)
@@ -179,11 +199,15 @@ class Consumer:
 
     def get_many(self, keys: Iterable[Any]) -> list[Any]:
         """Records aligned with ``keys``, None where absent (vectorised probe)."""
-        return self._state.get_many(keys)  # type: ignore[no-any-return]
+        records: list[Any] = self._state.get_many(keys)
+        self._stats.many(len(records))
+        return records
 
     def find(self, field: str, value: Any) -> list[Any]:
         """Records whose ``field`` equals ``value``, through a secondary index."""
-        return self._state.find(field, value)  # type: ignore[no-any-return]
+        records: list[Any] = self._state.find(field, value)
+        self._stats.found()
+        return records
 
     @property
     def version(self) -> int:
@@ -203,9 +227,27 @@ class Consumer:
 
     # -- refresh ----------------------------------------------------------------------
 
-    def on_refresh(self, listener: RefreshListener) -> None:
-        """Call ``listener(old_version, new_version)`` after every swap."""
+    def on_refresh(self, listener: RefreshListener) -> RefreshListener:
+        """Call ``listener(old_version, new_version)`` after every swap to a new version.
+
+        ``old_version`` is None for the first version loaded by :meth:`open`. Listeners
+        run on the refreshing thread, in the order added, after the new version serves
+        and before compaction; swapping to a compacted base of the same version calls
+        none. A listener that raises is logged and counted (``listener_errors``): the
+        other listeners still run and the refresh still succeeds.
+
+        Returns ``listener``, so this also works as a decorator.
+        """
         self._listeners.append(listener)
+        return listener
+
+    def remove_listener(self, listener: RefreshListener) -> bool:
+        """Stop calling ``listener``; True when it was registered."""
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            return False
+        return True
 
     def refresh(self) -> bool:
         """Poll the announcement and apply a new version now.
@@ -218,16 +260,13 @@ class Consumer:
         with self._lock:
             if self._loader is None:
                 raise ClosedError(f"consumer of feed {self.feed!r} is not open")
-            try:
-                moved = self._refresh()
-            except FeedkitError as exc:
-                self.last_error = exc
-                raise
-            self.last_error = None
-            return moved
+            return self._attempt()
 
     def pin(self, version: int) -> None:
         """Serve ``version`` and stop following the announcement until :meth:`unpin`.
+
+        The announcement is still read on each refresh (a failure to read it is then
+        not a failure), so that :meth:`metrics` shows how far behind the pin is.
 
         Raises:
             VersionNotFoundError: no such version in the store.
@@ -253,21 +292,47 @@ class Consumer:
     def pinned(self) -> int | None:
         return self._pinned
 
+    def _attempt(self) -> bool:
+        """One refresh, counted in :meth:`metrics` (the lock is held)."""
+        try:
+            moved = self._refresh()
+        except Exception as exc:
+            if isinstance(exc, FeedkitError):
+                self.last_error = exc
+            self._stats.failed(exc)
+            self._observe()
+            raise
+        self.last_error = None
+        self._stats.succeeded()
+        self._observe()
+        return moved
+
+    def _read_announcement(self, current: State | None) -> None:
+        key = names.announcement_key(self.feed)
+        try:
+            changed = self.store.read_if_changed(key, self._etag if current else None)
+        except BlobNotFoundError as exc:
+            raise VersionNotFoundError(f"feed {self.feed!r}: nothing announced yet "
+                                       f"({self.store.url}/{key})") from exc
+        if changed is not None:
+            announcement = Announcement.from_bytes(changed[0], key)
+            self._announced, self._etag = announcement.version, changed[1]
+            self._announced_at = _unix_time(announcement.announced_at)
+
     def _refresh(self) -> bool:
         assert self._loader is not None
+        started = time.monotonic()
         current = self._state if isinstance(self._state, State) else None
         if self._pinned is not None:
             target = self._pinned
-        else:
-            key = names.announcement_key(self.feed)
+            # Still read the announcement, for versions_behind and staleness; a pinned
+            # consumer does not need it, so failing to read it fails nothing.
             try:
-                changed = self.store.read_if_changed(key, self._etag if current else None)
-            except BlobNotFoundError as exc:
-                raise VersionNotFoundError(f"feed {self.feed!r}: nothing announced yet "
-                                           f"({self.store.url}/{key})") from exc
-            if changed is not None:
-                announcement = Announcement.from_bytes(changed[0], key)
-                self._announced, self._etag = announcement.version, changed[1]
+                self._read_announcement(current)
+            except FeedkitError as exc:
+                log.debug("feed %s: pinned; announcement unreadable: %s", self.feed, exc)
+        else:
+            self._read_announcement(current)
             assert self._announced is not None
             target = self._announced
         if current is not None and current.version == target:
@@ -275,6 +340,7 @@ class Consumer:
         files = self._loader.load(target, current.files if current else None)
         state = State(files)
         self._swap(state)
+        self._stats.updated(time.monotonic() - started)
         old = current.version if current else None
         log.info("feed %s: serving version %s (was %s, %d records)", self.feed, state.version,
                  old, len(state))
@@ -282,6 +348,7 @@ class Consumer:
             try:
                 listener(old, state.version)
             except Exception:  # a listener never breaks a refresh
+                self._stats.listener_failed()
                 log.exception("feed %s: refresh listener %r failed", self.feed, listener)
         self._maybe_compact(state)
         with contextlib.suppress(OSError):
@@ -303,7 +370,103 @@ class Consumer:
 
     def _swap(self, state: Any) -> None:
         self._state = state
-        self.get = state.get
+        if self._lookups is not None and isinstance(state, State):
+            self.get = _counting(state.get, self._lookups.__next__)
+        else:
+            self.get = state.get
+
+    # -- metrics ----------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer serves and what its refreshes did, as a plain dict.
+
+        Safe to call from any thread, and cheap: it reads counters and never the store.
+        Times are unix seconds; ``None`` means not known (yet). The keys:
+
+        - ``feed``, ``version`` (served), ``records`` (in the served version),
+          ``announced_version`` (last read from the announcement), ``pinned_version``.
+        - ``versions_behind``: versions published after the served one, up to the
+          announced one: the manifest parent chain's length from announced back to
+          served, else (served not on that chain, or more than 32 back) the count of
+          manifests in (served, announced]. 0 when served >= announced. Worked out by
+          the refresher once per (served, announced) pair, None until then.
+        - ``announced_at``: when the announced version was announced (the
+          announcement's ``announced_at``, else its manifest's ``created_at``);
+          ``staleness_seconds``: now minus that; ``lag_seconds``: 0 when the announced
+          version is served, else the same as staleness.
+        - ``refresh_successes``, ``refresh_failures``, ``consecutive_failures``,
+          ``last_error`` (message of the last failure, kept after a success),
+          ``last_error_time``, ``last_success_time``.
+        - ``updates``: swaps to a new version; ``last_update_time``;
+          ``refresh_seconds``: ``count``, ``sum``, ``last``, ``max`` of the time from a
+          refresh's start to serving its new version (polls that find nothing new are
+          not timed, they would swamp it).
+        - ``listener_errors``: refresh listeners that raised.
+        - ``lookups``: ``get`` calls (with ``feed[key]`` and ``key in feed``) when made
+          with ``count_lookups=True``, else None; ``get_many_calls``,
+          ``get_many_keys``, ``find_calls`` always. Lookups on a ``view()`` are not
+          counted.
+        """
+        state = self._state
+        served = state.version if isinstance(state, State) else None
+        announced, announced_at = self._announced, self._announced_at
+        behind: int | None = None
+        if served is not None and announced is not None:
+            if served >= announced:
+                behind = 0
+            elif self._behind is not None and self._behind[:2] == (served, announced):
+                behind = self._behind[2]
+        staleness = None if announced_at is None else max(0.0, time.time() - announced_at)
+        out: dict[str, Any] = {
+            "feed": self.feed,
+            "version": served,
+            "records": len(state) if isinstance(state, State) else None,
+            "announced_version": announced,
+            "pinned_version": self._pinned,
+            "versions_behind": behind,
+            "announced_at": announced_at,
+            "staleness_seconds": staleness,
+            "lag_seconds": 0.0 if served is not None and served == announced else staleness,
+        }
+        out.update(self._stats.as_dict())
+        out["lookups"] = None
+        if self._lookups is not None:
+            with self._stats.lock:
+                out["lookups"] = next(self._lookups) - self._lookup_reads
+                self._lookup_reads += 1
+        return out
+
+    def _observe(self) -> None:
+        """After a refresh: work out versions_behind and a missing announcement time.
+
+        Reads manifests (remembered by the loader) or, rarely, lists them; once per
+        (served, announced) pair. A store failure leaves them unknown until next time.
+        """
+        state, announced, loader = self._state, self._announced, self._loader
+        if not isinstance(state, State) or announced is None or loader is None:
+            return
+        try:
+            if self._announced_at is None:
+                self._announced_at = _unix_time(loader.manifest(announced).created_at)
+            pair = (state.version, announced)
+            if pair[0] < pair[1] and (self._behind is None or self._behind[:2] != pair):
+                self._behind = (*pair, self._count_versions(*pair))
+        except FeedkitError as exc:
+            log.debug("feed %s: versions behind unknown for now: %s", self.feed, exc)
+
+    def _count_versions(self, served: int, announced: int) -> int:
+        """Versions in (served, announced]: along the parent chain, else by listing."""
+        assert self._loader is not None
+        m = self._loader.manifest(announced)
+        for steps in range(1, MAX_BEHIND_WALK + 1):
+            if m.parent is None or m.parent < served:
+                break
+            if m.parent == served:
+                return steps
+            m = self._loader.manifest(m.parent)
+        keys = self.store.list(names.manifests_prefix(self.feed))
+        versions = (names.parse_manifest_key(k) for k in keys)
+        return sum(1 for v in versions if v is not None and served < v <= announced)
 
     def _serve_cached(self, exc: FeedkitError) -> bool:
         assert self._loader is not None
@@ -341,3 +504,22 @@ class Consumer:
             except Exception:
                 failures += 1
                 log.exception("feed %s: unexpected refresh failure", self.feed)
+
+
+def _counting(get: Callable[[Any], Any], tick: Callable[[], int]) -> Callable[[Any], Any]:
+    """``get`` that counts its calls (``Consumer(count_lookups=True)``)."""
+
+    def counted_get(key: Any) -> Any:
+        tick()
+        return get(key)
+
+    return counted_get
+
+
+def _unix_time(iso: str) -> float | None:
+    """Unix seconds of an ISO-8601 time (naive means UTC), or None when unreadable."""
+    try:
+        t = _dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.UTC)).timestamp()

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from feedkit.store import BlobStore, open_store
 from .config import DaemonConfig, FeedConfig
 from .iceberg import IcebergSource, ReadPlan, TablePosition, open_catalog
 from .producer import Producer
+from .stats import CycleStats
 from .validate import load_validator
 
 __all__ = ["Daemon", "FeedRunner"]
@@ -83,18 +85,22 @@ class FeedRunner:
         self.burst_until = 0.0
         self.last_wake = -1.0
         self.last_outcome = ""
+        self.checks: Counter[str] = Counter()  # outcomes of check(), for metrics()
+        self.stats = CycleStats()  # handed to each producer made, so counts survive a fence
         self.pin: tuple[int | None, str | None] | None = None  # the pin last logged
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def _new_producer(self) -> Producer:
         work_dir = self.config.work_dir / self.cfg.name if self.config.work_dir else None
-        return Producer(
+        producer = Producer(
             self.store, feed=self.cfg.name, primary_key=self.cfg.primary_key,
             indexes=self.cfg.indexes, snapshot_every=self.cfg.snapshot_every,
             max_change_ratio=self.cfg.max_change_ratio, min_records=self.cfg.min_records,
             validators=self.validators, work_dir=work_dir,
             compression_level=self.config.compression_level)
+        producer._stats = self.stats
+        return producer
 
     def _restore(self) -> Producer:
         """The producer, restored to the announced version (made on first use)."""
@@ -116,6 +122,17 @@ class FeedRunner:
         if self.producer is not None:
             self.producer.close()
             self.producer = None
+
+    def metrics(self) -> dict[str, Any]:
+        """The producer's metrics for this feed, plus ``checks`` (counts per outcome of
+        :meth:`check`, ``idle`` included), ``last_check`` and ``consecutive_failures``."""
+        producer = self.producer
+        m = producer.manifest if producer is not None else None
+        out = self.stats.as_dict(self.cfg.name, m.version if m else None,
+                                 m.record_count if m else None)
+        out.update(checks=dict(self.checks), last_check=self.last_outcome or None,
+                   consecutive_failures=self.failures)
+        return out
 
     def wake(self, now: float) -> None:
         """A file-system event: check now, then often for a moment."""
@@ -162,6 +179,7 @@ class FeedRunner:
                      self.producer.version if self.producer else None)
             self.pin = None
         self.last_outcome = outcome
+        self.checks[outcome] += 1
         self._schedule(outcome, now)
         if self.last_wake >= now and outcome != "failed":
             # A commit landed while this check ran: look again at once.
@@ -289,6 +307,11 @@ class Daemon:
                                    force=force) for f in config.feeds]
         self._observer: Any = None
         self._watched: set[Path] = set()
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """``{feed: metrics}`` for every configured feed (see :meth:`FeedRunner.metrics`);
+        safe to call from another thread while the daemon runs."""
+        return {r.cfg.name: r.metrics() for r in self.runners}
 
     def stop(self) -> None:
         """Ask the loop to stop (safe from a signal handler or another thread)."""

@@ -49,6 +49,7 @@ from feedkit.merge import apply_delta, compact, delta_records, diff, record_dige
 from feedkit.store import BlobStore
 
 from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_spec_for
+from .stats import CycleStats
 from .validate import CycleSummary, MaxChangeRatio, MinRecords, Validator, run_validator
 
 __all__ = ["CycleReport", "Producer"]
@@ -181,6 +182,7 @@ class Producer:
         self.last_report: CycleReport | None = None
         self._last: _Published | None = None
         self._closed = False
+        self._stats = CycleStats()  # the daemon hands one on to the next producer of a feed
 
     def __enter__(self) -> Producer:
         return self
@@ -203,6 +205,32 @@ class Producer:
     def manifest(self) -> Manifest | None:
         """The manifest of the version this producer last published or restored."""
         return self._last.manifest if self._last else None
+
+    def metrics(self) -> dict[str, Any]:
+        """What this producer's cycles did, as a plain dict (safe from any thread).
+
+        Times are unix seconds, durations seconds; ``None`` means not known (yet).
+
+        - ``feed``, ``version`` and ``record_count`` (last published or restored).
+        - ``cycles``: ``published``, ``unchanged``, ``refused``, ``pinned`` (the feed
+          is pinned: nothing published, by intent), ``failed`` counts (a call to
+          :meth:`publish` or :meth:`append` is one cycle); ``last_outcome``,
+          ``last_error`` (message of the last failed cycle).
+        - ``step_seconds``: per step (``encode``, ``diff``, ``write``, ``validate``,
+          ``compress``, ``upload``, ``total``) the ``count``, ``sum``, ``last`` and
+          ``max`` over the cycles that ran it.
+        - ``rows_read``: ``total`` and ``last`` rows read from input tables (every cycle
+          that read); ``records_added``, ``records_changed``, ``records_removed`` and
+          ``bytes_written`` (blobs and manifest): ``total`` and ``last`` over published
+          cycles.
+        - ``refusals``: refused cycles per rule (``max_change_ratio``, ``min_records``,
+          a custom validator's name; ``table`` for null or duplicate keys and columns
+          that cannot be published).
+        - ``last_published_version``, ``last_published_time``.
+        """
+        m = self.manifest
+        return self._stats.as_dict(self.feed, m.version if m else None,
+                                   m.record_count if m else None)
 
     def restore(self) -> Manifest | None:
         """Restore the announced version now (the first publish does it otherwise).
@@ -259,7 +287,7 @@ class Producer:
                 ``feedkit unpin``, and the next cycle after it restores the announced version.
             FeedkitError: any other failure; nothing is announced.
         """
-        return self._run(table, source, force, append=False)
+        return self._counted(table, source, force, append=False)
 
     def append(self, table: TableLike, *, source: dict[str, Any] | None = None,
                force: bool = False) -> int | None:
@@ -274,7 +302,7 @@ class Producer:
                 version's; nothing is written.
             RefusedError, ProducerFencedError, FeedkitError: as for :meth:`publish`.
         """
-        return self._run(table, source, force, append=True)
+        return self._counted(table, source, force, append=True)
 
     def _describe(self, schema: pa.Schema) -> tuple[dict[str, Any], ColumnPlan]:
         columns = describe_schema(schema, self.feed)
@@ -295,6 +323,21 @@ class Producer:
         last = self._last
         return last is not None and all(
             last.base.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
+
+    def _counted(self, table: TableLike, source: dict[str, Any] | None, force: bool,
+                 append: bool) -> int | None:
+        """:meth:`_run`, with its outcome and figures counted for :meth:`metrics`."""
+        self._check_open()
+        before, started = self.last_report, time.monotonic()
+        try:
+            version = self._run(table, source, force, append)
+        except Exception as exc:
+            report = self.last_report if self.last_report is not before else None
+            self._stats.record(report, time.monotonic() - started, exc)
+            raise
+        report = self.last_report if self.last_report is not before else None
+        self._stats.record(report, time.monotonic() - started)
+        return version
 
     def _run(self, table: TableLike, source: dict[str, Any] | None, force: bool,
              append: bool) -> int | None:
