@@ -71,7 +71,17 @@ class FeedCache:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        with open(self.dir / ".lock", "a+b") as f:
+        """Hold the folder's build lock (an exclusive ``flock``).
+
+        Raises:
+            StoreError: the lock file cannot be opened (a read-only or vanished folder).
+        """
+        try:
+            f = open(self.dir / ".lock", "a+b")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StoreError(f"cache folder {self.dir}: cannot take the build lock: "
+                             f"{exc.strerror or exc}") from exc
+        with f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             yield
 

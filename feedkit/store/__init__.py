@@ -62,6 +62,8 @@ class BlobStore(abc.ABC):
 
         Raises:
             BlobNotFoundError: no object under ``key``.
+            OSError: writing ``dest`` failed (a full or read-only folder): the caller's
+                file, so the caller names it.
         """
 
     @abc.abstractmethod

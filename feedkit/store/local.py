@@ -31,6 +31,8 @@ def _etag(data: bytes) -> str:
 
 
 _CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
+# errnos that only writing the destination of a download can raise
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 class LocalStore(BlobStore):
@@ -99,9 +101,16 @@ class LocalStore(BlobStore):
             return self._path(key).read_bytes()
 
     def download(self, key: str, dest: str | os.PathLike[str]) -> int:
-        with self._errors(key):
-            shutil.copyfile(self._path(key), dest)
+        path = self._path(key)
+        try:
+            shutil.copyfile(path, dest)
             return os.path.getsize(dest)
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS or (exc.filename is not None
+                                              and os.fspath(exc.filename) == os.fspath(dest)):
+                raise  # the caller's file (a full or read-only cache folder), not the store
+            with self._errors(key):
+                raise
 
     def exists(self, key: str) -> bool:
         with self._errors(key):
