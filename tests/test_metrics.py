@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import feedkit
 import feedkit.metrics
 from feedkit import names
-from feedkit.manifest import Announcement, Manifest
+from feedkit.manifest import Announcement, Manifest, Pin, utc_now
 from tests.conftest import titles_table
 
 FEED = "titles"
@@ -175,6 +175,21 @@ def test_a_failed_refresh_is_counted_and_the_version_kept(store, tmp_path) -> No
             assert "missing" in m["last_error"]  # the last failure stays on record
 
 
+def test_serving_the_cache_with_the_store_unreadable_knows_no_announcement(store,
+                                                                             tmp_path) -> None:
+    with feedkit.Producer(store, feed=FEED, primary_key="movie_id") as producer:
+        v1 = producer.publish(titles_table(10))
+    with consumer(store, tmp_path):
+        pass  # fills the cache folder
+    store_path(tmp_path, names.announcement_key(FEED)).unlink()
+    with consumer(store, tmp_path) as feed:
+        m = feed.metrics()
+    assert (m["version"], m["announced_version"], m["versions_behind"]) == (v1, None, None)
+    assert m["staleness_seconds"] is None and m["lag_seconds"] is None
+    assert (m["refresh_successes"], m["refresh_failures"], m["updates"]) == (0, 1, 0)
+    assert "nothing announced" in m["last_error"]
+
+
 def test_get_is_counted_only_when_asked(store, tmp_path) -> None:
     with feedkit.Producer(store, feed=FEED, primary_key="movie_id") as producer:
         producer.publish(titles_table(20))
@@ -275,6 +290,25 @@ def test_producer_metrics_count_each_outcome(store, tmp_path) -> None:
     assert steps["total"]["count"] == 6 and steps["total"]["sum"] > 0
     assert steps["encode"]["count"] == 4 and steps["upload"]["count"] == 2
     assert steps["write"]["count"] == 3  # the refused cycle wrote its state, then validated
+
+
+def test_a_pinned_feed_counts_as_pinned_not_failed(store, tmp_path) -> None:
+    key = names.announcement_key(FEED)
+    with feedkit.Producer(store, feed=FEED, primary_key="movie_id") as producer:
+        v1 = producer.publish(titles_table(10))
+        v2 = producer.publish(titles_table(11))
+        with consumer(store, tmp_path) as feed:
+            _, etag = store.read_if_changed(key)  # type: ignore[misc]
+            pin = Pin(at=utc_now(), latest=v2, by="test", reason="rollback")
+            store.replace_if_match(key, Announcement(FEED, v1, pinned=pin).to_bytes(), etag)
+            with pytest.raises(feedkit.FeedPinnedError):
+                producer.publish(titles_table(12))
+            m = producer.metrics()
+            assert m["cycles"]["pinned"] == 1 and m["cycles"]["failed"] == 0
+            assert m["last_error"] is None
+            assert feed.refresh() is True  # consumers follow the rollback
+            m = feed.metrics()
+            assert (m["version"], m["announced_version"], m["versions_behind"]) == (v1, v1, 0)
 
 
 def test_a_changed_record_and_a_removed_one_are_counted(store) -> None:
