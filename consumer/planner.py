@@ -57,7 +57,9 @@ def plan(target: Manifest, current: int | None, load: Callable[[int], Manifest],
         if m.delta is None or m.parent is None:
             break
         if current is not None and m.version <= current:
-            break  # walked past what we hold: only a snapshot gets us there
+            # Walked past what we hold (or the target is older: a rollback): only a snapshot
+            # gets us there, so look on as a fresh load would.
+            current = None
         delta_cost += m.delta.size
         if best is not None and delta_cost >= best.cost:
             break
