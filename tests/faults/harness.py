@@ -241,10 +241,11 @@ def rewrite_manifest(edit: Callable[[dict[str, Any]], None]) -> Fault:
 class Feed:
     """The real store consumers follow, and a producer publishing through a staging store."""
 
-    def __init__(self, tmp: Path, *, snapshot_every: int = 100) -> None:
+    def __init__(self, tmp: Path, *, snapshot_every: int = 100,
+                 store: feedkit.BlobStore | None = None) -> None:
         self.tmp = tmp
-        self.url = f"file://{tmp}/store"
-        self.store = feedkit.open_store(self.url)
+        self.store = store or feedkit.open_store(f"file://{tmp}/store")
+        self.url = self.store.url
         self.staging = feedkit.open_store(f"file://{tmp}/staging")
         self.producer = feedkit.Producer(self.staging, feed=FEED, primary_key="k",
                                          snapshot_every=snapshot_every, work_dir=tmp / "work")
