@@ -34,6 +34,7 @@ import pyarrow as pa
 from feedkit import codec, names
 from feedkit.blobs import compress_file
 from feedkit.errors import (
+    BlobExistsError,
     BlobNotFoundError,
     ClosedError,
     ConfigurationError,
@@ -614,14 +615,24 @@ class Producer:
         return Manifest.from_bytes(self.store.get_bytes(key), key)
 
     def _upload(self, manifest: Manifest, delta: Path | None, snapshot: Path | None) -> int:
-        """Upload the blobs, then the manifest; return the bytes written."""
+        """Upload the blobs, then the manifest; return the bytes written.
+
+        Raises:
+            ProducerFencedError: an object of this version exists already: another
+                producer minted the same version (names are create-only).
+        """
         written = 0
-        for path, info in ((delta, manifest.delta), (snapshot, manifest.snapshot)):
-            if path is not None and info is not None:
-                self.store.put_new(info.key, path)
-                written += info.size
-        data = manifest.to_bytes()
-        self.store.put_new_bytes(names.manifest_key(self.feed, manifest.version), data)
+        try:
+            for path, info in ((delta, manifest.delta), (snapshot, manifest.snapshot)):
+                if path is not None and info is not None:
+                    self.store.put_new(info.key, path)
+                    written += info.size
+            data = manifest.to_bytes()
+            self.store.put_new_bytes(names.manifest_key(self.feed, manifest.version), data)
+        except BlobExistsError as exc:
+            raise ProducerFencedError(
+                f"feed {self.feed!r}: version {manifest.version} is being written by another "
+                f"producer ({exc})") from exc
         return written + len(data)
 
     # -- restore ----------------------------------------------------------------------
