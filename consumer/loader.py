@@ -119,9 +119,13 @@ class Loader:
         blob = self.cache.scratch_path(name + ".zst")
         try:
             self.store.download(info.key, blob)
-        except BlobNotFoundError as exc:
-            raise IntegrityError(f"feed {self.feed!r}: blob {info.key} named by a manifest "
-                                 "is missing from the store") from exc
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # a partial download (a full cache folder)
+                blob.unlink()
+            if isinstance(exc, BlobNotFoundError):
+                raise IntegrityError(f"feed {self.feed!r}: blob {info.key} named by a manifest "
+                                     "is missing from the store") from exc
+            raise
         out = self.cache.scratch_path(name)
         try:
             digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
