@@ -327,7 +327,7 @@ def test_pin_announces_an_older_version_and_unpin_returns_to_the_latest(store) -
     admin.pin(store, FEED, versions[0])
     again = announcement(store)
     assert again.version == versions[0] and again.pinned.latest == versions[-1]
-    assert again.pinned.by == admin.operator() and again.pinned.reason is None
+    assert again.pinned.by == admin.current_user() and again.pinned.reason is None
     listing = admin.list_versions(store, FEED)
     assert [(v.version, v.pinned, v.latest) for v in listing.versions if v.pinned or v.latest] \
         == [(versions[-1], False, True), (versions[0], True, False)]

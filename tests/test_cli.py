@@ -228,3 +228,26 @@ def test_a_watching_consumer_follows_pin_and_unpin_from_the_command_line(store, 
                                text=True, timeout=60)
         assert unpin.returncode == 0, unpin.stderr
         wait_for(v2)
+
+
+def test_commands_work_on_an_s3_store_with_endpoint_url(s3_server, s3_store, tmp_path) -> None:
+    url = s3_store.url
+    versions, tables = publish_versions(s3_store, 4, snapshot_every=2, n=500)  # snapshots: 0, 2
+    assert [v for v in versions if admin.inspect_version(s3_store, FEED, v).manifest.snapshot] \
+        == [versions[0], versions[2]]
+    endpoint = ["--endpoint-url", s3_server.endpoint]
+    doc = json.loads(ok("versions", url, FEED, "--json", *endpoint).output)
+    assert [v["version"] for v in doc["versions"]] == versions[::-1]
+    got = json.loads(ok("get", url, FEED, "7", "--version", versions[1], *endpoint).output)
+    assert got == truth(tables[1], "movie_id")[7]
+    assert ok("pin", url, FEED, versions[1], *endpoint).output.startswith(
+        f"feed {FEED}: announced version {versions[1]}")
+    gc = json.loads(ok("gc", url, FEED, "--keep", "1", "--json", *endpoint).output)
+    # Retained: the newest (3, back to its snapshot at 2), the pinned 1 (back to 0).
+    assert gc["retained"] == versions and gc["deleted_versions"] == []
+    ok("unpin", url, FEED, *endpoint)
+    gc = json.loads(ok("gc", url, FEED, "--keep", "1", "--json", *endpoint).output)
+    assert gc["retained"] == versions[2:] and gc["deleted_versions"] == versions[:2]
+    assert not s3_store.list(f"{FEED}/snapshots/{versions[0]:020d}")
+    with feedkit.Consumer(s3_store, feed=FEED, cache_dir=tmp_path / "c", watch=False) as feed:
+        assert feed.version == versions[-1] and feed.get(7).title == "title 7"
