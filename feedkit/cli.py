@@ -229,7 +229,8 @@ def diff(store: BlobStore, feed: str, old: int, new: int, show: int, cache_dir: 
     for name in ("added", "removed", "changed", "unchanged"):
         click.echo(f"{name:<10} {getattr(result, name)}")
     if result.schema_changed:
-        click.echo("(the columns changed: every record differs in bytes)")
+        click.echo("(the schema changed: records are compared as bytes, so a new or removed "
+                   "column counts every record as changed)")
     doc = result.to_json()["examples"]
     for name in ("added", "removed"):
         if doc[name]:

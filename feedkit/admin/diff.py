@@ -42,7 +42,7 @@ class VersionDiff:
     removed: int
     changed: int
     unchanged: int
-    schema_changed: bool  # the columns differ: every record counts as changed
+    schema_changed: bool  # the schemas differ (a new column changes every record's bytes)
     added_keys: list[Any] = field(default_factory=list)  # examples, at most ``show``
     removed_keys: list[Any] = field(default_factory=list)
     changed_records: list[ChangedRecord] = field(default_factory=list)
