@@ -22,6 +22,7 @@ from feedkit.errors import (
     VersionNotFoundError,
 )
 from feedkit.manifest import Announcement
+from feedkit.signing import signer_from
 from feedkit.store import BlobStore, Watch
 
 from .cache import FeedCache
@@ -80,16 +81,24 @@ class Consumer:
         count_lookups: count every ``get`` (and ``feed[key]``, ``key in feed``) for
             :meth:`metrics`. Off by default: ``get`` is then the generated lookup itself,
             with no counter in its path.
+        signing_key: refuse every version whose manifest is not signed with this key
+            (HMAC-SHA256; bytes, a str taken as UTF-8, or a ``pathlib.Path`` to a key
+            file); None takes ``FEEDKIT_SIGNING_KEY`` or ``FEEDKIT_SIGNING_KEY_FILE``
+            from the environment, else signatures are not checked. A refused version is
+            a failed refresh: the last good version keeps serving.
 
     Raises:
-        ConfigurationError: an invalid feed name or interval.
+        ConfigurationError: an invalid feed name or interval, or a signing key shorter
+            than 16 bytes.
     """
 
     def __init__(self, store: BlobStore, *, feed: str, cache_dir: str | os.PathLike[str],
                  watch: bool = True, poll_interval: float = 1.0, keep_versions: int = 3,
                  compact_ratio: float = 0.25, max_backoff: float = 30.0,
-                 count_lookups: bool = False) -> None:
+                 count_lookups: bool = False,
+                 signing_key: str | bytes | os.PathLike[str] | None = None) -> None:
         self.feed = names.validate_feed(feed)
+        self._signer = signer_from(signing_key)
         if poll_interval <= 0 or max_backoff <= 0:
             raise ConfigurationError(f"feed {feed!r}: poll_interval and max_backoff must be > 0")
         if keep_versions < 1:
@@ -137,7 +146,8 @@ class Consumer:
         with self._lock:
             if self._loader is not None:
                 return self
-            self._loader = Loader(self.store, self.feed, FeedCache(self.cache_dir, self.feed))
+            self._loader = Loader(self.store, self.feed, FeedCache(self.cache_dir, self.feed),
+                                  self._signer)
             try:
                 self._attempt()
             except FeedkitError as exc:

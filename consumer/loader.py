@@ -25,6 +25,7 @@ from feedkit.errors import (
 from feedkit.format import PREFIX_SIZE, StateFile, derived_header, write_state
 from feedkit.manifest import Manifest
 from feedkit.merge import apply_delta, compact
+from feedkit.signing import Signer
 from feedkit.store import BlobStore
 
 from .cache import FeedCache
@@ -36,8 +37,9 @@ log = logging.getLogger("feedkit.consumer")
 
 
 class Loader:
-    def __init__(self, store: BlobStore, feed: str, cache: FeedCache) -> None:
-        self.store, self.feed, self.cache = store, feed, cache
+    def __init__(self, store: BlobStore, feed: str, cache: FeedCache,
+                 signer: Signer | None = None) -> None:
+        self.store, self.feed, self.cache, self.signer = store, feed, cache, signer
         self._manifests: dict[int, Manifest] = {}
 
     def manifest(self, version: int) -> Manifest:
@@ -45,7 +47,8 @@ class Loader:
 
         Raises:
             VersionNotFoundError: the store has no manifest for ``version``.
-            IntegrityError: the manifest is unreadable or belongs to another feed/version.
+            IntegrityError: the manifest is unreadable, belongs to another feed/version,
+                or (with a signer) is unsigned or wrongly signed.
         """
         if version in self._manifests:
             return self._manifests[version]
@@ -55,6 +58,8 @@ class Loader:
         except BlobNotFoundError as exc:
             raise VersionNotFoundError(f"feed {self.feed!r}: no version {version} ({key})") from exc
         m = Manifest.from_bytes(data, key)
+        if self.signer is not None:
+            self.signer.verify(m, key)
         if m.feed != self.feed or m.version != version:
             raise IntegrityError(f"manifest {key} names feed {m.feed!r} version {m.version}")
         self._manifests[version] = m

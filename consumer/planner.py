@@ -64,12 +64,21 @@ def plan(target: Manifest, current: int | None, load: Callable[[int], Manifest],
         if best is not None and delta_cost >= best.cost:
             break
         chain.append(m)
+        if use_deltas_from_current and current is not None and m.parent == current:
+            # The held version is the parent: the deltas alone get there. Its manifest is
+            # not needed (nor read: it may predate signing, or be garbage-collected).
+            candidate = Plan(None, list(reversed(chain)))
+            if best is None or candidate.cost <= best.cost:
+                best = candidate
+            break
         try:
             m = load(m.parent)
-        except VersionNotFoundError:
+        except (VersionNotFoundError, IntegrityError):
             if best is None:
                 raise
-            break  # older versions were garbage-collected (feedkit gc): use the best plan met
+            # Older versions were garbage-collected (feedkit gc), or cannot be used (an
+            # unsigned manifest from before signing): use the best plan met.
+            break
     if best is None:
         raise IntegrityError(f"feed {target.feed!r}: no snapshot reachable from version "
                              f"{target.version}")

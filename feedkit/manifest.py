@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from feedkit.blobs import BlobInfo
@@ -42,9 +42,14 @@ class Manifest:
     delta: BlobInfo | None = None
     created_at: str = field(default_factory=utc_now)
     source: dict[str, Any] | None = None
+    signature: dict[str, str] | None = None  # see feedkit.signing; written only when signed
+
+    def signed_payload(self) -> bytes:
+        """The bytes a signature covers: the manifest as written, without ``signature``."""
+        return replace(self, signature=None).to_bytes()
 
     def to_bytes(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "feed": self.feed,
             "version": self.version,
@@ -60,6 +65,8 @@ class Manifest:
             "created_at": self.created_at,
             "source": self.source,
         }
+        if self.signature is not None:
+            doc["signature"] = self.signature
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -87,6 +94,7 @@ class Manifest:
                 delta=BlobInfo.from_json(doc["delta"]) if doc["delta"] else None,
                 created_at=str(doc["created_at"]),
                 source=doc.get("source"),
+                signature=_signature(doc.get("signature")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"unreadable manifest {where}: {exc}") from exc
@@ -95,6 +103,15 @@ class Manifest:
         if manifest.delta is not None and manifest.parent is None:
             raise IntegrityError(f"unreadable manifest {where}: a delta without a parent")
         return manifest
+
+
+def _signature(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"bad signature {value!r}")
+    return dict(value)
 
 
 def _positive_int(value: object, what: str) -> int:

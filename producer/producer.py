@@ -47,6 +47,7 @@ from feedkit.errors import (
 from feedkit.format import TOMBSTONE, RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
 from feedkit.merge import apply_delta, compact, delta_records, diff, record_digest
+from feedkit.signing import signer_from
 from feedkit.store import BlobStore
 
 from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_spec_for
@@ -143,6 +144,11 @@ class Producer:
             first publish of each process).
         compression_level: zstd level for blobs.
         batch_rows: rows encoded per batch.
+        signing_key: sign every manifest with HMAC-SHA256 under this key (bytes, a str
+            taken as UTF-8, or a ``pathlib.Path`` to a key file); None takes
+            ``FEEDKIT_SIGNING_KEY`` or ``FEEDKIT_SIGNING_KEY_FILE`` from the environment,
+            else manifests are unsigned. With a key, the manifests read back on restore
+            must carry its signature too. See :mod:`feedkit.signing`.
 
     Raises:
         ConfigurationError: invalid feed name, key or settings.
@@ -153,8 +159,10 @@ class Producer:
                  max_delta_ratio: float = 0.5, max_change_ratio: float | None = None,
                  min_records: int = 0, validators: Sequence[Validator] = (),
                  work_dir: str | os.PathLike[str] | None = None,
-                 compression_level: int = 3, batch_rows: int = 65536) -> None:
+                 compression_level: int = 3, batch_rows: int = 65536,
+                 signing_key: str | bytes | os.PathLike[str] | None = None) -> None:
         self.feed = names.validate_feed(feed)
+        self._signer = signer_from(signing_key)
         key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
         if not key or not all(isinstance(c, str) and c for c in key):
             raise ConfigurationError(f"feed {feed!r}: primary_key must name one or more columns")
@@ -565,6 +573,8 @@ class Producer:
                 schema=describe["schema"], index_fields=self.indexes,
                 snapshot=snapshot_info, delta=delta_info, source=report.source,
             )
+            if self._signer is not None:
+                manifest = self._signer.sign(manifest)
             report.bytes_written = self._upload(  # 8
                 manifest, delta_blob if delta_info else None,
                 snap_blob if snapshot_info else None)
@@ -612,7 +622,12 @@ class Producer:
 
     def _manifest(self, version: int) -> Manifest:
         key = names.manifest_key(self.feed, version)
-        return Manifest.from_bytes(self.store.get_bytes(key), key)
+        manifest = Manifest.from_bytes(self.store.get_bytes(key), key)
+        if self._signer is not None and manifest.signature is not None:
+            # A signed manifest must be ours; an unsigned one is history from before
+            # signing was turned on, which a producer may build on.
+            self._signer.verify(manifest, key)
+        return manifest
 
     def _upload(self, manifest: Manifest, delta: Path | None, snapshot: Path | None) -> int:
         """Upload the blobs, then the manifest; return the bytes written.
@@ -702,6 +717,8 @@ class Producer:
         from feedkit.consumer.loader import Loader
 
         cache_dir = self.work_dir / "restore"
+        # No signer: the announced manifest was checked by _manifest; the history below it
+        # may predate signing (see _manifest).
         loader = Loader(self.store, self.feed, FeedCache(cache_dir, self.feed))
         files = loader.load(manifest.version, None)
         path = self._base_path(manifest.version)
