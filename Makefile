@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh clean
+.PHONY: demo test soak lint bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(PY) -m mypy feedkit producer consumer
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q --durations=8
+	$(PY) -m pytest -q --durations=8 -m "not slow"
+
+# 8 reader threads and 2 reader processes against 500 producer cycles (a few minutes)
+soak: $(STAMP)
+	$(PY) -m pytest -q -s -m slow tests/soak
 
 bench: $(STAMP)
 	$(PY) benchmarks/suite.py --size full
