@@ -14,8 +14,8 @@ import msgpack
 import numpy as np
 
 from feedkit import codec
-from feedkit.errors import ConfigurationError, KeyTypeError
-from feedkit.format import TOMBSTONE, StateFile, byte_ranges, make_get
+from feedkit.errors import ConfigurationError, IntegrityError, KeyTypeError
+from feedkit.format import DECODE_ERRORS, TOMBSTONE, StateFile, byte_ranges, make_get
 from feedkit.keys import value_hash
 
 __all__ = ["State"]
@@ -91,8 +91,11 @@ class State:
         buf = np.empty(5 + int(lengths.sum()), dtype=np.uint8)
         buf[:5] = np.frombuffer(b"\xdd" + n.to_bytes(4, "big"), dtype=np.uint8)
         buf[5:] = sf.heap[byte_ranges(starts, lengths)]
-        rows = msgpack.unpackb(buf, **self._decode_opts)
-        return list(map(partial(tuple.__new__, self.Record), rows))
+        try:
+            rows = msgpack.unpackb(buf, **self._decode_opts)
+            return list(map(partial(tuple.__new__, self.Record), rows))
+        except DECODE_ERRORS as exc:  # record bytes that are not what the writer packed
+            raise IntegrityError(f"feed {self.feed!r}: unreadable records in {sf.path}: {exc}") from exc
 
     def get_many(self, keys: Iterable[Any]) -> list[Any]:
         """Records for ``keys``, aligned with them; None where a key is absent.

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
+from feedkit.errors import IntegrityError
+
 __all__ = [
     "EXT_DATE",
     "EXT_DATETIME",
@@ -95,24 +97,37 @@ def encode_ext(obj: Any) -> msgpack.ExtType:
 
 
 def decode_ext(code: int, data: bytes) -> Any:
-    """The ``ext_hook`` for ``msgpack.unpackb``; the inverse of :func:`encode_ext`."""
-    if code == EXT_DATETIME_TZ:
-        micros = _I64.unpack_from(data)[0]
-        return (_EPOCH_UTC + micros * _US).astimezone(_zone(data[8:].decode()))
-    if code == EXT_DATETIME:
-        return _EPOCH + _I64.unpack(data)[0] * _US
-    if code == EXT_DATE:
-        return _dt.date.fromordinal(_I32.unpack(data)[0] + _EPOCH_ORDINAL)
-    if code == EXT_TIME:
-        micros = _I64.unpack(data)[0]
-        seconds, micros = divmod(micros, 1_000_000)
-        minutes, seconds = divmod(seconds, 60)
-        return _dt.time(minutes // 60, minutes % 60, seconds, micros)
-    if code == EXT_DECIMAL:
-        return Decimal(data.decode("ascii"))
-    if code == EXT_UUID:
-        return uuid.UUID(bytes=bytes(data))
-    return msgpack.ExtType(code, data)
+    """The ``ext_hook`` for ``msgpack.unpackb``; the inverse of :func:`encode_ext`.
+
+    Raises:
+        IntegrityError: the payload is not one :func:`encode_ext` writes (a short or
+            out-of-range value, an unknown time zone, a malformed decimal).
+    """
+    # One try around the body (free until something raises): a helper call per ext value
+    # would cost every lookup of a record holding dates or decimals.
+    try:
+        if code == EXT_DATETIME_TZ:
+            micros = _I64.unpack_from(data)[0]
+            return (_EPOCH_UTC + micros * _US).astimezone(_zone(data[8:].decode()))
+        if code == EXT_DATETIME:
+            return _EPOCH + _I64.unpack(data)[0] * _US
+        if code == EXT_DATE:
+            return _dt.date.fromordinal(_I32.unpack(data)[0] + _EPOCH_ORDINAL)
+        if code == EXT_TIME:
+            micros = _I64.unpack(data)[0]
+            seconds, micros = divmod(micros, 1_000_000)
+            minutes, seconds = divmod(seconds, 60)
+            return _dt.time(minutes // 60, minutes % 60, seconds, micros)
+        if code == EXT_DECIMAL:
+            return Decimal(data.decode("ascii"))
+        if code == EXT_UUID:
+            return uuid.UUID(bytes=bytes(data))
+        return msgpack.ExtType(code, data)  # refuses a negative (reserved) code
+    except (ValueError, TypeError, LookupError, ArithmeticError, struct.error) as exc:
+        # LookupError: ZoneInfoNotFoundError; ArithmeticError: OverflowError and
+        # decimal.InvalidOperation. Bytes from a file, so damage, not a caller's bug.
+        raise IntegrityError(f"unreadable msgpack ext value (type {code}, "
+                             f"{len(data)} bytes): {exc}") from exc
 
 
 def pack_value(value: Any) -> bytes:

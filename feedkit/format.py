@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import keyword
 import mmap
 import os
 import struct
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,8 @@ import xxhash
 
 from feedkit import codec
 from feedkit.errors import IntegrityError
-from feedkit.keys import FIB, M64, KeySpec, hash_homes, int_homes, xxh3
+from feedkit.keys import FIB, M64, PART_KINDS, KeySpec, hash_homes, int_homes, xxh3
+from feedkit.names import validate_feed
 
 PREFIX_SIZE = 48  # the fixed prefix before the checksummed body (see _PREFIX)
 
@@ -63,6 +66,10 @@ _PREFIX = struct.Struct("<8sIIQQ16s")
 assert _PREFIX.size == PREFIX_SIZE
 _BODY_ALIGN = 64
 _INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_UINT64_MAX = (1 << 64) - 1
+_MIN_BITS, _MAX_BITS = 3, 62  # the writer's smallest table is 2**3; 2**62 slots fit no file
+_METHODS = {"int": ("low", "fib"), "hash": ("xxh3",)}
 _GATHER_BYTES = 8 << 20  # bytes gathered per write while copying records
 
 
@@ -352,12 +359,114 @@ def derived_header(template: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return header
 
 
+def _int(doc: dict[str, Any], name: str, low: int, high: int) -> int:
+    """``doc[name]`` if it is an integer (not a bool) in ``[low, high]``, else ValueError."""
+    value = doc[name]
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{name} is {value!r}, not an integer in [{low}, {high}]")
+    return value
+
+
+def _table(doc: dict[str, Any], count: str, body_length: int) -> tuple[int, int]:
+    """The slot count and bits of a hash table, checked against each other and the body.
+
+    Every probe starts at a home below ``2**bits`` and may walk up to the terminal slot
+    ``count - 1``, so ``count > 2**bits`` keeps the first read of any probe inside the table.
+    """
+    bits = _int(doc, "bits", _MIN_BITS, _MAX_BITS)
+    slots = _int(doc, count, (1 << bits) + 1, body_length // 16)
+    return slots, bits
+
+
+def _check_header(header: Any, body_length: int) -> None:
+    """Check every header field a reader uses, so that no later use of it can fail or
+    reach outside the file: types, ranges, known names, and sections inside the body.
+
+    Raises:
+        ValueError, KeyError, TypeError: the header is not one the writer could have
+            written (the caller turns them into IntegrityError).
+    """
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    if header["format"] != FORMAT_VERSION:
+        raise ValueError(f"header format {header['format']!r}")
+    validate_feed(header["feed"])
+    _int(header, "version", 1, _INT64_MAX)
+    if header["kind"] not in ("base", "overlay"):
+        raise ValueError(f"kind {header['kind']!r}")
+    if "base_version" in header:
+        _int(header, "base_version", 1, _INT64_MAX)
+    _int(header, "record_count", 0, _INT64_MAX)
+    count = _int(header, "count", 0, body_length)  # every entry has a slot of its own
+    _int(header, "tombstones", 0, count)
+    digest = header.get("state_digest", "0" * 16)
+    if not (isinstance(digest, str) and len(digest) == 16
+            and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError(f"state_digest {digest!r}")
+    if type(header["use_list"]) is not bool:  # it becomes a literal in the generated get
+        raise ValueError(f"use_list {header['use_list']!r}")
+
+    schema = header["schema"]
+    if not isinstance(schema, list) or not schema:
+        raise ValueError("schema is not a list of columns")
+    names: list[str] = []
+    for column in schema:
+        # Column names become named-tuple fields (identifiers, no leading underscore).
+        name = column["name"]
+        if (not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name)
+                or name.startswith("_") or name in names):
+            raise ValueError(f"column name {name!r}")
+        if not isinstance(column["kind"], str) or not isinstance(column.get("type", ""), str):
+            raise ValueError(f"column {name!r}: kind or type is not a string")
+        names.append(name)
+    key = header["key"]
+    columns, parts = key["columns"], key["parts"]
+    # Key parts name Python types in the generated get: only the known ones may pass.
+    if (not isinstance(columns, list) or not isinstance(parts, list) or not parts
+            or len(columns) != len(parts) or any(p not in PART_KINDS for p in parts)
+            or any(c not in names for c in columns) or len(set(columns)) != len(columns)):
+        raise ValueError(f"key {key!r} does not fit the schema")
+    slot_kind = KeySpec.from_json(key).slot_kind
+
+    slots = header["slots"]
+    slot_count, _ = _table(slots, "count", body_length)
+    _int(slots, "offset", 0, 0)
+    if slots["hash"] not in _METHODS[slot_kind]:
+        raise ValueError(f"slot hash {slots['hash']!r} for {slot_kind} keys")
+    if slot_kind == "int":
+        _int(slots, "empty", _INT64_MIN, _INT64_MAX)
+    else:
+        _int(slots, "empty", 0, _UINT64_MAX)
+    _int(slots, "max_probe", 1, slot_count)
+    heap = header["heap"]
+    _int(heap, "offset", 16 * slot_count, 16 * slot_count)
+    sections = [(0, 16 * slot_count), (heap["offset"], _int(heap, "length", 0, body_length))]
+
+    fields, indexes = header["index_fields"], header["indexes"]
+    if (not isinstance(fields, list) or not isinstance(indexes, dict)
+            or sorted(fields) != sorted(indexes) or any(f not in names for f in fields)
+            or len(set(fields)) != len(fields)):
+        raise ValueError(f"index_fields {fields!r} do not match the indexes or the schema")
+    for meta in indexes.values():
+        table_slots, _ = _table(meta, "slots", body_length)
+        _int(meta, "empty", 0, _UINT64_MAX)
+        _int(meta, "values", 0, table_slots)
+        sections.append((_int(meta, "table", 0, body_length), 16 * table_slots))
+        sections.append((_int(meta, "postings", 0, body_length),
+                         4 * _int(meta, "count", 0, body_length)))
+    if any(off + n > body_length for off, n in sections):
+        raise ValueError("a section reaches past the end of the file")
+
+
 class StateFile:
     """A memory-mapped state file (read side).
 
-    Opening checks the prefix, the size and the header, not the body checksum: a
-    cached file was verified when it was written (:meth:`verify`), and hashing a
-    large file would make opening slow.
+    Opening checks the prefix, the size and every header field a reader uses (types,
+    ranges, sections inside the file), not the body: a cached file was verified when
+    it was written (:meth:`verify`), and reading a large file would make opening slow.
+    A file that opened may still hold damaged slots or records; lookups on it never
+    reach outside the file and raise nothing but ``IntegrityError``, but may return
+    wrong records until :meth:`verify` passed.
 
     Raises:
         IntegrityError: not a state file, a truncated one, or an unreadable header.
@@ -373,6 +482,13 @@ class StateFile:
                 self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise IntegrityError(f"{self.path}: cannot open state file: {exc}") from exc
+        try:
+            self._open(size)
+        except BaseException:
+            self.mm.close()  # nothing refers to the mapping yet: do not wait for the collector
+            raise
+
+    def _open(self, size: int) -> None:
         magic, fmt, header_length, body_offset, file_size, digest = _PREFIX.unpack_from(self.mm)
         if magic != MAGIC:
             raise IntegrityError(f"{self.path}: not a feedkit state file (bad magic)")
@@ -380,28 +496,30 @@ class StateFile:
             raise IntegrityError(f"{self.path}: state format {fmt}, this feedkit reads {FORMAT_VERSION}")
         if file_size != size or body_offset > size or _PREFIX.size + header_length > size:
             raise IntegrityError(f"{self.path}: truncated state file ({size} of {file_size} bytes)")
+        if body_offset != _align(_PREFIX.size + header_length, _BODY_ALIGN):
+            raise IntegrityError(f"{self.path}: body offset {body_offset} does not follow "
+                                 f"a {header_length}-byte header")
+        body_length = size - body_offset
         try:
             self.header: dict[str, Any] = json.loads(self.mm[_PREFIX.size:_PREFIX.size + header_length])
-            slots, heap = self.header["slots"], self.header["heap"]
-            self.count: int = self.header["count"]
-            self.slot_count: int = slots["count"]
-            self.bits: int = slots["bits"]
-            self.method: str = slots["hash"]
-            self.empty: int = slots["empty"]
-            self.max_probe: int = slots["max_probe"]
-            self.spec = KeySpec.from_json(self.header["key"])
-            body_length = self.header["body_length"]
-        except (ValueError, KeyError, TypeError) as exc:
+            _check_header(self.header, body_length)
+            if self.header["body_length"] != body_length:
+                raise ValueError(f"body_length {self.header['body_length']!r}, "
+                                 f"the file holds {body_length}")
+        except KeyError as exc:
+            raise IntegrityError(f"{self.path}: unreadable state header: no field {exc}") from exc
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # RecursionError: deeply nested JSON; ValueError covers bad UTF-8 and numbers
+            # too long to convert, as well as the checks above.
             raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
-        sections = [(0, 16 * self.slot_count), (heap["offset"], heap["length"])]
-        try:
-            for meta in self.header["indexes"].values():
-                sections += [(meta["table"], 16 * meta["slots"]), (meta["postings"], 4 * meta["count"])]
-        except (KeyError, TypeError) as exc:
-            raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
-        if body_offset + body_length != size or any(
-                off < 0 or n < 0 or off + n > body_length for off, n in sections):
-            raise IntegrityError(f"{self.path}: state header does not match the file size")
+        slots, heap = self.header["slots"], self.header["heap"]
+        self.count: int = self.header["count"]
+        self.slot_count: int = slots["count"]
+        self.bits: int = slots["bits"]
+        self.method: str = slots["hash"]
+        self.empty: int = slots["empty"]
+        self.max_probe: int = slots["max_probe"]
+        self.spec = KeySpec.from_json(self.header["key"])
         self.digest = digest
         self.body_offset = body_offset
         self.heap_offset = body_offset + heap["offset"]
@@ -411,8 +529,8 @@ class StateFile:
         self.kind: str = self.header["kind"]
         view = memoryview(self.mm)
         # Scalar probes index a memoryview (fast per item); vectorised ones use numpy views.
-        slots = view[body_offset:body_offset + 16 * self.slot_count]
-        self.slots = slots.cast("q") if self.spec.slot_kind == "int" else slots.cast("Q")
+        slot_view = view[body_offset:body_offset + 16 * self.slot_count]
+        self.slots = slot_view.cast("q") if self.spec.slot_kind == "int" else slot_view.cast("Q")
         self.table = np.frombuffer(self.mm, dtype=np.int64, count=2 * self.slot_count,
                                    offset=body_offset)
         self.heap = np.frombuffer(self.mm, dtype=np.uint8)
@@ -422,36 +540,97 @@ class StateFile:
         return int(self.header["tombstones"])
 
     def verify(self, body_digest: bytes | None = None) -> None:
-        """Check the body checksum and the slot table's bounds.
+        """Check the body checksum and the structure every lookup relies on.
 
         ``body_digest``: the xxh3-128 of the file past its prefix, already computed while
         the file was written (see ``blobs.decompress_file``); None hashes the file here.
 
+        The checksum finds damage; the structural checks refuse a file whose checksum was
+        computed over bad tables (a buggy or hostile writer): slot offsets ascend from the
+        heap start to the heap end, every occupied slot has a record and every empty one
+        none, the terminal slot is empty, the header's entry and tombstone counts hold,
+        and every index's postings lie inside its table and point at live records. After
+        ``verify`` no lookup can fail on the tables; a record's bytes are only decoded
+        when asked for (an undecodable one raises ``IntegrityError`` then).
+
         Raises:
-            IntegrityError: the file's bytes are not the ones its writer hashed.
+            IntegrityError: the file's bytes are not the ones its writer hashed, or its
+                tables contradict each other (names the file).
         """
         if body_digest is None:
             body_digest = xxhash.xxh3_128(memoryview(self.mm)[_PREFIX.size:]).digest()
         if body_digest != self.digest:
             raise IntegrityError(f"{self.path}: state file checksum mismatch")
-        offsets = self.table[1::2]
-        if len(offsets) and (offsets[0] != self.heap_offset or offsets[-1] != self.heap_end
-                             or np.any(offsets[1:] < offsets[:-1])):
+        keys, offsets = self.table[0::2], self.table[1::2]
+        lengths = np.diff(offsets)
+        if offsets[0] != self.heap_offset or offsets[-1] != self.heap_end or (lengths < 0).any():
             raise IntegrityError(f"{self.path}: record offsets out of bounds")
+        empty = _as_i64(self.empty)
+        if keys[-1] != empty:
+            raise IntegrityError(f"{self.path}: the terminal slot is not empty")
+        occupied = keys[:-1] != empty
+        if (lengths[occupied] == 0).any() or lengths[~occupied].any():
+            raise IntegrityError(f"{self.path}: record lengths do not match the occupied slots")
+        entries = int(occupied.sum())
+        starts = offsets[:-1][occupied]
+        firsts = self.heap[starts]
+        tomb = firsts == TOMBSTONE
+        tombstones = int(tomb.sum())
+        if entries != self.count or tombstones != self.tombstones:
+            raise IntegrityError(f"{self.path}: {entries} entries and {tombstones} tombstones, "
+                                 f"the header says {self.count} and {self.tombstones}")
+        # Every record opens an array of the schema's width (decoders build named tuples
+        # of that width from it); a tombstone is the single byte C0.
+        width = len(self.header["schema"])
+        records, sizes = starts[~tomb], lengths[occupied][~tomb]
+        if width < 16:
+            bad = self.heap[records] != 0x90 | width
+        else:
+            bad = ((sizes < 3) | (self.heap[records] != 0xDC)
+                   | (self.heap[np.minimum(records + 1, self.heap_end - 1)] != width >> 8)
+                   | (self.heap[np.minimum(records + 2, self.heap_end - 1)] != width & 0xFF))
+        if bad.any() or (lengths[occupied][tomb] != 1).any():
+            raise IntegrityError(f"{self.path}: records that are not {width}-column arrays")
+        for name, meta in self.header["indexes"].items():
+            table = self._index_table(meta)
+            hashes, firsts_posted = table[0::2], table[1::2]
+            filled = hashes[:-1] != np.uint64(meta["empty"])
+            per_value = np.diff(firsts_posted.astype(np.int64))
+            postings = self._postings(meta).astype(np.int64)
+            if (hashes[-1] != np.uint64(meta["empty"]) or firsts_posted[0] != 0
+                    or firsts_posted[-1] != meta["count"] or (per_value < 0).any()
+                    or per_value[~filled].any() or int(filled.sum()) != meta["values"]
+                    or (postings >= self.slot_count - 1).any()
+                    or (keys[postings] == empty).any()
+                    or (self.heap[offsets[postings]] == TOMBSTONE).any()):
+                raise IntegrityError(f"{self.path}: the index on {name!r} does not match "
+                                     "the slot table")
 
     # -- vectorised access (merging, get_many, iteration) -------------------------------
+    #
+    # These never read outside the file, even on a damaged file that was opened but not
+    # verified: ranges are clipped to the heap and probes stop at the terminal slot, so a
+    # caller never indexes out of bounds nor allocates more than the file's size. Their
+    # answers are only right on a verified file.
 
     def occupied(self) -> np.ndarray:
         """Slot numbers of every record (and tombstone), ascending."""
-        return np.flatnonzero(self.table[0::2] != _as_i64(self.empty))
+        # The terminal slot is empty in every valid file; leaving it out keeps slot + 1
+        # (where a record ends) inside the table on a damaged one too.
+        return np.flatnonzero(self.table[0:-2:2] != _as_i64(self.empty))
 
     def slot_keys(self, slots: np.ndarray) -> np.ndarray:
         keys = self.table[2 * slots]
         return keys if self.spec.slot_kind == "int" else keys.view(np.uint64)
 
     def record_ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        starts = self.table[2 * slots + 1]
-        return starts, self.table[2 * slots + 3] - starts
+        """(start, length) of the records of ``slots`` (below the terminal slot)."""
+        starts = np.clip(self.table[2 * slots + 1], self.heap_offset, self.heap_end)
+        # A start at the very end of the file (an empty heap last) would make heap[start],
+        # the tombstone test, fail; on a verified file no record starts there.
+        np.minimum(starts, len(self.mm) - 1, out=starts)
+        ends = np.clip(self.table[2 * slots + 3], starts, self.heap_end)
+        return starts, ends - starts
 
     def homes(self, slot_keys: np.ndarray) -> np.ndarray:
         if self.spec.slot_kind == "int":
@@ -468,46 +647,74 @@ class StateFile:
         todo = np.flatnonzero(keys != empty)  # the empty marker is never a key of this file
         cur = cur[todo]
         table = self.table
+        last = self.slot_count - 1  # the terminal slot: homes lie below it (checked on open)
         for _ in range(self.max_probe + 1):
             if not len(todo):
                 break
             k = table[2 * cur]
             hit = k == keys[todo]
             found[todo[hit]] = cur[hit]
-            go = ~hit & (k != empty)
+            go = ~hit & (k != empty) & (cur < last)  # a damaged table may lack its empty end
             todo, cur = todo[go], cur[go] + 1
+        found[found == last] = -1  # only a damaged terminal slot holds a key
         return found
 
+    def _index_meta(self, name: str) -> dict[str, Any]:
+        try:
+            return self.header["indexes"][name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise IntegrityError(f"{self.path}: no index on {name!r} in this file") from None
+
+    def _index_table(self, meta: dict[str, Any]) -> np.ndarray:
+        return np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],
+                             offset=self.body_offset + meta["table"])
+
+    def _postings(self, meta: dict[str, Any]) -> np.ndarray:
+        return np.frombuffer(self.mm, dtype=np.uint32, count=meta["count"],
+                             offset=self.body_offset + meta["postings"])
+
     def index_hashes(self, name: str) -> np.ndarray:
-        """The value hash of every record's field ``name``, indexed by slot (0 where none)."""
-        meta = self.header["indexes"][name]
-        table = np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],
-                              offset=self.body_offset + meta["table"])
-        postings = np.frombuffer(self.mm, dtype=np.uint32, count=meta["count"],
-                                 offset=self.body_offset + meta["postings"])
-        starts = table[1::2].astype(np.int64)
-        counts = np.diff(starts)
-        values = table[0::2][:-1]
+        """The value hash of every record's field ``name``, indexed by slot (0 where none).
+
+        Raises:
+            IntegrityError: the file has no index on ``name``.
+        """
+        meta = self._index_meta(name)
+        table = self._index_table(meta)
+        postings = self._postings(meta).astype(np.int64)
+        # Posting bounds clipped into [0, count] and made ascending: on a damaged file the
+        # repeat below would otherwise allocate as much as the bounds claim.
+        bounds = np.maximum.accumulate(np.clip(table[1::2], 0, len(postings)).astype(np.int64))
+        owner = np.repeat(table[0::2][:-1], np.diff(bounds))
+        posted = postings[bounds[0]:bounds[-1]]
+        inside = posted < self.slot_count
         out = np.zeros(self.slot_count, dtype=np.uint64)
-        out[postings.astype(np.int64)] = np.repeat(values, counts)
+        out[posted[inside]] = owner[inside]
         return out
 
     def postings(self, name: str, vhash: int) -> np.ndarray:
-        """Record slots whose field ``name`` has a value hashing to ``vhash``."""
-        meta = self.header["indexes"][name]
-        table = np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],
-                              offset=self.body_offset + meta["table"])
+        """Record slots whose field ``name`` has a value hashing to ``vhash``.
+
+        Raises:
+            IntegrityError: the file has no index on ``name``.
+        """
+        meta = self._index_meta(name)
+        table = self._index_table(meta)
+        count, last = meta["count"], meta["slots"] - 1
         i = vhash >> (64 - meta["bits"])
         empty = meta["empty"]
-        while True:
+        while i < last:  # the terminal entry is empty in a valid table: the walk ends there
             k = int(table[2 * i])
             if k == empty:
-                return np.empty(0, dtype=np.uint32)
+                break
             if k == vhash:
-                a, b = int(table[2 * i + 1]), int(table[2 * i + 3])
-                return np.frombuffer(self.mm, dtype=np.uint32, count=b - a,
-                                     offset=self.body_offset + meta["postings"] + 4 * a)
+                a = min(max(int(table[2 * i + 1]), 0), count)
+                b = min(max(int(table[2 * i + 3]), a), count)
+                posted = np.frombuffer(self.mm, dtype=np.uint32, count=b - a,
+                                       offset=self.body_offset + meta["postings"] + 4 * a)
+                return posted[posted < self.slot_count - 1]
             i += 1
+        return np.empty(0, dtype=np.uint32)
 
 
 # -- scalar lookups ------------------------------------------------------------------------
@@ -545,6 +752,22 @@ _FOUND_OVERLAY = """            a = S{n}[i + 1]
             return {ret}"""
 
 
+# What decoding damaged record bytes raises: msgpack's errors (ValueError, StackError,
+# ExtraData...), a record that is not an array (TypeError), a key column missing from a
+# short record (IndexError), and codec.decode_ext's IntegrityError for a bad ext value.
+DECODE_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, struct.error,
+                 msgpack.UnpackException, IntegrityError)
+
+_PART_TYPES = {"int": "int", "str": "str", "bytes": "bytes"}  # key part kind -> type in get
+
+
+def damaged_record(files: Sequence[StateFile], key: Any, exc: BaseException) -> IntegrityError:
+    """The error for a record that cannot be decoded (names the feed, the key and the files)."""
+    where = " over ".join(str(sf.path) for sf in files)
+    return IntegrityError(f"feed {files[-1].feed!r}: the record of key {key!r} is unreadable "
+                          f"({where}): {exc}")
+
+
 def make_get(
     files: Sequence[StateFile], record_cls: type, use_list: bool, normalize: Callable[[Any], Any]
 ) -> Callable[[Any], Any]:
@@ -552,42 +775,59 @@ def make_get(
 
     ``normalize(key)`` turns a key of another accepted type (numpy ints, bytearray,
     lists for composite keys) into the canonical form, or raises KeyTypeError.
+
+    The generated code holds no text taken from a file: header values reach it as
+    closure variables, as numbers, or through a fixed table (``_PART_TYPES``), so a
+    hostile header cannot inject code. Probing stays inside the slot table on any file
+    that opened (homes lie below the terminal slot, an IndexError ends a walk past a
+    damaged one), and a record that cannot be decoded raises ``IntegrityError``. The
+    ``try`` costs nothing until something is raised (Python 3.11 zero-cost exceptions),
+    so ``get`` carries no per-lookup check.
     """
     spec = files[-1].spec
     env: dict[str, Any] = {
         "tn": tuple.__new__, "R": record_cls, "u": msgpack.unpackb, "ext": codec.decode_ext,
-        "norm": normalize, "xxh3": xxh3, "packb": msgpack.packb,
+        "norm": normalize, "xxh3": xxh3, "packb": msgpack.packb, "DAMAGE": DECODE_ERRORS,
+        "damaged": partial(damaged_record, list(files)),
     }
-    opts = ", ".join(f"{k}={'ext' if k == 'ext_hook' else v}"
+    # decode_options gives ext_hook and booleans only: render them as literals, never as text.
+    opts = ", ".join(f"{k}={'ext' if k == 'ext_hook' else bool(v)}"
                      for k, v in codec.decode_options(files[-1].header["schema"], use_list).items())
     if spec.slot_kind == "int":
         head = "    if type(key) is not int:\n        key = norm(key)\n"
         probe_key, ret = "key", "rec"
     else:
         if spec.composite:
-            parts = " or ".join(f"type(key[{i}]) is not {kind}" for i, kind in enumerate(spec.parts))
+            parts = " or ".join(f"type(key[{i}]) is not {_PART_TYPES[kind]}"
+                                for i, kind in enumerate(spec.parts))
+            # An int part beyond 64 bits cannot be packed, and is no key of any feed.
             head = (f"    if type(key) is not tuple or len(key) != {len(spec.parts)} or {parts}:\n"
-                    "        key = norm(key)\n    h = xxh3(packb(key))\n")
+                    "        key = norm(key)\n"
+                    "    try:\n        h = xxh3(packb(key))\n"
+                    "    except OverflowError:\n        return None\n")
         elif spec.parts[0] == "str":
             head = "    if type(key) is not str:\n        key = norm(key)\n    h = xxh3(key.encode())\n"
         else:
             head = "    if type(key) is not bytes:\n        key = norm(key)\n    h = xxh3(key)\n"
         probe_key = "h"
         names = [column["name"] for column in files[-1].header["schema"]]
-        fields = [f"rec[{names.index(c)}]" for c in spec.columns]
+        fields = [f"rec[{int(names.index(c))}]" for c in spec.columns]
         # Decode, then make sure the record's key is the asked key: a 64-bit hash
         # could be shared with a key the feed does not hold.
         check = fields[0] if len(fields) == 1 else f"({', '.join(fields)})"
         ret = f"rec if {check} == key else None"
-    body = [f"def get(key):\n{head}"]
+    probes = []
     for n, sf in enumerate(files):
         env[f"S{n}"], env[f"M{n}"], env[f"E{n}"] = sf.slots, sf.mm, sf.empty
-        home = _HOME[sf.method].format(mask=(1 << sf.bits) - 1, fib=FIB, m64=M64, shift=64 - sf.bits)
+        bits = int(sf.bits)
+        home = _HOME[sf.method].format(mask=(1 << bits) - 1, fib=FIB, m64=M64, shift=64 - bits)
         found = _FOUND_OVERLAY if sf.kind == "overlay" else _FOUND_BASE
         found = found.format(n=n, tomb=TOMBSTONE, opts=opts, ret=ret)
-        body.append(_PROBE.format(home=home, n=n, probe_key=probe_key, found=found))
-    body.append("    return None\n")
-    source = "".join(body)
+        probes.append(_PROBE.format(home=home, n=n, probe_key=probe_key, found=found))
+    source = (f"def get(key):\n{head}    try:\n"
+              + textwrap.indent("".join(probes), "    ")
+              + "    except DAMAGE as exc:\n        raise damaged(key, exc) from exc\n"
+              + "    return None\n")
     exec(compile(source, f"<feedkit get {files[-1].feed}>", "exec"), env)  # noqa: S102
     get = env["get"]
     get.__doc__ = "Return the record for key, or None when the feed has no such key."
