@@ -9,7 +9,7 @@ from typing import Any
 
 from feedkit.blobs import BlobInfo
 from feedkit.errors import IntegrityError
-from feedkit.names import validate_feed
+from feedkit.names import MAX_VERSION, validate_feed, validate_version
 
 __all__ = ["Announcement", "Manifest", "Pin", "utc_now"]
 
@@ -80,13 +80,30 @@ class Manifest:
             doc = json.loads(data)
             if doc["format"] != MANIFEST_FORMAT:
                 raise ValueError(f"manifest format {doc['format']}")
+            # Exact types: int() would take 1.5, "12" or true, and int(x, 16) "-1" or "0x1".
+            version, parent = validate_version(doc["version"]), doc["parent"]
+            if parent is not None and validate_version(parent) >= version:
+                raise ValueError(f"parent {parent} is not older than version {version}")
+            if validate_version(doc["nearest_snapshot"]) > version:
+                raise ValueError(f"nearest_snapshot {doc['nearest_snapshot']} is newer than "
+                                 f"version {version}")
+            count, digest = doc["record_count"], doc["state_digest"]
+            if type(count) is not int or not 0 <= count <= MAX_VERSION:
+                raise ValueError(f"bad record_count {count!r}")
+            if not (isinstance(digest, str) and len(digest) == 16
+                    and set(digest) <= set("0123456789abcdef")):
+                raise ValueError(f"bad state_digest {digest!r}")
+            for name, kind in (("key", dict), ("schema", list), ("index_fields", list),
+                               ("source", dict | None)):
+                if not isinstance(doc.get(name), kind):
+                    raise ValueError(f"bad {name} {doc.get(name)!r}")
             manifest = cls(
                 feed=validate_feed(doc["feed"]),
-                version=int(doc["version"]),
-                parent=None if doc["parent"] is None else int(doc["parent"]),
-                nearest_snapshot=int(doc["nearest_snapshot"]),
-                record_count=int(doc["record_count"]),
-                state_digest=int(doc["state_digest"], 16),
+                version=version,
+                parent=parent,
+                nearest_snapshot=doc["nearest_snapshot"],
+                record_count=count,
+                state_digest=int(digest, 16),
                 key=dict(doc["key"]),
                 schema=list(doc["schema"]),
                 index_fields=list(doc["index_fields"]),
@@ -96,7 +113,9 @@ class Manifest:
                 source=doc.get("source"),
                 signature=_signature(doc.get("signature")),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            # ValueError also covers bad JSON or UTF-8 and the ConfigurationError of a bad
+            # feed name or blob key; RecursionError, JSON nested too deep.
             raise IntegrityError(f"unreadable manifest {where}: {exc}") from exc
         if manifest.snapshot is None and manifest.delta is None:
             raise IntegrityError(f"unreadable manifest {where}: it names no blob")
@@ -196,9 +215,10 @@ class Announcement:
         """
         try:
             doc = json.loads(data)
-            version = _positive_int(doc["version"], "version")
+            version = validate_version(doc["version"])  # an int in (0, 2**63), not a bool
             pinned = doc.get("pinned")
             return cls(validate_feed(doc["feed"]), version, str(doc.get("announced_at", "")),
-                       doc.get("producer"), None if pinned is None else Pin.from_json(pinned))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                       _optional_str(doc.get("producer"), "producer"),
+                       None if pinned is None else Pin.from_json(pinned))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise IntegrityError(f"unreadable announcement {where}: {exc}") from exc

@@ -17,6 +17,7 @@ import re
 from feedkit.errors import ConfigurationError
 
 __all__ = [
+    "MAX_OBJECT_NAME",
     "MAX_VERSION",
     "announcement_key",
     "check_object_name",
@@ -32,7 +33,10 @@ __all__ = [
 ]
 
 _FEED_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_VERSION = 2**63 - 1
+MAX_OBJECT_NAME = 1024  # bytes of UTF-8: the longest S3 key
+_MAX_PART = 255  # bytes: the longest file name on common file systems
 
 
 def validate_feed(feed: object) -> str:
@@ -63,14 +67,28 @@ def announcement_key(feed: str) -> str:
 
 def check_object_name(key: str, store: str) -> list[str]:
     """The ``/``-separated parts of an object name, refusing any name that could reach
-    outside a store's root or prefix (empty, absolute, ``.``, ``..``, ``//``, NUL).
+    outside a store's root or prefix (empty, absolute, ``.``, ``..``, ``//``), or that a
+    store could not hold: control characters (NUL among them), unencodable text, more
+    than 1024 bytes (S3's limit) or a part longer than 255 bytes (a file name's).
 
     Raises:
-        ConfigurationError: the name is not a plain relative path (names the store).
+        ConfigurationError: the name is not a plain relative path (names the store and
+            the name).
     """
+    if not isinstance(key, str):
+        raise ConfigurationError(f"store {store}: invalid object name {key!r} (not a string)")
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) \
+            or _CONTROL.search(key):
         raise ConfigurationError(f"store {store}: invalid object name {key!r}")
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        raise ConfigurationError(f"store {store}: invalid object name {key!r}") from None
+    if size > MAX_OBJECT_NAME or any(len(p.encode()) > _MAX_PART for p in parts):
+        raise ConfigurationError(f"store {store}: object name {key[:80]!r}... is too long "
+                                 f"({size} bytes; at most {MAX_OBJECT_NAME}, "
+                                 f"{_MAX_PART} per part)")
     return parts
 
 
