@@ -35,6 +35,8 @@ __all__ = ["Loader"]
 
 log = logging.getLogger("feedkit.consumer")
 
+_MANIFESTS_KEPT = 256  # manifests remembered per loader (they are immutable; re-reading is cheap)
+
 
 class Loader:
     def __init__(self, store: BlobStore, feed: str, cache: FeedCache,
@@ -63,6 +65,8 @@ class Loader:
         if m.feed != self.feed or m.version != version:
             raise IntegrityError(f"manifest {key} names feed {m.feed!r} version {m.version}")
         self._manifests[version] = m
+        if len(self._manifests) > _MANIFESTS_KEPT:  # a long-lived consumer: forget the oldest read
+            del self._manifests[next(iter(self._manifests))]
         return m
 
     def open_cached(self, version: int) -> list[StateFile] | None:
