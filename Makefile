@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test soak lint bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh clean
+.PHONY: demo test soak fuzz lint bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q --durations=8 -m "not slow"
+
+# The fuzz tests with 50 times the examples CI runs, randomised (tests/fuzz/support.py)
+fuzz: $(STAMP)
+	FEEDKIT_FUZZ=deep $(PY) -m pytest -q --durations=8 tests/fuzz
 
 # 8 reader threads and 2 reader processes against 500 producer cycles (a few minutes)
 soak: $(STAMP)

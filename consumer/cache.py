@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from feedkit.errors import StoreError
+from feedkit.errors import ConfigurationError, StoreError
+from feedkit.names import validate_feed
 
 __all__ = ["FeedCache"]
 
@@ -27,10 +28,23 @@ _OVERLAY = re.compile(r"(\d{20})-(\d{20})\.overlay")
 
 
 class FeedCache:
+    """The cache folder of one feed: ``{cache_dir}/{feed}/``.
+
+    Raises:
+        ConfigurationError: ``feed`` is not a valid feed name (it is a folder name here:
+            ``..`` or ``/`` would leave ``cache_dir``), or ``cache_dir`` is no usable
+            path (a NUL byte).
+        StoreError: the folder cannot be created (permissions, a full or read-only disk).
+    """
+
     def __init__(self, cache_dir: str | os.PathLike[str], feed: str) -> None:
-        self.dir = Path(cache_dir) / feed
+        # Consumers validate the name already; checked again where it becomes a path.
+        self.dir = Path(cache_dir) / validate_feed(feed)
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except ValueError as exc:  # "embedded null byte"
+            raise ConfigurationError(f"feed {feed!r}: invalid cache folder {cache_dir!r}: "
+                                     f"{exc}") from exc
         except OSError as exc:
             raise StoreError(f"feed {feed!r}: cannot create cache folder {self.dir}: {exc}") from exc
 

@@ -18,6 +18,7 @@ from feedkit import names
 from feedkit.errors import (
     BlobExistsError,
     BlobNotFoundError,
+    ConfigurationError,
     ProducerFencedError,
     StoreError,
 )
@@ -50,6 +51,8 @@ class LocalStore(BlobStore):
         self.url = self.root.as_uri()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except ValueError as exc:  # a NUL byte in the path: no folder can have that name
+            raise ConfigurationError(f"store folder {str(root)!r}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"store {self.url}: cannot create the folder: {exc}") from exc
         self._observer: Any = None

@@ -99,6 +99,8 @@ class S3Store(BlobStore):
                                      "(the S3 minimum)")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        if self.prefix:  # every key is prefix/key: the prefix obeys the same rules as keys
+            names.check_object_name(self.prefix, f"s3://{bucket}")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.multipart_threshold = max(multipart_threshold, part_size)
         self.part_size = part_size

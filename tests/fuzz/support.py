@@ -37,6 +37,7 @@ from feedkit.keys import KeySpec, value_hash
 
 DEEP = os.environ.get("FEEDKIT_FUZZ", "") == "deep"
 DEEP_FACTOR = 50
+TIMEOUT = 3600 if DEEP else 300  # seconds per test (pytest-timeout): a hang fails, not blocks
 
 
 def fuzz_settings(examples: int) -> settings:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from feedkit import FeedkitError, IntegrityError
 from feedkit.consumer.state import State
@@ -32,6 +33,7 @@ from feedkit.keys import value_hash
 from tests.fuzz.support import (
     DEEP_JSON,
     HUGE_INTS,
+    TIMEOUT,
     Seed,
     apply_edits,
     byte_mutations,
@@ -43,7 +45,7 @@ from tests.fuzz.support import (
     state_seeds,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 ALLOCATION_BOUND = 16 << 20  # bytes: the seeds are a few KiB, so this is "nothing large"
 
@@ -70,7 +72,10 @@ def check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 below = StateFile(folder / "base")
         tracemalloc.start()
         try:
-            return _exercise(path, seed, below)
+            outcome = _exercise(path, seed, below)
+            if currently_in_test_context():  # --hypothesis-show-statistics: how far files got
+                event(outcome)
+            return outcome
         finally:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
