@@ -563,46 +563,51 @@ class StateFile:
             raise IntegrityError(f"{self.path}: state file checksum mismatch")
         keys, offsets = self.table[0::2], self.table[1::2]
         lengths = np.diff(offsets)
-        if offsets[0] != self.heap_offset or offsets[-1] != self.heap_end or (lengths < 0).any():
-            raise IntegrityError(f"{self.path}: record offsets out of bounds")
         empty = _as_i64(self.empty)
-        if keys[-1] != empty:
-            raise IntegrityError(f"{self.path}: the terminal slot is not empty")
         occupied = keys[:-1] != empty
-        if (lengths[occupied] == 0).any() or lengths[~occupied].any():
-            raise IntegrityError(f"{self.path}: record lengths do not match the occupied slots")
-        entries = int(occupied.sum())
+        # Offsets ascend from the heap start to its end, every occupied slot has a record
+        # and every empty one none, and the terminal slot is empty.
+        if (offsets[0] != self.heap_offset or offsets[-1] != self.heap_end
+                or keys[-1] != empty or lengths.min() < 0
+                or not np.array_equal(lengths != 0, occupied)):
+            raise IntegrityError(f"{self.path}: record offsets do not match the slot table")
         starts = offsets[:-1][occupied]
         firsts = self.heap[starts]
         tomb = firsts == TOMBSTONE
-        tombstones = int(tomb.sum())
-        if entries != self.count or tombstones != self.tombstones:
-            raise IntegrityError(f"{self.path}: {entries} entries and {tombstones} tombstones, "
-                                 f"the header says {self.count} and {self.tombstones}")
-        # Every record opens an array of the schema's width (decoders build named tuples
-        # of that width from it); a tombstone is the single byte C0.
+        tombstones = int(np.count_nonzero(tomb))
+        if len(starts) != self.count or tombstones != self.tombstones:
+            raise IntegrityError(f"{self.path}: {len(starts)} entries and {tombstones} "
+                                 f"tombstones, the header says {self.count} and {self.tombstones}")
+        live = occupied
+        if tombstones:
+            live = occupied.copy()
+            live[np.flatnonzero(occupied)[tomb]] = False
+            if (lengths[~live & occupied] != 1).any():
+                raise IntegrityError(f"{self.path}: a tombstone longer than one byte")
+            starts, firsts = starts[~tomb], firsts[~tomb]
+        # Every record opens an array of the schema's width: decoders build named tuples
+        # of that width from it.
         width = len(self.header["schema"])
-        records, sizes = starts[~tomb], lengths[occupied][~tomb]
         if width < 16:
-            bad = self.heap[records] != 0x90 | width
+            bad = (firsts != 0x90 | width).any()
         else:
-            bad = ((sizes < 3) | (self.heap[records] != 0xDC)
-                   | (self.heap[np.minimum(records + 1, self.heap_end - 1)] != width >> 8)
-                   | (self.heap[np.minimum(records + 2, self.heap_end - 1)] != width & 0xFF))
-        if bad.any() or (lengths[occupied][tomb] != 1).any():
+            second = self.heap[np.minimum(starts + 1, len(self.heap) - 1)]
+            third = self.heap[np.minimum(starts + 2, len(self.heap) - 1)]
+            bad = ((lengths[live] < 3).any() or (firsts != 0xDC).any()
+                   or (second != width >> 8).any() or (third != width & 0xFF).any())
+        if bad:
             raise IntegrityError(f"{self.path}: records that are not {width}-column arrays")
         for name, meta in self.header["indexes"].items():
             table = self._index_table(meta)
             hashes, firsts_posted = table[0::2], table[1::2]
             filled = hashes[:-1] != np.uint64(meta["empty"])
             per_value = np.diff(firsts_posted.astype(np.int64))
-            postings = self._postings(meta).astype(np.int64)
+            postings = self._postings(meta)
             if (hashes[-1] != np.uint64(meta["empty"]) or firsts_posted[0] != 0
                     or firsts_posted[-1] != meta["count"] or (per_value < 0).any()
                     or per_value[~filled].any() or int(filled.sum()) != meta["values"]
-                    or (postings >= self.slot_count - 1).any()
-                    or (keys[postings] == empty).any()
-                    or (self.heap[offsets[postings]] == TOMBSTONE).any()):
+                    or (len(postings) and (int(postings.max()) >= len(live)
+                                           or not live[postings].all()))):
                 raise IntegrityError(f"{self.path}: the index on {name!r} does not match "
                                      "the slot table")
 
@@ -811,7 +816,7 @@ def make_get(
             head = "    if type(key) is not bytes:\n        key = norm(key)\n    h = xxh3(key)\n"
         probe_key = "h"
         names = [column["name"] for column in files[-1].header["schema"]]
-        fields = [f"rec[{int(names.index(c))}]" for c in spec.columns]
+        fields = [f"rec[{names.index(c)}]" for c in spec.columns]
         # Decode, then make sure the record's key is the asked key: a 64-bit hash
         # could be shared with a key the feed does not hold.
         check = fields[0] if len(fields) == 1 else f"({', '.join(fields)})"

@@ -14,6 +14,7 @@ fuzz``) runs 50 times more, randomised, and prints a reproduction blob on failur
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -167,6 +168,12 @@ def state_seeds(folder: Path) -> list[Seed]:
                   slot_keys=list(range(6)), index_fields=("day",), use_list=True)
     seeds.append(Seed("ext", data, list(range(8)), [("day", dt.date(2020, 1, 2))]))
 
+    schema = [_column("id", "int", "int64")] + [_column(f"c{i}", "int", "int8") for i in range(16)]
+    rows = [[i] + list(range(16)) for i in range(5)]  # 17 columns: a DC array header
+    data = _write(folder / "wide", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
+                  slot_keys=list(range(5)))
+    seeds.append(Seed("wide", data, [0, 4, 5], []))
+
     data = _write(folder / "empty", key=KeySpec(("id",), ("int",)),
                   schema=[_column("id", "int", "int64")], rows=[], slot_keys=[])
     seeds.append(Seed("empty", data, [0, 1], []))
@@ -299,7 +306,9 @@ def apply_edits(doc: Any, edits: list[tuple[tuple[Any, ...], Any, bool]]) -> Any
     doc = json.loads(json.dumps(doc))
     for path, value, delete in edits:
         with contextlib.suppress(KeyError, IndexError, TypeError):
-            set_path(doc, path, value, delete and isinstance(path[-1], str))
+            # A copy: ODD_VALUES' lists and dicts are shared, and a later edit inside one
+            # would otherwise make the document refer to itself.
+            set_path(doc, path, copy.deepcopy(value), delete and isinstance(path[-1], str))
     return doc
 
 
