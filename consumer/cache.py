@@ -41,7 +41,9 @@ class FeedCache:
         # Consumers validate the name already; checked again where it becomes a path.
         self.dir = Path(cache_dir) / validate_feed(feed)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Owner-only: the cache folder (when feedkit creates it) and the feed's folder.
+            Path(cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.dir.mkdir(exist_ok=True, mode=0o700)
         except ValueError as exc:  # "embedded null byte"
             raise ConfigurationError(f"feed {feed!r}: invalid cache folder {cache_dir!r}: "
                                      f"{exc}") from exc

@@ -71,6 +71,11 @@ class BlobInfo:
         return cls(key, doc["size"], sha, doc["raw_size"])
 
 
+def owner_only(path: str, flags: int) -> int:
+    """``open(..., opener=owner_only)``: files feedkit creates are readable by their owner only."""
+    return os.open(path, flags, 0o600)
+
+
 class _HashingWriter:
     def __init__(self, raw: BinaryIO) -> None:
         self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
@@ -86,7 +91,7 @@ def compress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], key:
     """Compress the state file ``src`` into the blob file ``dst``."""
     raw_size = os.path.getsize(src)
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open(src, "rb") as fin, open(dst, "wb", opener=owner_only) as fout:
         out = _HashingWriter(fout)
         cctx.copy_stream(fin, cast(BinaryIO, out), size=raw_size, read_size=_CHUNK, write_size=_CHUNK)
     return BlobInfo(key, out.size, out.sha.hexdigest(), raw_size)
@@ -147,7 +152,7 @@ def decompress_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], in
     dctx = zstandard.ZstdDecompressor(max_window_size=window_limit(info.raw_size))
     written = 0
     body = xxhash.xxh3_128() if hash_after is not None else None
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open(src, "rb") as fin, open(dst, "wb", opener=owner_only) as fout:
         failure = _declared_size(fin, info)
         source = _HashingReader(fin)
         try:

@@ -41,6 +41,7 @@ import numpy as np
 import xxhash
 
 from feedkit import codec
+from feedkit.blobs import owner_only
 from feedkit.errors import IntegrityError
 from feedkit.keys import FIB, M64, PART_KINDS, KeySpec, hash_homes, int_homes, xxh3
 from feedkit.names import validate_feed
@@ -307,7 +308,7 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     checksum = xxhash.xxh3_128()
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=owner_only) as f:
             def emit(data: bytes | memoryview) -> None:
                 f.write(data)
                 checksum.update(data)

@@ -96,7 +96,12 @@ class KeySpec:
     def hash_normalized(self, key: Any) -> int:
         """The slot hash of a normalised key (``hash`` slot kind only)."""
         if self.composite:
-            return xxh3(msgpack.packb(key))  # the msgpack array of the parts, as get() hashes it
+            try:
+                return xxh3(msgpack.packb(key))  # the msgpack array of the parts, as get() hashes it
+            except OverflowError:
+                # An int part past 64 bits: no stored key has one. Any hash will do, since
+                # lookups compare the record's key with the asked key on a hash match.
+                return xxh3(repr(key).encode())
         if self.parts[0] == "str":
             return xxh3(key.encode())
         return xxh3(key)

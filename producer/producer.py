@@ -186,7 +186,10 @@ class Producer:
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir is not None else Path(
             tempfile.mkdtemp(prefix=f"feedkit-producer-{feed}-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        except ValueError as exc:  # "embedded null byte"
+            raise ConfigurationError(f"feed {feed!r}: invalid work_dir {work_dir!r}: {exc}") from exc
         self.producer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.last_report: CycleReport | None = None
         self._last: _Published | None = None

@@ -162,3 +162,10 @@ def test_consumer_with_a_nul_byte_in_its_cache_folder(tmp_path: Path) -> None:
     consumer = feedkit.Consumer(store, feed="feed", cache_dir=f"{tmp_path}/ca\0che", watch=False)
     with pytest.raises(ConfigurationError, match="cache folder"):
         consumer.open()
+
+
+def test_producer_with_a_nul_byte_in_its_work_dir(tmp_path: Path) -> None:
+    store = feedkit.open_store(f"file://{tmp_path}/store")
+    with pytest.raises(ConfigurationError, match="invalid work_dir") as err:
+        feedkit.Producer(store, feed="titles", primary_key="id", work_dir=f"{tmp_path}/a\0b")
+    assert "'titles'" in str(err.value)

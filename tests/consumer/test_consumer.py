@@ -195,3 +195,13 @@ def test_find_brings_values_to_the_column_form(store, cache_dir) -> None:
         assert [r.k for r in feed.find("price", Decimal("1.5"))] == [1]
         assert [r.k for r in feed.find("price", 2)] == [2]
         assert [r.k for r in feed.find("ratio", 2)] == [2]
+
+
+def test_composite_keys_past_64_bits_are_absent(store, cache_dir) -> None:
+    producer = feedkit.Producer(store, feed="pairs", primary_key=("a", "b"))
+    producer.publish(pa.table({"a": [1, 2], "b": ["x", "y"], "v": [10, 20]}))
+    producer.close()
+    with feedkit.Consumer(store, feed="pairs", cache_dir=cache_dir, watch=False) as feed:
+        assert feed.get((2**64, "x")) is None and (2**64, "x") not in feed
+        assert [r and r.v for r in feed.get_many([(1, "x"), (2**64, "x"), (-2**70, "y")])] == [
+            10, None, None]
