@@ -40,7 +40,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        for _ in range(50):  # consumers may still hold files for a moment
+        for _ in range(5):  # mappings of closed states may linger until collected
             if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
