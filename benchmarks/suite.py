@@ -104,7 +104,7 @@ def run_parts(size: str, parts: list[str], keep_going: bool, results: Path,
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         started = time.monotonic()
-        with open(log, "w") as f, subprocess.Popen(
+        with open(log, "w", buffering=1) as f, subprocess.Popen(
                 part_command(part, size, out, records), stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, cwd=HERE.parent, text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:

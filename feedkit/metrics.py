@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from feedkit.errors import ConfigurationError, NotInstalledError
@@ -159,6 +160,14 @@ class _Collector:
         objs = [r() for r in self._refs]
         return [o for o in objs if o is not None]
 
+    def _gauge(self, dicts: list[dict[str, Any]], name: str, doc: str, key: str) -> Any:
+        """A gauge family of ``m[key]`` per feed (feeds without a value are left out)."""
+        family = self._core.GaugeMetricFamily(name, doc, labels=["feed"])
+        for m in dicts:
+            if m.get(key) is not None:
+                family.add_metric([m["feed"]], m[key])
+        return family
+
     def describe(self) -> list[Any]:
         """The families this collector yields, without samples (for name clash checks)."""
         return list(self._families([]))
@@ -196,13 +205,7 @@ class ConsumerCollector(_Collector):
 
     def _families(self, dicts: list[dict[str, Any]]) -> Iterable[Any]:
         core, feed = self._core, ["feed"]
-
-        def gauge(name: str, doc: str, key: str) -> Any:
-            family = core.GaugeMetricFamily(name, doc, labels=feed)
-            for m in dicts:
-                if m.get(key) is not None:
-                    family.add_metric([m["feed"]], m[key])
-            return family
+        gauge = partial(self._gauge, dicts)
 
         yield gauge("feedkit_consumer_version", "The version served.", "version")
         yield gauge("feedkit_consumer_records", "Records in the version served.", "records")
@@ -271,13 +274,7 @@ class ProducerCollector(_Collector):
 
     def _families(self, dicts: list[dict[str, Any]]) -> Iterable[Any]:
         core, feed = self._core, ["feed"]
-
-        def gauge(name: str, doc: str, key: str) -> Any:
-            family = core.GaugeMetricFamily(name, doc, labels=feed)
-            for m in dicts:
-                if m.get(key) is not None:
-                    family.add_metric([m["feed"]], m[key])
-            return family
+        gauge = partial(self._gauge, dicts)
 
         def counter(name: str, doc: str, label: str, key: str) -> Any:
             family = core.CounterMetricFamily(name, doc, labels=["feed", label])
