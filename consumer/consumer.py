@@ -21,11 +21,14 @@ from feedkit.errors import (
     FeedkitError,
     VersionNotFoundError,
 )
+from feedkit.forks import on_fork_in_child
 from feedkit.manifest import Announcement
 from feedkit.signing import signer_from
 from feedkit.store import BlobStore, Watch
+from feedkit.store.deadline import deadline
 
 from .cache import FeedCache
+from .health import Health
 from .loader import Loader
 from .state import State
 from .stats import RefreshStats
@@ -37,6 +40,10 @@ log = logging.getLogger("feedkit.consumer")
 RefreshListener = Callable[[int | None, int], None]
 
 MAX_BEHIND_WALK = 32  # manifests walked back for versions_behind before listing them
+
+# The lifecycle: new -> open -> closed. A closed consumer is never reopened (its
+# refresher, watch and loader are gone): make a new one.
+NEW, OPEN, CLOSED = "new", "open", "closed"
 
 
 class _Unavailable:
@@ -78,6 +85,11 @@ class Consumer:
         compact_ratio: rewrite base + overlay as one base once the overlay holds more
             than this share of the base's records.
         max_backoff: the longest wait between retries after failed refreshes.
+        refresh_timeout: seconds one refresh may take in all, across its retries,
+            downloads and the wait for another process's build in the cache folder; past
+            it the refresh fails with :class:`feedkit.StoreTimeoutError` and the last good
+            version keeps serving. ``open()`` has the same limit for its first load (and
+            again for a start from the cache folder when the store cannot be read).
         count_lookups: count every ``get`` (and ``feed[key]``, ``key in feed``) for
             :meth:`metrics`. Off by default: ``get`` is then the generated lookup itself,
             with no counter in its path.
@@ -87,22 +99,35 @@ class Consumer:
             from the environment, else signatures are not checked. A refused version is
             a failed refresh: the last good version keeps serving.
 
+    A consumer survives ``os.fork()`` (gunicorn ``--preload``, ``multiprocessing`` with
+    the fork start method): the child keeps the mapped version (its pages shared with
+    the parent) and starts its own refresher and watch. It cannot be pickled into a
+    spawned process: open one there instead.
+
     Raises:
-        ConfigurationError: an invalid feed name or interval, or a signing key shorter
-            than 16 bytes.
+        ConfigurationError: an invalid feed name, interval or cache folder, or a signing
+            key shorter than 16 bytes.
     """
 
     def __init__(self, store: BlobStore, *, feed: str, cache_dir: str | os.PathLike[str],
                  watch: bool = True, poll_interval: float = 1.0, keep_versions: int = 3,
                  compact_ratio: float = 0.25, max_backoff: float = 30.0,
                  count_lookups: bool = False,
-                 signing_key: str | bytes | os.PathLike[str] | None = None) -> None:
+                 signing_key: str | bytes | os.PathLike[str] | None = None,
+                 refresh_timeout: float = 30.0) -> None:
         self.feed = names.validate_feed(feed)
         self._signer = signer_from(signing_key)
-        if poll_interval <= 0 or max_backoff <= 0:
-            raise ConfigurationError(f"feed {feed!r}: poll_interval and max_backoff must be > 0")
+        for name, value in (("poll_interval", poll_interval), ("max_backoff", max_backoff),
+                            ("refresh_timeout", refresh_timeout)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ConfigurationError(f"feed {feed!r}: {name} must be a number > 0, "
+                                         f"not {value!r}")
         if keep_versions < 1:
             raise ConfigurationError(f"feed {feed!r}: keep_versions must be >= 1")
+        if not isinstance(cache_dir, str | os.PathLike) or not os.fspath(cache_dir):
+            # Path("") is the working directory: never a cache folder anyone meant.
+            raise ConfigurationError(f"feed {feed!r}: cache_dir must name a folder, "
+                                     f"not {cache_dir!r}")
         self.store = store
         self.cache_dir = cache_dir
         self.watch = watch
@@ -110,6 +135,8 @@ class Consumer:
         self.keep_versions = keep_versions
         self.compact_ratio = compact_ratio
         self.max_backoff = max_backoff
+        self.refresh_timeout = float(refresh_timeout)
+        self._phase = NEW
         self._state: Any = _Unavailable(
             f"consumer of feed {feed!r} is not open: use `with Consumer(...)` or call open()")
         self.get: Callable[[Any], Any] = self._state.get
@@ -131,21 +158,29 @@ class Consumer:
         # read by calling next() too, so metrics() subtracts the reads it made.
         self._lookups: itertools.count[int] | None = itertools.count() if count_lookups else None
         self._lookup_reads = 0
+        on_fork_in_child(self, Consumer._after_fork, late=True)
 
     # -- lifecycle --------------------------------------------------------------------
 
     def open(self) -> Consumer:
         """Load the announced version (blocking) and start the background refresher.
 
-        When the store cannot be read but the cache holds a version, that version is
-        served and the refresher keeps trying.
+        When the store cannot be read but the cache holds a version, the version the
+        announcement last named (a pin included) is served, or the newest cached version
+        older than it, and the refresher keeps trying. Opening an open consumer does
+        nothing.
 
         Raises:
+            ClosedError: the consumer was closed (a closed consumer is not reopened:
+                create a new one).
             FeedkitError: nothing could be loaded at all.
         """
         with self._lock:
-            if self._loader is not None:
+            if self._phase == OPEN:
                 return self
+            if self._phase == CLOSED:
+                raise ClosedError(f"consumer of feed {self.feed!r} is closed and cannot be "
+                                  "reopened: create a new Consumer")
             self._loader = Loader(self.store, self.feed, FeedCache(self.cache_dir, self.feed),
                                   self._signer)
             try:
@@ -154,25 +189,66 @@ class Consumer:
                 if not self._serve_cached(exc):
                     self._loader = None
                     raise
+            self._phase = OPEN
             if self.watch:
-                self._watch = self.store.watch(names.announcement_key(self.feed), self._wake.set)
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name=f"feedkit-refresh-{self.feed}")
-                self._thread.start()
+                self._start_refresher()
         return self
 
+    def _start_refresher(self) -> None:
+        try:
+            self._watch = self.store.watch(names.announcement_key(self.feed), self._wake.set)
+        except FeedkitError as exc:  # polling still follows the feed
+            log.warning("feed %s: cannot watch the announcement, polling only: %s", self.feed, exc)
+            self._watch = None
+        self._thread = threading.Thread(target=self._run, args=(self._stop, self._wake),
+                                        daemon=True, name=f"feedkit-refresh-{self.feed}")
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, and a refresher and watch of its own.
+
+        The parent's threads are not in the child, and a lock one of them held at the
+        fork would stay held. The child keeps the served version's mappings (its pages
+        stay shared with the parent) and the counters as they were.
+        """
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._stats.after_fork()
+        self._thread, self._watch = None, None  # the parent's; they do not run here
+        self._swap(self._state)  # a fork between the two assignments of a swap
+        if self._phase == OPEN and self.watch:
+            self._start_refresher()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise ConfigurationError(
+            f"a Consumer of feed {self.feed!r} cannot be sent to another process (spawn and "
+            "forkserver pickle their arguments): open a Consumer in that process instead, "
+            "with the same cache_dir so the state files are shared (a forked child inherits "
+            "an open Consumer, which keeps refreshing)")
+
     def close(self) -> None:
-        """Stop the refresher and refuse further lookups. Idempotent."""
+        """Stop the refresher and the watch, refuse further lookups, and let go of the
+        mapped files (a ``view()`` still held keeps its version mapped until it is
+        released). Idempotent; a closed consumer cannot be reopened."""
+        self._phase = CLOSED
         self._stop.set()
         self._wake.set()
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.refresh_timeout + 10)
         with self._lock:
             self._swap(_Unavailable(f"consumer of feed {self.feed!r} is closed"))
             self._loader = None
+            self._thread = None
+
+    @property
+    def state(self) -> str:
+        """The lifecycle state: ``new``, ``open`` or ``closed``."""
+        return self._phase
 
     def __enter__(self) -> Consumer:
         return self.open()
@@ -268,8 +344,9 @@ class Consumer:
             FeedkitError: the refresh failed; the previous version keeps serving.
         """
         with self._lock:
-            if self._loader is None:
-                raise ClosedError(f"consumer of feed {self.feed!r} is not open")
+            if self._phase != OPEN or self._loader is None:
+                raise ClosedError(f"consumer of feed {self.feed!r} is {self._phase}"
+                                  + (": call open() first" if self._phase == NEW else ""))
             return self._attempt()
 
     def pin(self, version: int) -> None:
@@ -303,19 +380,23 @@ class Consumer:
         return self._pinned
 
     def _attempt(self) -> bool:
-        """One refresh, counted in :meth:`metrics` (the lock is held)."""
-        try:
-            moved = self._refresh()
-        except Exception as exc:
-            if isinstance(exc, FeedkitError):
-                self.last_error = exc
-            self._stats.failed(exc)
+        """One refresh, counted in :meth:`metrics` (the lock is held).
+
+        One deadline covers it all: the announcement, the load, and the manifests read
+        afterwards for ``versions_behind``."""
+        with deadline(self.refresh_timeout, f"feed {self.feed!r}: refresh"):
+            try:
+                moved = self._refresh()
+            except Exception as exc:
+                if isinstance(exc, FeedkitError):
+                    self.last_error = exc
+                self._stats.failed(exc)
+                self._observe()
+                raise
+            self.last_error = None
+            self._stats.succeeded()
             self._observe()
-            raise
-        self.last_error = None
-        self._stats.succeeded()
-        self._observe()
-        return moved
+            return moved
 
     def _read_announcement(self, current: State | None) -> None:
         key = names.announcement_key(self.feed)
@@ -325,30 +406,20 @@ class Consumer:
             raise VersionNotFoundError(f"feed {self.feed!r}: nothing announced yet "
                                        f"({self.store.url}/{key})") from exc
         if changed is not None:
-            announcement = Announcement.from_bytes(changed[0], key)
+            announcement = Announcement.from_bytes(changed[0], key, feed=self.feed)
             self._announced, self._etag = announcement.version, changed[1]
             self._announced_at = _unix_time(announcement.announced_at)
+            if self._loader is not None:  # a restart without the store serves this one
+                self._loader.cache.remember_announcement(changed[0])
 
     def _refresh(self) -> bool:
         assert self._loader is not None
         started = time.monotonic()
         current = self._state if isinstance(self._state, State) else None
-        if self._pinned is not None:
-            target = self._pinned
-            # Still read the announcement, for versions_behind and staleness; a pinned
-            # consumer does not need it, so failing to read it fails nothing.
-            try:
-                self._read_announcement(current)
-            except FeedkitError as exc:
-                log.debug("feed %s: pinned; announcement unreadable: %s", self.feed, exc)
-        else:
-            self._read_announcement(current)
-            assert self._announced is not None
-            target = self._announced
-        if current is not None and current.version == target:
+        with deadline(self.refresh_timeout, f"feed {self.feed!r}: refresh"):
+            state = self._fetch(current)
+        if state is None:
             return False
-        files = self._loader.load(target, current.files if current else None)
-        state = State(files)
         self._swap(state)
         self._stats.updated(time.monotonic() - started)
         old = current.version if current else None
@@ -362,8 +433,27 @@ class Consumer:
                 log.exception("feed %s: refresh listener %r failed", self.feed, listener)
         self._maybe_compact(state)
         with contextlib.suppress(OSError):
-            self._loader.cache.prune(self.keep_versions)
+            self._loader.cache.prune(self.keep_versions, state.version)
         return True
+
+    def _fetch(self, current: State | None) -> State | None:
+        """Read the announcement and load what it (or the pin) asks for; None: served."""
+        assert self._loader is not None
+        if self._pinned is not None:
+            target = self._pinned
+            # Still read the announcement, for versions_behind and staleness; a pinned
+            # consumer does not need it, so failing to read it fails nothing.
+            try:
+                self._read_announcement(current)
+            except FeedkitError as exc:
+                log.debug("feed %s: pinned; announcement unreadable: %s", self.feed, exc)
+        else:
+            self._read_announcement(current)
+            assert self._announced is not None
+            target = self._announced
+        if current is not None and current.version == target:
+            return None
+        return State(self._loader.load(target, current.files if current else None))
 
     def _maybe_compact(self, state: State) -> None:
         if state.overlay is None or self._loader is None:
@@ -411,6 +501,8 @@ class Consumer:
           ``refresh_seconds``: ``count``, ``sum``, ``last``, ``max`` of the time from a
           refresh's start to serving its new version (polls that find nothing new are
           not timed, they would swamp it).
+        - ``state``: ``new``, ``open`` or ``closed``; ``seconds_since_check``: seconds
+          since the last successful refresh (see :meth:`health`), None before one.
         - ``listener_errors``: refresh listeners that raised.
         - ``lookups``: ``get`` calls (with ``feed[key]`` and ``key in feed``) when made
           with ``count_lookups=True``, else None; ``get_many_calls``,
@@ -429,6 +521,7 @@ class Consumer:
         staleness = None if announced_at is None else max(0.0, time.time() - announced_at)
         out: dict[str, Any] = {
             "feed": self.feed,
+            "state": self._phase,
             "version": served,
             "records": len(state) if isinstance(state, State) else None,
             "announced_version": announced,
@@ -439,12 +532,49 @@ class Consumer:
             "lag_seconds": 0.0 if served is not None and served == announced else staleness,
         }
         out.update(self._stats.as_dict())
+        out["seconds_since_check"] = self._stats.since_success()
         out["lookups"] = None
         if self._lookups is not None:
             with self._stats.lock:
                 out["lookups"] = next(self._lookups) - self._lookup_reads
                 self._lookup_reads += 1
         return out
+
+    def health(self, max_staleness: float | None = None) -> Health:
+        """Whether this consumer's answers are fresh: for a readiness probe.
+
+        ``ok`` when the consumer is open, serves a version, and its last successful
+        refresh (the announcement read, and the version it names, or the pinned one,
+        served) is at most ``max_staleness`` seconds old. True in a forked child (its
+        own refresher's checks) and after failures (they do not count as checks). Cheap:
+        reads counters, never the store.
+
+        Args:
+            max_staleness: seconds; None takes ``3 * poll_interval + refresh_timeout``
+                (three polls missed, the last one stuck for its whole deadline). A
+                consumer opened with ``watch=False`` is only as fresh as its last
+                ``refresh()``.
+        """
+        limit = (3 * self.poll_interval + self.refresh_timeout if max_staleness is None
+                 else float(max_staleness))
+        m = self.metrics()
+        age = m["seconds_since_check"]
+        reason = None
+        if self._phase != OPEN:
+            reason = f"consumer is {self._phase}"
+        elif m["version"] is None:
+            reason = "no version served"
+        elif age is None:
+            reason = "never checked the announcement successfully"
+        elif age > limit:
+            reason = (f"last successful check {age:.1f} s ago (limit {limit:g} s)"
+                      + (f"; last error: {m['last_error']}" if m["last_error"] else ""))
+        return Health(ok=reason is None, reason=reason, feed=self.feed, state=self._phase,
+                      version=m["version"], announced_version=m["announced_version"],
+                      pinned_version=m["pinned_version"], versions_behind=m["versions_behind"],
+                      seconds_since_check=age, max_staleness=limit,
+                      last_error=m["last_error"] if m["consecutive_failures"] else None,
+                      consecutive_failures=m["consecutive_failures"], pid=os.getpid())
 
     def _observe(self) -> None:
         """After a refresh: work out versions_behind and a missing announcement time.
@@ -479,28 +609,57 @@ class Consumer:
         return sum(1 for v in versions if v is not None and served < v <= announced)
 
     def _serve_cached(self, exc: FeedkitError) -> bool:
+        """Serve from the cache folder when the store cannot be read at ``open()``.
+
+        The version served is the one the last announcement read by any consumer of the
+        folder named (a pin or rollback included), else the newest cached version older
+        than it: never a newer one, which the announcement moved away from. With a
+        signing key, a version is served only once its manifest (the store's, else the
+        folder's copy) is verified and matches its files.
+        """
         assert self._loader is not None
-        for version in self._loader.cache.versions():
-            files = self._loader.open_cached(version)
-            if files is not None:
+        cache = self._loader.cache
+        remembered = None
+        if (data := cache.announcement()) is not None:
+            try:
+                remembered = Announcement.from_bytes(data, f"{cache.dir}/.announced.json",
+                                                     feed=self.feed)
+            except FeedkitError as bad:
+                log.warning("feed %s: ignoring the cache folder's announcement: %s", self.feed, bad)
+        versions = cache.versions()
+        if remembered is not None:
+            versions = [v for v in versions if v <= remembered.version]
+        with deadline(self.refresh_timeout, f"feed {self.feed!r}: start from the cache"):
+            for version in versions:
+                try:
+                    files = self._loader.trusted_cached(version, offline=True)
+                except FeedkitError as why:
+                    log.warning("feed %s: cannot serve cached version %s: %s", self.feed,
+                                version, why)
+                    continue
+                if files is None:
+                    continue
                 log.warning("feed %s: store unavailable (%s); serving cached version %s",
                             self.feed, exc, version)
                 self._swap(State(files))
+                if remembered is not None and self._announced is None:
+                    self._announced = remembered.version
+                    self._announced_at = _unix_time(remembered.announced_at)
                 self.last_error = exc
                 return True
         return False
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event, wake: threading.Event) -> None:
         failures = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             if failures:
                 delay = min(self.max_backoff, self.poll_interval * 2 ** failures)
                 delay *= random.uniform(0.5, 1.0)
             else:
                 delay = self.poll_interval * random.uniform(0.8, 1.2)
-            self._wake.wait(delay)
-            self._wake.clear()
-            if self._stop.is_set():
+            wake.wait(delay)
+            wake.clear()
+            if stop.is_set():
                 break
             try:
                 self.refresh()

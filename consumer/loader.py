@@ -59,6 +59,11 @@ class Loader:
             data = self.store.get_bytes(key)
         except BlobNotFoundError as exc:
             raise VersionNotFoundError(f"feed {self.feed!r}: no version {version} ({key})") from exc
+        m = self._parse(data, key, version)
+        self.cache.remember_manifest(version, data)
+        return m
+
+    def _parse(self, data: bytes, key: str, version: int) -> Manifest:
         m = Manifest.from_bytes(data, key)
         if self.signer is not None:
             self.signer.verify(m, key)
@@ -68,6 +73,57 @@ class Loader:
         if len(self._manifests) > _MANIFESTS_KEPT:  # a long-lived consumer: forget the oldest read
             del self._manifests[next(iter(self._manifests))]
         return m
+
+    def manifest_offline(self, version: int) -> Manifest:
+        """The manifest of ``version`` for a start without the store: the cache folder's
+        copy (checked as strictly as the store's, signature included), else the store's.
+
+        Raises:
+            FeedkitError: neither gives a usable manifest.
+        """
+        data = self.cache.manifest(version)
+        if data is not None:
+            try:
+                return self._parse(data, f"{self.cache.dir}/.manifests/{version:020d}.json",
+                                   version)
+            except IntegrityError as exc:
+                log.warning("feed %s: ignoring the cache folder's manifest: %s", self.feed, exc)
+        return self.manifest(version)
+
+    def mismatch(self, sf: StateFile, m: Manifest) -> dict[str, object]:
+        """The header fields of ``sf`` that disagree with the manifest ``m`` of its version."""
+        h = sf.header
+        expected = {"feed": self.feed, "version": m.version, "record_count": m.record_count,
+                    "state_digest": f"{m.state_digest:016x}"}
+        return {k: h.get(k) for k, v in expected.items() if h.get(k) != v}
+
+    def trusted_cached(self, version: int, *, offline: bool = False) -> list[StateFile] | None:
+        """Cached files of ``version``; with a signer, only once each file agrees with the
+        signed manifest of its own version (``offline``: from the cache folder's copy
+        when the store cannot be read).
+
+        Files built by another consumer sharing the folder (perhaps one without a key,
+        which trusted an unsigned manifest) are otherwise served unchecked. A file that
+        disagrees is deleted, so the version is built again from verified blobs; a file
+        whose manifest cannot be had (garbage-collected) is not used.
+        """
+        files = self.open_cached(version)
+        if files is None or self.signer is None:
+            return files
+        for sf in files:
+            try:
+                m = (self.manifest_offline if offline else self.manifest)(sf.version)
+                wrong = self.mismatch(sf, m)
+            except (VersionNotFoundError, IntegrityError) as exc:
+                log.warning("feed %s: not serving cached %s: %s", self.feed, sf.path, exc)
+                return None
+            if wrong:
+                log.warning("feed %s: discarding cached %s: it does not match the signed "
+                            "manifest of version %s: %s", self.feed, sf.path, sf.version, wrong)
+                with contextlib.suppress(OSError):
+                    sf.path.unlink()
+                return None
+        return files
 
     def open_cached(self, version: int) -> list[StateFile] | None:
         paths = self.cache.find(version)
@@ -90,11 +146,11 @@ class Loader:
             FeedkitError: the version cannot be fetched or fails verification; the
                 cache then holds nothing new under a final name.
         """
-        files = self.open_cached(version)
+        files = self.trusted_cached(version)
         if files is not None:
             return files
         with self.cache.lock():
-            files = self.open_cached(version)  # another process may have built it meanwhile
+            files = self.trusted_cached(version)  # another process may have built it meanwhile
             if files is not None:
                 return files
             try:
@@ -182,7 +238,7 @@ class Loader:
             raise StoreError(f"feed {self.feed!r}: cache folder {self.cache.dir}: {exc}") from exc
 
     def _fetch_snapshot(self, m: Manifest) -> list[StateFile]:
-        cached = self.open_cached(m.version)
+        cached = self.trusted_cached(m.version)
         if cached is not None and len(cached) == 1:
             return cached
         assert m.snapshot is not None

@@ -40,7 +40,10 @@ class State:
         self.Record = codec.record_class(tuple(self.names))
         self._key_pos = [self.names.index(c) for c in self.spec.columns]
         self._decode_opts = codec.decode_options(self.schema, self.use_list)
-        self.get = make_get(files, self.Record, self.use_list, self._normalize)
+        # normalize must not be a bound method of self: State -> get -> self would be a
+        # reference cycle, keeping every old version mapped until the cyclic collector runs.
+        self.get = make_get(files, self.Record, self.use_list,
+                            partial(self.spec.normalize, feed=self.feed))
 
     def __repr__(self) -> str:
         return f"<State {self.feed} v{self.version} {self.record_count} records>"

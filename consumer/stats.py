@@ -29,6 +29,7 @@ class RefreshStats:
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self.last_success_time: float | None = None
+        self._success_monotonic: float | None = None  # for ages: wall clocks jump
         self.last_update_time: float | None = None
         self.durations = Durations()
         self.get_many_calls = 0
@@ -40,6 +41,17 @@ class RefreshStats:
             self.successes += 1
             self.consecutive_failures = 0
             self.last_success_time = time.time()
+            self._success_monotonic = time.monotonic()
+
+    def since_success(self) -> float | None:
+        """Seconds since the last success (CLOCK_MONOTONIC is system-wide, so this holds
+        in a forked child too), None before one."""
+        at = self._success_monotonic
+        return None if at is None else max(0.0, time.monotonic() - at)
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held this one)."""
+        self.lock = threading.Lock()
 
     def failed(self, exc: BaseException) -> None:
         with self.lock:

@@ -27,6 +27,7 @@ from feedkit.errors import (
     ProducerFencedError,
     RefusedError,
     StoreError,
+    StoreTimeoutError,
     ValidationError,
     VersionNotFoundError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ProducerFencedError",
     "RefusedError",
     "StoreError",
+    "StoreTimeoutError",
     "ValidationError",
     "VersionNotFoundError",
     "open_store",

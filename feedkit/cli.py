@@ -7,11 +7,12 @@ what :mod:`feedkit.admin` returns::
     feedkit diff     STORE FEED OLD NEW [--show N] [--cache-dir DIR] [--json]
     feedkit pin      STORE FEED VERSION [--reason TEXT] [--json]
     feedkit unpin    STORE FEED [--json]
-    feedkit gc       STORE FEED --keep N [--dry-run] [--json]
+    feedkit gc       STORE FEED --keep N [--temp-age MINUTES] [--dry-run] [--json]
 
 ``STORE`` is a folder, ``file:///path`` or ``s3://bucket/prefix``; every command takes
-``--endpoint-url`` for an S3-compatible server. Exit codes: 0 done; 1 a feedkit error
-(one line on stderr) or, for ``get``, no such key; 2 a bad command line.
+``--endpoint-url`` for an S3-compatible server. A local folder that does not exist is an
+error (no command creates it: only producers write a store). Exit codes: 0 done; 1 a
+feedkit error (one line on stderr) or, for ``get``, no such key; 2 a bad command line.
 
 Never imports pyarrow or pyiceberg: it runs on a consumer-only install.
 """
@@ -27,8 +28,10 @@ from typing import Any
 import click
 
 from feedkit import admin
-from feedkit.errors import FeedkitError, KeyTypeError
+from feedkit.admin.gc import TEMP_AGE
+from feedkit.errors import FeedkitError, KeyTypeError, VersionNotFoundError
 from feedkit.store import BlobStore, open_store
+from feedkit.store.local import LocalStore
 
 __all__ = ["main"]
 
@@ -44,14 +47,23 @@ class _Group(click.Group):
 
 
 def _feed_command(f: Callable[..., Any]) -> Callable[..., Any]:
-    """STORE and FEED arguments and ``--endpoint-url``; the command gets ``store`` opened."""
+    """STORE and FEED arguments and ``--endpoint-url``; the command gets ``store`` opened.
+
+    A local store whose folder does not exist is refused before the command runs (a
+    mistyped path says so, instead of "no versions"); no command ever creates it.
+    """
 
     @functools.wraps(f)
-    def wrapper(store: str, endpoint_url: str | None, **kwargs: Any) -> Any:
+    def wrapper(store: str, endpoint_url: str | None, feed: str, **kwargs: Any) -> Any:
         options = {"endpoint_url": endpoint_url} if endpoint_url else {}
         opened = open_store(store, **options)
         try:
-            return f(store=opened, **kwargs)
+            if isinstance(opened, LocalStore) and not opened.root.is_dir():
+                what = "not a folder" if opened.root.exists() else "no such folder"
+                raise VersionNotFoundError(
+                    f"feed {feed!r}: no store at {opened.url} ({what}; check the path: "
+                    "feedkit commands never create one)")
+            return f(store=opened, feed=feed, **kwargs)
         finally:
             opened.close()
 
@@ -267,8 +279,12 @@ def pin(store: BlobStore, feed: str, version: int, reason: str | None, as_json: 
 @_feed_command
 @_json
 def unpin(store: BlobStore, feed: str, as_json: bool) -> None:
-    """Clear the pin: announce the latest version again (the one announced before the pin,
-    or a newer one in the store), so producers publish again."""
+    """Clear the pin: announce again the version announced before the pin (the pin's
+    latest), so producers publish again, on top of it.
+
+    Never a newer version found in the store: one nobody announced (its producer was
+    killed, or fenced by the pin, after writing it) is not announced by unpin either.
+    """
     result = admin.unpin(store, feed)
     if as_json:
         _echo_json(result.to_json())
@@ -286,16 +302,26 @@ def unpin(store: BlobStore, feed: str, as_json: bool) -> None:
 @click.option("--keep", type=click.IntRange(min=1), required=True, metavar="N",
               help="Keep the N newest versions (with the announced, the pinned and the "
                    "pin's latest).")
+@click.option("--temp-age", type=click.FloatRange(min=0), default=TEMP_AGE / 60,
+              show_default=True, metavar="MINUTES",
+              help="In a local store, also delete the feed's temporary files (.NAME.HEX.tmp, "
+                   "left by writes that failed or were killed) not written for MINUTES.")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @_json
-def gc(store: BlobStore, feed: str, keep: int, dry_run: bool, as_json: bool) -> None:
+def gc(store: BlobStore, feed: str, keep: int, temp_age: float, dry_run: bool,
+       as_json: bool) -> None:
     """Delete the manifests and blobs no retained version needs.
 
     Retained: the N newest versions, the announced one and the pin's latest, each with
     every version back to its nearest snapshot (what a consumer loads it from). Manifests
     are deleted before their blobs.
+
+    In a local store, the feed's temporary files that failed writes left (a full disk, a
+    killed producer) go too, once not written for --temp-age minutes: a write in progress
+    writes its file all along, so an old one is a leftover.
     """
-    result = admin.collect_garbage(store, feed, keep=keep, dry_run=dry_run)
+    result = admin.collect_garbage(store, feed, keep=keep, dry_run=dry_run,
+                                   temp_age=temp_age * 60)
     if as_json:
         _echo_json(result.to_json())
         return
@@ -304,11 +330,15 @@ def gc(store: BlobStore, feed: str, keep: int, dry_run: bool, as_json: bool) -> 
                f"({result.retained[0] if result.retained else '-'} .. "
                f"{result.retained[-1] if result.retained else '-'}); {verb} "
                f"{len(result.deleted_versions)} manifest(s) and {len(result.deleted_blobs)} "
-               f"blob(s), {_size(result.deleted_bytes)}")
+               f"blob(s)" + (f" and {len(result.deleted_temporaries)} temporary file(s)"
+                             if result.deleted_temporaries else "")
+               + f", {_size(result.deleted_bytes)}")
     for version in result.deleted_versions:
         click.echo(f"  version {version}")
     for blob in result.deleted_blobs:
         click.echo(f"  {blob.key}  {_size(blob.size) if blob.size is not None else '(no manifest)'}")
+    for temp in result.deleted_temporaries:
+        click.echo(f"  {temp.key}  {_size(temp.size)} (temporary file of a failed write)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ OS, zstd, msgpack and (later) boto3 are translated where they enter feedkit
     │   ├── AccessDeniedError     the store refused the credentials or the request (401/403)
     │   ├── BlobExistsError       a create-only write found the name taken
     │   ├── BlobNotFoundError     the store has no object under that name
+    │   ├── StoreTimeoutError     the store did not answer in time (a timeout, or a deadline passed)
     │   └── ProducerFencedError   the announcement moved under a producer (compare-and-swap lost)
     │       └── FeedPinnedError   an operator pinned the feed (``feedkit pin``): nothing is published
     ├── IntegrityError            bytes that do not match what the manifest or header promises
@@ -39,6 +40,7 @@ __all__ = [
     "ProducerFencedError",
     "RefusedError",
     "StoreError",
+    "StoreTimeoutError",
     "ValidationError",
     "VersionNotFoundError",
 ]
@@ -78,6 +80,12 @@ class BlobExistsError(StoreError):
 
 class BlobNotFoundError(StoreError):
     """The store holds no object under that name."""
+
+
+class StoreTimeoutError(StoreError):
+    """The store did not answer in time: a request timed out after its retries, or an
+    operation's deadline passed (a refresh's ``refresh_timeout``, across its retries and
+    downloads)."""
 
 
 class ProducerFencedError(StoreError):

@@ -42,7 +42,7 @@ import xxhash
 
 from feedkit import codec
 from feedkit.blobs import owner_only
-from feedkit.errors import IntegrityError
+from feedkit.errors import IntegrityError, KeyTypeError
 from feedkit.keys import FIB, M64, PART_KINDS, KeySpec, hash_homes, int_homes, xxh3
 from feedkit.names import validate_feed
 
@@ -767,6 +767,13 @@ DECODE_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, struct.err
 _PART_TYPES = {"int": "int", "str": "str", "bytes": "bytes"}  # key part kind -> type in get
 
 
+def unencodable_key(feed: str, key: Any, exc: UnicodeEncodeError) -> KeyTypeError:
+    """The error for a str key (part) that is not valid text (a lone surrogate): no feed
+    holds one, since keys are UTF-8."""
+    return KeyTypeError(f"feed {feed!r}: key {key!r} is not valid text ({exc.reason}): "
+                        "it cannot be a key of the feed")
+
+
 def damaged_record(files: Sequence[StateFile], key: Any, exc: BaseException) -> IntegrityError:
     """The error for a record that cannot be decoded (names the feed, the key and the files)."""
     where = " over ".join(str(sf.path) for sf in files)
@@ -795,6 +802,7 @@ def make_get(
         "tn": tuple.__new__, "R": record_cls, "u": msgpack.unpackb, "ext": codec.decode_ext,
         "norm": normalize, "xxh3": xxh3, "packb": msgpack.packb, "DAMAGE": DECODE_ERRORS,
         "damaged": partial(damaged_record, list(files)),
+        "badkey": partial(unencodable_key, files[-1].feed),
     }
     # decode_options gives ext_hook and booleans only: render them as literals, never as text.
     opts = ", ".join(f"{k}={'ext' if k == 'ext_hook' else bool(v)}"
@@ -810,9 +818,12 @@ def make_get(
             head = (f"    if type(key) is not tuple or len(key) != {len(spec.parts)} or {parts}:\n"
                     "        key = norm(key)\n"
                     "    try:\n        h = xxh3(packb(key))\n"
-                    "    except OverflowError:\n        return None\n")
+                    "    except OverflowError:\n        return None\n"
+                    "    except UnicodeEncodeError as exc:\n        raise badkey(key, exc) from None\n")
         elif spec.parts[0] == "str":
-            head = "    if type(key) is not str:\n        key = norm(key)\n    h = xxh3(key.encode())\n"
+            head = ("    if type(key) is not str:\n        key = norm(key)\n"
+                    "    try:\n        h = xxh3(key.encode())\n"
+                    "    except UnicodeEncodeError as exc:\n        raise badkey(key, exc) from None\n")
         else:
             head = "    if type(key) is not bytes:\n        key = norm(key)\n    h = xxh3(key)\n"
         probe_key = "h"
@@ -835,7 +846,9 @@ def make_get(
               + "    except DAMAGE as exc:\n        raise damaged(key, exc) from exc\n"
               + "    return None\n")
     exec(compile(source, f"<feedkit get {files[-1].feed}>", "exec"), env)  # noqa: S102
-    get = env["get"]
+    # Popped, not read: env is get's globals, and env holding get would be a reference
+    # cycle (the mappings then wait for the cyclic collector to be released).
+    get = env.pop("get")
     get.__doc__ = "Return the record for key, or None when the feed has no such key."
     get.source = source  # type: ignore[attr-defined]
     return get  # type: ignore[no-any-return]

@@ -120,6 +120,11 @@ def _normalize_part(part: Any, kind: str, key: Any, feed: str) -> Any:
             return int(part)
     elif kind == "str":
         if isinstance(part, str):
+            try:
+                part.encode()
+            except UnicodeEncodeError as exc:  # a lone surrogate: keys are UTF-8 text
+                raise KeyTypeError(f"feed {feed!r}: key {key!r} is not valid text "
+                                   f"({exc.reason}): it cannot be a key of the feed") from None
             return str(part)
     elif isinstance(part, bytes | bytearray | memoryview):
         return bytes(part)

@@ -9,7 +9,7 @@ from typing import Any
 
 from feedkit.blobs import BlobInfo
 from feedkit.errors import IntegrityError
-from feedkit.names import MAX_VERSION, validate_feed, validate_version
+from feedkit.names import MAX_VERSION, announcement_key, validate_feed, validate_version
 
 __all__ = ["Announcement", "Manifest", "Pin", "utc_now"]
 
@@ -151,8 +151,10 @@ class Pin:
 
     While an announcement carries a pin, producers publish nothing
     (:class:`feedkit.FeedPinnedError`); consumers simply serve the announced version.
-    ``latest`` is the version announced before the pin: ``feedkit unpin`` announces it
-    again (or a newer manifest, if one exists).
+    ``latest`` is the version announced before the pin (the last one a producer
+    announced; kept when re-pinning): ``feedkit unpin`` announces it again, and never a
+    newer manifest, which may belong to a version nobody announced (a producer killed or
+    fenced after writing it).
     """
 
     at: str  # UTC time of the pin, ISO 8601 with milliseconds
@@ -190,6 +192,8 @@ class Announcement:
 
     ``pinned`` is set while an operator holds the feed at ``version`` (``feedkit pin``);
     the field is written only then, and announcements without it read as unpinned.
+    ``feed`` must be the feed the announcement is stored under (``{feed}/announced.json``):
+    one naming another feed is refused when read.
     """
 
     feed: str
@@ -207,18 +211,45 @@ class Announcement:
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str) -> Announcement:
-        """Parse an announcement.
+    def from_bytes(cls, data: bytes, where: str, *, feed: str | None = None) -> Announcement:
+        """Parse an announcement, and check that it is the announcement of ``feed``.
+
+        Args:
+            data: the announcement's bytes.
+            where: where it was read, for messages: its object name or path.
+            feed: the feed it must announce. None: the feed named by ``where`` when that
+                is an announcement's name (``.../{feed}/announced.json``, as
+                :func:`feedkit.names.announcement_key` makes it), else no check.
 
         Raises:
-            IntegrityError: not an announcement this feedkit can read (names ``where``).
+            IntegrityError: not an announcement this feedkit can read, or the announcement
+                of another feed (names ``where`` and both feeds).
         """
         try:
             doc = json.loads(data)
             version = validate_version(doc["version"])  # an int in (0, 2**63), not a bool
             pinned = doc.get("pinned")
-            return cls(validate_feed(doc["feed"]), version, str(doc.get("announced_at", "")),
-                       _optional_str(doc.get("producer"), "producer"),
-                       None if pinned is None else Pin.from_json(pinned))
+            announcement = cls(validate_feed(doc["feed"]), version,
+                               str(doc.get("announced_at", "")),
+                               _optional_str(doc.get("producer"), "producer"),
+                               None if pinned is None else Pin.from_json(pinned))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise IntegrityError(f"unreadable announcement {where}: {exc}") from exc
+        expected = feed if feed is not None else _announced_feed(where)
+        if expected is not None and announcement.feed != expected:
+            # A copied or misplaced file: serving it would serve another feed's versions
+            # (or fail later on manifests that are not there).
+            raise IntegrityError(
+                f"announcement {where} names feed {announcement.feed!r}, but it is the "
+                f"announcement of feed {expected!r}: refused")
+        return announcement
+
+
+def _announced_feed(where: str) -> str | None:
+    """The feed whose announcement ``where`` names (``[.../]{feed}/announced.json``, as
+    :func:`feedkit.names.announcement_key` makes it), or None when it names none."""
+    candidate = where.rpartition("/")[0].rpartition("/")[2]
+    key = announcement_key(candidate)
+    if candidate and (where == key or where.endswith("/" + key)):
+        return candidate
+    return None

@@ -18,6 +18,8 @@ from typing import Any
 from feedkit import names
 from feedkit.errors import ConfigurationError
 
+from .producer import compression_level_problem
+
 __all__ = ["CatalogConfig", "DaemonConfig", "FeedConfig", "StoreConfig", "load_config",
            "parse_config"]
 
@@ -46,6 +48,7 @@ class FeedConfig:
     min_records: int = 0
     poll_interval: float = 5.0
     validators: tuple[str, ...] = ()
+    allow_unsigned: bool = False  # publish unsigned on top of a signed version (no key)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ _FEED: _Spec = {
     "min_records": ((int,), False),
     "poll_interval": ((int, float), False),
     "validators": ((list,), False),
+    "allow_unsigned": ((bool,), False),
 }
 _TOP = {"store", "catalog", "producer", "feed"}
 
@@ -118,11 +122,16 @@ def _check(table: Any, spec: _Spec, where: str,
     return table
 
 
-def _strings(value: Any, where: str, source: str) -> tuple[str, ...]:
+def _strings(value: Any, where: str, source: str, *, unique: bool = False) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not items or not all(isinstance(v, str) and v for v in items):
         raise ConfigurationError(f"{source}: {where} must be a non-empty string or an array "
                                  "of non-empty strings")
+    if unique:
+        twice = sorted({v for v in items if items.count(v) > 1})
+        if twice:
+            raise ConfigurationError(f"{source}: {where} names column "
+                                     f"{', '.join(map(repr, twice))} more than once")
     return tuple(items)
 
 
@@ -177,16 +186,24 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
             raise ConfigurationError(f"{source}: {where}.min_records must be >= 0")
         validators = _strings(f["validators"], f"{where}.validators", source) \
             if f.get("validators") else ()
+        columns = _strings(f["columns"], f"{where}.columns", source, unique=True) \
+            if "columns" in f else None
         feeds.append(FeedConfig(
             name=f["name"], table=f["table"],
-            primary_key=_strings(f["primary_key"], f"{where}.primary_key", source),
-            columns=_strings(f["columns"], f"{where}.columns", source) if "columns" in f else None,
-            indexes=_strings(f["indexes"], f"{where}.indexes", source) if f.get("indexes") else (),
+            primary_key=_strings(f["primary_key"], f"{where}.primary_key", source, unique=True),
+            columns=columns,
+            indexes=_strings(f["indexes"], f"{where}.indexes", source, unique=True)
+            if f.get("indexes") else (),
             snapshot_every=snapshot_every,
             max_change_ratio=float(ratio) if ratio is not None else None,
             min_records=min_records, poll_interval=poll_interval, validators=validators,
+            allow_unsigned=f.get("allow_unsigned", False),
         ))
     work_dir = producer.get("work_dir")
+    level = producer.get("compression_level", 3)
+    problem = compression_level_problem(level)
+    if problem:
+        raise ConfigurationError(f"{source}: producer.compression_level {problem}")
     return DaemonConfig(
         store=StoreConfig(_resolve(store["url"], base_dir),
                           {k: v for k, v in store.items() if k != "url"}),
@@ -194,6 +211,6 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
                               {k: v for k, v in catalog.items() if k != "name"}),
         feeds=tuple(feeds),
         work_dir=Path(_resolve(work_dir, base_dir)) if work_dir else None,
-        compression_level=producer.get("compression_level", 3),
+        compression_level=level,
         source=source,
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 
 from feedkit.errors import (
     ConfigurationError,
@@ -41,7 +42,7 @@ from feedkit.errors import (
 from feedkit.store import BlobStore, open_store
 
 from .config import DaemonConfig, FeedConfig
-from .iceberg import IcebergSource, ReadPlan, TablePosition, open_catalog
+from .iceberg import CatalogHandle, IcebergSource, ReadPlan, TablePosition
 from .producer import Producer
 from .stats import CycleStats
 from .validate import load_validator
@@ -62,8 +63,9 @@ class Abandoned(Exception):  # noqa: N818 - a signal, not an error
 class FeedRunner:
     """One feed: its table, its producer, and what it last published."""
 
-    def __init__(self, cfg: FeedConfig, config: DaemonConfig, store: BlobStore, catalog: Any,
-                 stop: threading.Event, *, force: bool = False) -> None:
+    def __init__(self, cfg: FeedConfig, config: DaemonConfig, store: BlobStore,
+                 catalog: CatalogHandle | Catalog, stop: threading.Event, *,
+                 force: bool = False) -> None:
         self.cfg = cfg
         self.config = config
         self.store = store
@@ -98,7 +100,8 @@ class FeedRunner:
             indexes=self.cfg.indexes, snapshot_every=self.cfg.snapshot_every,
             max_change_ratio=self.cfg.max_change_ratio, min_records=self.cfg.min_records,
             validators=self.validators, work_dir=work_dir,
-            compression_level=self.config.compression_level)
+            compression_level=self.config.compression_level,
+            allow_unsigned=self.cfg.allow_unsigned)
         producer._stats = self.stats
         return producer
 
@@ -302,7 +305,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self.store = open_store(config.store.url, **config.store.options)
-        self.catalog = open_catalog(config.catalog.name, config.catalog.properties)
+        # A handle, not the catalog: it reopens a SQLite catalog whose file was replaced.
+        self.catalog = CatalogHandle(config.catalog.name, config.catalog.properties)
         self.runners = [FeedRunner(f, config, self.store, self.catalog, self.stop_event,
                                    force=force) for f in config.feeds]
         self._observer: Any = None

@@ -82,12 +82,18 @@ def describe_schema(schema: pa.Schema, feed: str) -> list[dict[str, Any]]:
     """The schema as it goes into manifests and state headers.
 
     Raises:
-        ValidationError: a column name that cannot be a Record field, or a type
-            feedkit cannot carry (names the feed and the column).
+        ValidationError: a column name that cannot be a Record field or appears twice, or
+            a type feedkit cannot carry (names the feed and the column).
     """
     columns = []
+    seen: set[str] = set()
     for f in schema:
         name = f.name
+        if name in seen:
+            raise ValidationError(
+                f"feed {feed!r}: column {name!r} appears {schema.names.count(name)} times in "
+                "the table (a Record field needs one name per column; rename or drop one)")
+        seen.add(name)
         if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
             raise ValidationError(
                 f"feed {feed!r}: column {name!r} cannot be a Record field name "

@@ -12,6 +12,8 @@ position with it:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ from pyiceberg.table.snapshots import Operation, ancestors_between_ids, is_paren
 
 from feedkit.errors import ConfigurationError, FeedkitError, ValidationError
 
-__all__ = ["IcebergSource", "ReadPlan", "TablePosition", "open_catalog"]
+__all__ = ["CatalogHandle", "IcebergSource", "ReadPlan", "TablePosition", "open_catalog"]
+
+log = logging.getLogger("feedkit.producer.iceberg")
 
 
 def open_catalog(name: str, properties: dict[str, Any]) -> Catalog:
@@ -39,6 +43,97 @@ def open_catalog(name: str, properties: dict[str, Any]) -> Catalog:
         return load_catalog(name, **{k: str(v) for k, v in properties.items()})
     except Exception as exc:  # pyiceberg raises ValueError, ImportError, SQLAlchemy errors...
         raise ConfigurationError(f"catalog {name!r}: cannot load it: {exc}") from exc
+
+
+def sqlite_file(properties: dict[str, Any]) -> Path | None:
+    """The database file of a SQL catalog on SQLite (``uri = "sqlite:///..."``), else None."""
+    uri = str(properties.get("uri", ""))
+    if not uri.startswith("sqlite"):
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+    except Exception:  # noqa: BLE001 - not a URL we can follow: no file to watch
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class CatalogHandle:
+    """A catalog loaded from its properties, reopened when it goes stale.
+
+    A SQLite catalog keeps its database file open: once the file is deleted and restored
+    (or replaced by a rename), the open connection goes on reading the old, deleted inode
+    and never sees another commit. So before each use the handle compares the file's
+    (device, inode) with the one it opened and reopens the catalog when they differ; it
+    also reopens after a failed read (:meth:`invalidate`), whatever the catalog's type.
+
+    Args:
+        name: the catalog's name.
+        properties: passed to ``pyiceberg.catalog.load_catalog``.
+
+    Raises:
+        ConfigurationError: the catalog cannot be loaded.
+    """
+
+    def __init__(self, name: str, properties: dict[str, Any]) -> None:
+        self.name = name
+        self.properties = dict(properties)
+        self.path = sqlite_file(self.properties)
+        self._catalog = open_catalog(name, self.properties)
+        self._identity = _file_identity(self.path) if self.path else None  # once it exists
+        self._stale = False
+
+    def get(self) -> Catalog:
+        """The catalog, reopened first if its file changed or the last read failed.
+
+        Raises:
+            FeedkitError: the catalog's file is missing, or the catalog cannot be reopened
+                (the message names the catalog and its file).
+        """
+        if self.path is not None:
+            identity = _file_identity(self.path)
+            if identity is None:
+                # Not reopened: opening a missing file makes SQLite create an empty one.
+                self._stale = True
+                raise FeedkitError(f"cannot read catalog {self.name!r}: its database file "
+                                   f"{self.path} is missing (deleted, or being restored)")
+            if identity != self._identity:
+                self._stale = True
+        else:
+            identity = None
+        if self._stale:
+            properties = dict(self.properties)
+            if self.path is not None:
+                # A reopen never writes a new catalog into a file that is being restored.
+                properties.setdefault("init_catalog_tables", "false")
+            try:
+                catalog = open_catalog(self.name, properties)
+            except ConfigurationError as exc:
+                raise FeedkitError(f"cannot read catalog {self.name!r}"
+                                   f"{f' ({self.path})' if self.path else ''}: {exc}") from exc
+            old, self._catalog = self._catalog, catalog
+            self._identity, self._stale = identity, False
+            engine = getattr(old, "engine", None)  # SqlCatalog: close the old file's handles
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    engine.dispose()
+            log.info("event=catalog_reopened catalog=%s path=%s", self.name, self.path)
+        return self._catalog
+
+    def invalidate(self) -> None:
+        """A read failed: reopen the catalog before the next use."""
+        self._stale = True
 
 
 @dataclass(frozen=True)
@@ -70,34 +165,54 @@ class IcebergSource:
     """One feed's table in a catalog, with its optional column projection.
 
     Args:
-        catalog: a loaded pyiceberg catalog.
+        catalog: a loaded pyiceberg catalog, or a :class:`CatalogHandle` (reopened when it
+            goes stale).
         table: the table identifier, ``"namespace.table"``.
         feed: the feed's name (for messages).
         columns: the columns to read, in this order; None reads every column.
     """
 
-    def __init__(self, catalog: Catalog, table: str, *, feed: str,
+    def __init__(self, catalog: Catalog | CatalogHandle, table: str, *, feed: str,
                  columns: list[str] | None = None) -> None:
-        self.catalog = catalog
+        self._handle = catalog if isinstance(catalog, CatalogHandle) else None
+        self._catalog = catalog if not isinstance(catalog, CatalogHandle) else None
         self.table_name = table
         self.feed = feed
         self.columns = list(columns) if columns else None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog (a handle's current one).
+
+        Raises:
+            FeedkitError: a handle's catalog cannot be read (see :meth:`CatalogHandle.get`).
+        """
+        if self._handle is not None:
+            return self._handle.get()
+        assert self._catalog is not None
+        return self._catalog
 
     def load(self) -> Table:
         """The table at its current metadata.
 
         Raises:
             ConfigurationError: no such table.
-            FeedkitError: the catalog failed.
+            FeedkitError: the catalog failed (a handle reopens it at the next load).
         """
         try:
-            return self.catalog.load_table(self.table_name)
+            catalog = self.catalog
+        except FeedkitError as exc:
+            raise FeedkitError(f"feed {self.feed!r}: {exc}") from exc
+        try:
+            return catalog.load_table(self.table_name)
         except NoSuchTableError as exc:
             raise ConfigurationError(f"feed {self.feed!r}: no table {self.table_name!r} in "
-                                     f"catalog {self.catalog.name!r}") from exc
+                                     f"catalog {catalog.name!r}") from exc
         except Exception as exc:
-            raise FeedkitError(f"feed {self.feed!r}: cannot load table {self.table_name!r}: "
-                               f"{exc}") from exc
+            if self._handle is not None:
+                self._handle.invalidate()
+            raise FeedkitError(f"feed {self.feed!r}: cannot load table {self.table_name!r} "
+                               f"from catalog {catalog.name!r}: {exc}") from exc
 
     @staticmethod
     def position(table: Table) -> TablePosition:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
+import zstandard
 
 from feedkit import codec, names
 from feedkit.blobs import compress_file
@@ -54,12 +57,30 @@ from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_sp
 from .stats import CycleStats
 from .validate import CycleSummary, MaxChangeRatio, MinRecords, Validator, run_validator
 
-__all__ = ["CycleReport", "Producer"]
+__all__ = ["MAX_COMPRESSION_LEVEL", "MIN_COMPRESSION_LEVEL", "CycleReport", "Producer",
+           "compression_level_problem"]
 
 log = logging.getLogger("feedkit.producer")
 
 _M64 = (1 << 64) - 1
 _COMPACT_RATIO = 0.25  # merge the overlay into a new base past this share of the base
+
+# zstd's whole range of levels: its negative "fast" levels down to ZSTD_minCLevel()
+# (-2**17; python-zstandard does not export it) trade ratio for speed, and are worth it
+# for large feeds; 0 means zstd's default (3).
+MIN_COMPRESSION_LEVEL = -(1 << 17)
+MAX_COMPRESSION_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
+
+# What a cycle writes in the work dir (see _cycle, _run, _fetch_state and the temp names
+# of feedkit.format.write_state): a SIGKILLed cycle leaves these behind, and the next
+# producer removes those the announced version does not need (_clean_work_dir).
+_WORK_FILE = re.compile(r"""
+      \d{20}\.(?:state|overlay)                                 # a version's state files
+    | \.\d{20}\.(?:delta|delta\.zst|snapshot\.zst)              # a cycle's delta and blobs
+    | \.spill\.[0-9a-f]{8}                                      # a cycle's encoded rows
+    | \.(?:\d{20}\.(?:state|overlay)|\.\d{20}\.delta)\.[0-9a-f]{12}\.tmp  # write_state temps
+""", re.VERBOSE)
+_RESTORE_DIR = "restore"  # _fetch_state's cache folder
 
 TableLike: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 
@@ -142,16 +163,29 @@ class Producer:
         work_dir: where the last published state is kept between cycles; None uses
             a temporary folder (the state is then restored from the store on the
             first publish of each process).
-        compression_level: zstd level for blobs.
+        compression_level: zstd level for blobs, from zstd's fastest negative level
+            (:data:`MIN_COMPRESSION_LEVEL`, -131072) to :data:`MAX_COMPRESSION_LEVEL` (22);
+            0 is zstd's default (3).
         batch_rows: rows encoded per batch.
         signing_key: sign every manifest with HMAC-SHA256 under this key (bytes, a str
             taken as UTF-8, or a ``pathlib.Path`` to a key file); None takes
             ``FEEDKIT_SIGNING_KEY`` or ``FEEDKIT_SIGNING_KEY_FILE`` from the environment,
             else manifests are unsigned. With a key, the manifests read back on restore
             must carry its signature too. See :mod:`feedkit.signing`.
+        allow_unsigned: without a signing key, publish on top of a signed version anyway.
+            By default such a publish raises :class:`~feedkit.ConfigurationError`: an
+            unsigned version breaks every consumer that verifies signatures.
+
+    A producer is a context manager; :meth:`close` (or garbage collection) removes the
+    temporary folder it made when ``work_dir`` is None. A given ``work_dir`` belongs to
+    one producer at a time: the first restore removes what earlier producers left there
+    that the announced version does not need (states of unannounced versions, spill,
+    delta and temp files of killed cycles).
 
     Raises:
-        ConfigurationError: invalid feed name, key or settings.
+        ConfigurationError: invalid feed name, key (``primary_key=None`` included) or
+            settings (``compression_level`` outside zstd's range, a negative
+            ``max_change_ratio`` or ``min_records``); the message names the feed.
     """
 
     def __init__(self, store: BlobStore, *, feed: str, primary_key: str | Sequence[str],
@@ -160,32 +194,51 @@ class Producer:
                  min_records: int = 0, validators: Sequence[Validator] = (),
                  work_dir: str | os.PathLike[str] | None = None,
                  compression_level: int = 3, batch_rows: int = 65536,
-                 signing_key: str | bytes | os.PathLike[str] | None = None) -> None:
+                 signing_key: str | bytes | os.PathLike[str] | None = None,
+                 allow_unsigned: bool = False) -> None:
         self.feed = names.validate_feed(feed)
         self._signer = signer_from(signing_key)
-        key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
+        self.allow_unsigned = bool(allow_unsigned)
+        if primary_key is None:
+            raise ConfigurationError(f"feed {feed!r}: primary_key is required: name the key "
+                                     "column, or a tuple of columns for a composite key")
+        try:
+            key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
+        except TypeError:
+            key = ()
         if not key or not all(isinstance(c, str) and c for c in key):
-            raise ConfigurationError(f"feed {feed!r}: primary_key must name one or more columns")
+            raise ConfigurationError(f"feed {feed!r}: primary_key must name one or more "
+                                     f"columns, not {primary_key!r}")
         if len(set(key)) != len(key):
             raise ConfigurationError(f"feed {feed!r}: primary_key repeats a column: {key}")
         if snapshot_every < 1 or batch_rows < 1:
             raise ConfigurationError(f"feed {feed!r}: snapshot_every and batch_rows must be >= 1")
+        problem = compression_level_problem(compression_level)
+        if problem:
+            raise ConfigurationError(f"feed {feed!r}: compression_level {problem}")
         self.store = store
         self.primary_key = key
         self.indexes = list(dict.fromkeys(indexes))
         self.snapshot_every = snapshot_every
         self.max_delta_ratio = max_delta_ratio
         self.validators: list[Any] = []
-        if max_change_ratio is not None:
-            self.validators.append(MaxChangeRatio(max_change_ratio))
-        if min_records:
-            self.validators.append(MinRecords(min_records))
+        try:
+            if max_change_ratio is not None:
+                self.validators.append(MaxChangeRatio(max_change_ratio))
+            if min_records:
+                self.validators.append(MinRecords(min_records))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"feed {feed!r}: {exc}") from None
         self.validators += list(validators)
         self.compression_level = compression_level
         self.batch_rows = batch_rows
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir is not None else Path(
             tempfile.mkdtemp(prefix=f"feedkit-producer-{feed}-"))
+        # Removes the temporary folder on close() or when the producer is collected (a
+        # finalizer holds no reference to the producer); a given work_dir is the user's.
+        self._remove_work_dir = weakref.finalize(
+            self, shutil.rmtree, str(self.work_dir), True) if self._own_work_dir else None
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         except ValueError as exc:  # "embedded null byte"
@@ -197,16 +250,19 @@ class Producer:
         self._stats = CycleStats()  # the daemon hands one on to the next producer of a feed
 
     def __enter__(self) -> Producer:
+        self._check_open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Refuse further cycles and remove the temporary work dir (a given ``work_dir``
+        keeps the last state, for the next producer). Idempotent."""
         self._closed = True
         self._last = None
-        if self._own_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._remove_work_dir is not None:
+            self._remove_work_dir()
 
     @property
     def version(self) -> int | None:
@@ -297,6 +353,8 @@ class Producer:
             ProducerFencedError: another producer moved the announcement.
             FeedPinnedError: the feed is pinned (``feedkit pin``); nothing is written until
                 ``feedkit unpin``, and the next cycle after it restores the announced version.
+            ConfigurationError: the announced version is signed and this producer has no
+                signing key (and not ``allow_unsigned``); nothing is written.
             FeedkitError: any other failure; nothing is announced.
         """
         return self._counted(table, source, force, append=False)
@@ -315,6 +373,22 @@ class Producer:
             RefusedError, ProducerFencedError, FeedkitError: as for :meth:`publish`.
         """
         return self._counted(table, source, force, append=True)
+
+    def _check_signed_parent(self) -> None:
+        """Refuse to put an unsigned version on top of a signed one (unless allowed): every
+        consumer holding the key would refuse it, and every version after it."""
+        last = self._last
+        if (last is None or self._signer is not None or self.allow_unsigned
+                or not last.manifest.signature):
+            return
+        key_id = last.manifest.signature.get("key_id")
+        raise ConfigurationError(
+            f"feed {self.feed!r}: version {last.manifest.version} is signed (key {key_id}) and "
+            "this producer has no signing key: an unsigned version would break every "
+            "consumer that verifies signatures. Give the key (signing_key=, or "
+            "FEEDKIT_SIGNING_KEY / FEEDKIT_SIGNING_KEY_FILE), or pass allow_unsigned=True "
+            "(allow_unsigned = true in the daemon's [[feed]]) to publish unsigned anyway; "
+            "nothing was written")
 
     def _describe(self, schema: pa.Schema) -> tuple[dict[str, Any], ColumnPlan]:
         columns = describe_schema(schema, self.feed)
@@ -357,6 +431,7 @@ class Producer:
         clock = _Clock()
         etag = self._restore()  # 1
         last = self._last
+        self._check_signed_parent()
         report = CycleReport(self.feed, None, last.manifest.version if last else None,
                              source=source)
         self.last_report = report
@@ -668,6 +743,7 @@ class Producer:
         except BlobNotFoundError:
             if self._last is not None:
                 raise ProducerFencedError(f"feed {self.feed!r}: the announcement vanished") from None
+            self._clean_work_dir(())  # nothing announced: nothing left over is needed
             return None
         announcement = Announcement.from_bytes(data, key)
         if announcement.pinned is not None:
@@ -692,9 +768,43 @@ class Producer:
             files, self._restored_from = [self._fetch_state(manifest)], "store"
         self._last = _Published(manifest, files, etag,  # type: ignore[arg-type]
                                 self._since_snapshot(manifest))
+        self._clean_work_dir(sf.path for sf in files)  # type: ignore[union-attr]
         log.info("event=restored feed=%s version=%s records=%s from=%s", self.feed,
                  manifest.version, manifest.record_count, self._restored_from)
         return etag
+
+    def _clean_work_dir(self, keep: Iterable[Path]) -> None:
+        """Remove what killed cycles left in the work dir and ``keep`` does not name.
+
+        Only names a cycle writes are touched (states of unannounced or older versions,
+        spill, delta, blob and temp files, the restore folder), never other files.
+        """
+        kept = {p.name for p in keep}
+        files = size = 0
+        try:
+            entries = list(os.scandir(self.work_dir))
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name in kept:
+                continue
+            try:
+                if entry.name == _RESTORE_DIR and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                elif _WORK_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    size += entry.stat(follow_symlinks=False).st_size
+                    os.unlink(entry.path)
+                else:
+                    continue
+            except OSError as exc:  # the next restore tries again
+                log.warning("event=clean_failed feed=%s path=%s reason=%r", self.feed,
+                            entry.path, str(exc))
+                continue
+            files += 1
+        if files:
+            log.info("event=cleaned feed=%s work_dir=%s removed=%d bytes=%d (left by "
+                     "earlier cycles, not needed by the announced version)", self.feed,
+                     self.work_dir, files, size)
 
     def _local_state(self, manifest: Manifest) -> list[StateFile] | None:
         """The announced version's files in the work dir, if they are there and whole."""
@@ -719,7 +829,8 @@ class Producer:
         from feedkit.consumer.cache import FeedCache
         from feedkit.consumer.loader import Loader
 
-        cache_dir = self.work_dir / "restore"
+        cache_dir = self.work_dir / _RESTORE_DIR
+        shutil.rmtree(cache_dir, ignore_errors=True)  # a killed restore's partial files
         # No signer: the announced manifest was checked by _manifest; the history below it
         # may predate signing (see _manifest).
         loader = Loader(self.store, self.feed, FeedCache(cache_dir, self.feed))
@@ -734,6 +845,15 @@ class Producer:
             write_state(path, header, compact(files))
         shutil.rmtree(cache_dir, ignore_errors=True)
         return StateFile(path)
+
+
+def compression_level_problem(level: object) -> str | None:
+    """What is wrong with a zstd ``level`` (None: nothing), for a message."""
+    if type(level) is not int or not MIN_COMPRESSION_LEVEL <= level <= MAX_COMPRESSION_LEVEL:
+        return (f"{level!r} is outside zstd's range {MIN_COMPRESSION_LEVEL}.."
+                f"{MAX_COMPRESSION_LEVEL} (an integer; negative levels are zstd's fast modes, "
+                "0 its default)")
+    return None
 
 
 def _present(files: list[StateFile], keys: np.ndarray) -> np.ndarray:

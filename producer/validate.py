@@ -74,10 +74,14 @@ class CycleSummary:
 
     @property
     def change_ratio(self) -> float:
-        """Added, changed and removed records over the previous record count (0.0 at first)."""
-        if self.previous_record_count is None:
+        """Added, changed and removed records over the previous record count.
+
+        0.0 for a feed's first version and after an empty one: a share of no records is
+        not defined (the count is for :class:`MinRecords` to judge).
+        """
+        if not self.previous_record_count:
             return 0.0
-        return (self.added + self.changed + self.removed) / max(self.previous_record_count, 1)
+        return (self.added + self.changed + self.removed) / self.previous_record_count
 
 
 Validator = Callable[[CycleSummary], "ValidationResult | bool"]
@@ -86,8 +90,9 @@ Validator = Callable[[CycleSummary], "ValidationResult | bool"]
 class MaxChangeRatio:
     """Refuse a version that adds, changes or removes more than ``limit`` of the records.
 
-    The share is taken of the previous version's record count; a feed's first version
-    always passes.
+    The share is taken of the previous version's record count. A feed's first version
+    always passes, and so does a version after an empty one (a new, empty table): a share
+    of no records is not defined, and ``min_records`` is the rule for counts.
     """
 
     rule = "max_change_ratio"
@@ -99,6 +104,14 @@ class MaxChangeRatio:
         self.limit = limit
 
     def __call__(self, s: CycleSummary) -> ValidationResult:
+        if not s.previous_record_count:
+            before = "no previous version" if s.previous_record_count is None else \
+                f"version {s.previous_version} had no records"
+            return ValidationResult.ok(
+                f"{before}: {s.added} added, {s.changed} changed, {s.removed} removed; no "
+                "change ratio to judge (min_records judges the count)",
+                added=s.added, changed=s.changed, removed=s.removed,
+                previous_records=s.previous_record_count, ratio=None, limit=self.limit)
         changes = s.added + s.changed + s.removed
         figures = {"added": s.added, "changed": s.changed, "removed": s.removed,
                    "previous_records": s.previous_record_count, "ratio": round(s.change_ratio, 6),

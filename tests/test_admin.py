@@ -4,11 +4,12 @@ diff, pin/unpin and gc."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import random
+import shutil
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -341,7 +342,45 @@ def test_pin_announces_an_older_version_and_unpin_returns_to_the_latest(store) -
     assert announcement(store) == final
 
 
-def test_unpin_announces_a_newer_complete_version_when_there_is_one(store, tmp_path) -> None:
+def write_unannounced_version(store: feedkit.BlobStore, tmp_path: Path,
+                              table: pa.Table) -> int:
+    """What a producer killed between writing its manifest and announcing leaves: a real
+    cycle's blobs and manifest in the store, the announcement untouched. The cycle runs on
+    a copy of the store; its new objects (all but the announcement) are copied back in the
+    producer's order, blobs first."""
+    copy = tmp_path / "killed-producer-store"
+    shutil.copytree(tmp_path / "store", copy)
+    with feedkit.Producer(feedkit.open_store(copy), feed=FEED, primary_key="movie_id",
+                          indexes=["country"]) as producer:
+        version = producer.publish(table)
+    assert version is not None
+    m = Manifest.from_bytes((copy / names.manifest_key(FEED, version)).read_bytes(), "copy")
+    for blob in (m.delta, m.snapshot):
+        if blob is not None:
+            store.put_new(blob.key, copy / blob.key)
+    key = names.manifest_key(FEED, version)
+    store.put_new(key, copy / key)
+    return version
+
+
+def test_unpin_never_announces_a_version_its_producer_was_killed_before_announcing(
+        store, tmp_path) -> None:
+    versions, tables = publish_versions(store, 2)
+    orphan = write_unannounced_version(store, tmp_path, tables[-1].slice(7))
+    assert orphan > versions[-1] and announcement(store).version == versions[-1]
+    key = tables[-1]["movie_id"][8].as_py()  # a whole version: it loads
+    assert admin.get_record(store, FEED, key, version=orphan).record is not None
+    admin.pin(store, FEED, versions[0], reason="bad data")
+    change = admin.unpin(store, FEED)
+    assert change.changed and change.announcement.version == versions[-1]
+    now = announcement(store)
+    assert now.version == versions[-1] and now.pinned is None
+    with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "c", watch=False) as feed:
+        assert feed.version == versions[-1]
+        assert {k: r._asdict() for k, r in feed.items()} == truth(tables[-1], "movie_id")
+
+
+def test_unpin_never_announces_a_version_whose_producer_the_pin_fenced(store, tmp_path) -> None:
     versions, tables = publish_versions(store, 3)
     # A cycle that wrote its version but lost the announcement to a pin landing meanwhile.
     racing = RacingStore(tmp_path / "store", "replace_if_match",
@@ -352,18 +391,32 @@ def test_unpin_announces_a_newer_complete_version_when_there_is_one(store, tmp_p
     orphan = admin.list_versions(store, FEED).versions[0]
     assert orphan.version > versions[-1] and not orphan.announced
     assert announcement(store).pinned.latest == versions[-1]
-    assert admin.unpin(store, FEED).announcement.version == orphan.version
+    assert admin.unpin(store, FEED).announcement.version == versions[-1]
     with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "c", watch=False) as feed:
-        assert len(feed) == tables[-1].num_rows - 10
-
-    # A newer manifest whose blob is missing is skipped: unpin returns to the pin's latest.
+        assert feed.version == versions[-1]
+        assert {k: r._asdict() for k, r in feed.items()} == truth(tables[-1], "movie_id")
+    # Re-pinning keeps the version announced before the first pin, never the orphan.
     admin.pin(store, FEED, versions[1])
-    m = manifest(store, orphan.version)
-    broken = dataclasses.replace(m, version=m.version + 5, parent=m.version, delta=None,
-                                 nearest_snapshot=m.version + 5, snapshot=dataclasses.replace(
-                                     m.snapshot or m.delta, key=f"{FEED}/snapshots/missing"))
-    store.put_new_bytes(names.manifest_key(FEED, broken.version), broken.to_bytes())
-    assert admin.unpin(store, FEED).announcement.version == orphan.version
+    admin.pin(store, FEED, versions[0])
+    assert announcement(store).pinned.latest == versions[-1]
+    assert admin.unpin(store, FEED).announcement.version == versions[-1]
+
+
+def test_unpin_refuses_when_the_version_before_the_pin_cannot_load(store, tmp_path) -> None:
+    versions, tables = publish_versions(store, 3, snapshot_every=10)
+    write_unannounced_version(store, tmp_path, tables[-1].slice(3))  # loadable, newer
+    admin.pin(store, FEED, versions[0])
+    pinned = store.get_bytes(names.announcement_key(FEED))
+    store.delete(manifest(store, versions[-1]).delta.key)  # deleted by hand
+    with pytest.raises(feedkit.BlobNotFoundError,
+                       match=f"cannot unpin to version {versions[-1]}, the one announced "
+                             "before the pin: .*is missing.*nothing changed"):
+        admin.unpin(store, FEED)
+    store.delete(names.manifest_key(FEED, versions[-1]))
+    with pytest.raises(feedkit.VersionNotFoundError, match=f"cannot unpin to version "
+                                                           f"{versions[-1]}"):
+        admin.unpin(store, FEED)
+    assert store.get_bytes(names.announcement_key(FEED)) == pinned  # still pinned, unchanged
 
 
 def test_pin_refuses_a_missing_version_or_blob_and_changes_nothing(store, tmp_path) -> None:
@@ -520,3 +573,56 @@ def test_gc_refuses_bad_arguments_and_broken_stores(store) -> None:
     with pytest.raises(feedkit.IntegrityError, match="no reachable snapshot"):
         admin.collect_garbage(store, FEED, keep=1)
     assert store.exists(names.manifest_key(FEED, versions[1]))
+
+
+def leave_temporary(store_root: Path, key: str, data: bytes, *, age: float) -> Path:
+    """A temporary file as LocalStore names its writes (``.{name}.{12 hex}.tmp``), last
+    written ``age`` seconds ago: what a write killed or failed midway leaves."""
+    path = store_root / key
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(data)
+    then = tmp.stat().st_mtime - age
+    os.utime(tmp, (then, then))
+    return tmp
+
+
+def test_gc_removes_temporary_files_failed_writes_left(store, tmp_path) -> None:
+    versions, _ = publish_versions(store, 2)
+    root = tmp_path / "store"
+    m = manifest(store, versions[-1])
+    partial = store.get_bytes(m.delta.key)[:100]
+    hour = admin.TEMP_AGE
+    old = [leave_temporary(root, names.snapshot_key(FEED, versions[-1] + 1), partial, age=hour),
+           leave_temporary(root, names.manifest_key(FEED, versions[-1] + 1), b"{", age=2 * hour),
+           leave_temporary(root, names.announcement_key(FEED), b"", age=3 * hour)]
+    in_flight = leave_temporary(root, names.delta_key(FEED, versions[-1], versions[-1] + 1),
+                                partial, age=60)
+    other_feed = leave_temporary(root, names.snapshot_key("other", 5), b"x", age=2 * hour)
+    not_ours = root / FEED / "snapshots" / ".notes.tmp"  # not a temporary's name
+    not_ours.write_bytes(b"x")
+    os.utime(not_ours, (0, 0))
+
+    dry = admin.collect_garbage(store, FEED, keep=5, dry_run=True)
+    assert sorted(t.key for t in dry.deleted_temporaries) == sorted(
+        str(p.relative_to(root)) for p in old)
+    assert dry.deleted_versions == [] and dry.deleted_blobs == []
+    assert dry.deleted_bytes == len(partial) + 1
+    assert all(p.exists() for p in old)  # a dry run deletes nothing
+    assert dry.to_json()["deleted_temporaries"] == [{"key": t.key, "size": t.size}
+                                                   for t in dry.deleted_temporaries]
+
+    done = admin.collect_garbage(store, FEED, keep=5)
+    assert done.deleted_temporaries == dry.deleted_temporaries
+    assert not any(p.exists() for p in old)
+    assert in_flight.exists() and other_feed.exists() and not_ours.exists()
+    assert admin.collect_garbage(store, FEED, keep=5).deleted_temporaries == []
+    # temp_age=0: every temporary of the feed (when nothing writes meanwhile).
+    assert [t.key for t in admin.collect_garbage(store, FEED, keep=5, temp_age=0)
+            .deleted_temporaries] == [str(in_flight.relative_to(root))]
+    assert not in_flight.exists() and other_feed.exists()
+    with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "c", watch=False) as feed:
+        assert feed.version == versions[-1]
+    for bad in (-1, float("nan"), "60", True):
+        with pytest.raises(feedkit.ConfigurationError, match="temp_age"):
+            admin.collect_garbage(store, FEED, keep=5, temp_age=bad)

@@ -17,7 +17,12 @@ import feedkit
 from feedkit import admin, names
 from feedkit.cli import main
 from tests.conftest import titles_table, truth
-from tests.test_admin import FEED, publish_versions
+from tests.test_admin import (
+    FEED,
+    leave_temporary,
+    publish_versions,
+    write_unannounced_version,
+)
 
 
 def run(*args: str) -> Result:
@@ -140,8 +145,59 @@ def test_gc_dry_run_lists_and_gc_deletes(published, tmp_path) -> None:
     assert run("gc", url, FEED).exit_code == 2  # --keep is required
 
 
+def test_unpin_returns_to_the_version_before_the_pin_not_to_an_unannounced_one(
+        published, store, tmp_path) -> None:
+    url, versions, tables = published
+    orphan = write_unannounced_version(store, tmp_path, tables[-1].slice(5))
+    ok("pin", url, FEED, versions[0])
+    text = ok("unpin", url, FEED).output
+    assert text == (f"feed {FEED}: unpinned, announced version {versions[-1]} "
+                    f"(was pinned to {versions[0]})\n")
+    found = admin.read_announcement(store, FEED)
+    assert found is not None and found[0].version == versions[-1] != orphan
+    assert "announced before the pin" in ok("unpin", "--help").output
+
+
+def test_gc_removes_old_temporary_files_of_failed_writes(published, tmp_path) -> None:
+    url, versions, _ = published
+    root = tmp_path / "store"
+    old = leave_temporary(root, names.snapshot_key(FEED, versions[-1] + 1), b"x" * 10,
+                          age=2 * 3600)
+    recent = leave_temporary(root, names.manifest_key(FEED, versions[-1] + 1), b"{",
+                             age=10 * 60)
+    key = str(old.relative_to(root))
+    dry = ok("gc", url, FEED, "--keep", "10", "--dry-run").output
+    assert "would delete 0 manifest(s) and 0 blob(s) and 1 temporary file(s), 10 B" in dry
+    assert f"  {key}  10 B (temporary file of a failed write)" in dry
+    assert old.exists()
+    doc = json.loads(ok("gc", url, FEED, "--keep", "10", "--json").output)
+    assert doc["deleted_temporaries"] == [{"key": key, "size": 10}]
+    assert not old.exists() and recent.exists()
+    ok("gc", url, FEED, "--keep", "10", "--temp-age", "5")
+    assert not recent.exists()
+    assert run("gc", url, FEED, "--keep", "1", "--temp-age", "-1").exit_code == 2
+    assert "--temp-age" in ok("gc", "--help").output
+
+
+@pytest.mark.parametrize("command", [["versions"], ["inspect"], ["get", "1"], ["diff", "1", "2"],
+                                     ["pin", "1"], ["unpin"], ["gc", "--keep", "1"]])
+def test_no_command_creates_a_missing_store_folder(command, tmp_path) -> None:
+    missing = tmp_path / "no" / "store"
+    for url in (str(missing), missing.as_uri()):
+        result = run(command[0], url, FEED, *command[1:])
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (f"Error: feed '{FEED}': no store at {missing.as_uri()} (no such "
+                                 "folder; check the path: feedkit commands never create one)\n")
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "file").write_bytes(b"x")
+    result = run(command[0], tmp_path / "file", FEED, *command[1:])
+    assert result.exit_code == 1 and "(not a folder; check the path" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["versions", "{url}", "nosuch"], "Error: feed 'nosuch': no versions in"),
+    (["versions", "", FEED], "Error: store URL '' is empty"),
+    (["versions", "file://", FEED], "Error: store URL 'file://' names no folder"),
     (["inspect", "{url}", FEED, "--version", "7"], "Error: feed 'titles': no version 7"),
     (["pin", "{url}", FEED, "7"], "Error: feed 'titles': no version 7"),
     (["versions", "{url}", "Bad Name"], "Error: invalid feed name 'Bad Name'"),

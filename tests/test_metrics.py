@@ -175,8 +175,8 @@ def test_a_failed_refresh_is_counted_and_the_version_kept(store, tmp_path) -> No
             assert "missing" in m["last_error"]  # the last failure stays on record
 
 
-def test_serving_the_cache_with_the_store_unreadable_knows_no_announcement(store,
-                                                                             tmp_path) -> None:
+def test_serving_the_cache_with_the_store_unreadable_knows_the_remembered_announcement(
+        store, tmp_path) -> None:
     with feedkit.Producer(store, feed=FEED, primary_key="movie_id") as producer:
         v1 = producer.publish(titles_table(10))
     with consumer(store, tmp_path):
@@ -184,8 +184,10 @@ def test_serving_the_cache_with_the_store_unreadable_knows_no_announcement(store
     store_path(tmp_path, names.announcement_key(FEED)).unlink()
     with consumer(store, tmp_path) as feed:
         m = feed.metrics()
-    assert (m["version"], m["announced_version"], m["versions_behind"]) == (v1, None, None)
-    assert m["staleness_seconds"] is None and m["lag_seconds"] is None
+    # The cache folder remembers the last announcement read: the one being served.
+    assert (m["version"], m["announced_version"], m["versions_behind"]) == (v1, v1, 0)
+    assert m["staleness_seconds"] is not None and m["lag_seconds"] == 0.0
+    assert m["seconds_since_check"] is None  # no check succeeded in this consumer
     assert (m["refresh_successes"], m["refresh_failures"], m["updates"]) == (0, 1, 0)
     assert "nothing announced" in m["last_error"]
 

@@ -15,7 +15,8 @@ def test_all_matches_the_exports() -> None:
         assert getattr(feedkit, name) is not None
     public = {n for n in vars(feedkit) if not n.startswith("_")}
     modules = {"errors", "store", "names", "codec", "keys", "format", "blobs", "manifest",
-               "merge", "metrics", "consumer", "producer", "admin", "cli", "signing", "annotations",
+               "merge", "metrics", "consumer", "producer", "admin", "cli", "signing", "forks",
+               "annotations",
                "TYPE_CHECKING", "Any"}
     assert public - modules <= set(feedkit.__all__), public - modules - set(feedkit.__all__)
 

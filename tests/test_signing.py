@@ -70,8 +70,9 @@ def test_a_keyed_consumer_refuses_and_keeps_its_version(tmp_path: Path, case: st
                           signing_key=KEY) as feed:
         assert feed.version == v1
         key = None if case == "unsigned" else KEY
+        # An unsigned producer must be told to build on a signed feed (allow_unsigned).
         with feedkit.Producer(store, feed="titles", primary_key="movie_id", signing_key=key,
-                              work_dir=tmp_path / "work") as p:
+                              allow_unsigned=key is None, work_dir=tmp_path / "work") as p:
             v2 = p.publish(titles_table(150))
         if case == "other-key":  # signed again by someone holding another key
             path = store_dir / names.manifest_key("titles", v2)

@@ -6,7 +6,8 @@
 - :mod:`.records`   one record: ``parse_key``, ``get_record``, ``jsonable``
 - :mod:`.diff`      ``diff_versions``: records added, removed and changed between two versions
 - :mod:`.rollback`  ``pin`` and ``unpin``: a rollback recorded in the announcement
-- :mod:`.gc`        ``collect_garbage``: delete what no retained version needs
+- :mod:`.gc`        ``collect_garbage``: delete what no retained version needs, and the
+                    temporary files failed writes left in a local store
 
 Nothing here imports pyarrow or pyiceberg: it works with a consumer-only install. It sits
 above both sides of feedkit and borrows the consumer's loader and planner, so that it loads
@@ -16,7 +17,7 @@ and plans versions exactly as consumers do.
 from __future__ import annotations
 
 from .diff import ChangedRecord, VersionDiff, diff_versions
-from .gc import DeletedBlob, GcReport, collect_garbage
+from .gc import TEMP_AGE, DeletedBlob, GcReport, collect_garbage
 from .records import Lookup, get_record, jsonable, parse_key
 from .rollback import AnnouncementChange, current_user, pin, unpin
 from .versions import (
@@ -30,6 +31,7 @@ from .versions import (
 )
 
 __all__ = [
+    "TEMP_AGE",
     "AnnouncementChange",
     "ChangedRecord",
     "DeletedBlob",

@@ -1,8 +1,10 @@
-"""``feedkit gc``: delete the manifests and blobs no retained version needs."""
+"""``feedkit gc``: delete the manifests and blobs no retained version needs, and the
+temporary files failed writes left in a local store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from feedkit import names
@@ -14,10 +16,17 @@ from feedkit.errors import (
 )
 from feedkit.manifest import Announcement, Manifest
 from feedkit.store import BlobStore
+from feedkit.store.local import LocalStore
 
 from .versions import listed_versions, read_announcement
 
-__all__ = ["DeletedBlob", "GcReport", "collect_garbage"]
+__all__ = ["TEMP_AGE", "DeletedBlob", "GcReport", "collect_garbage"]
+
+TEMP_AGE = 3600.0
+"""Seconds since its last write after which gc takes a local store's temporary file for a
+leftover. A write in progress writes its file all along (and then renames or removes it
+at once), so only a writer stopped for that long could still own one; if it does, its
+write fails (nothing is announced) and it can retry."""
 
 
 @dataclass(frozen=True)
@@ -38,17 +47,22 @@ class GcReport:
     deleted_versions: list[int]  # their manifests go first
     deleted_manifest_bytes: int
     deleted_blobs: list[DeletedBlob]
+    # a local store's temporary files left by failed writes (``.{name}.{12 hex}.tmp``)
+    deleted_temporaries: list[DeletedBlob] = field(default_factory=list)
 
     @property
     def deleted_bytes(self) -> int:
-        """Bytes freed, as far as known (manifests, and blobs a manifest names)."""
-        return self.deleted_manifest_bytes + sum(b.size or 0 for b in self.deleted_blobs)
+        """Bytes freed, as far as known (manifests, blobs a manifest names, temporaries)."""
+        return (self.deleted_manifest_bytes + sum(b.size or 0 for b in self.deleted_blobs)
+                + sum(t.size or 0 for t in self.deleted_temporaries))
 
     def to_json(self) -> dict[str, Any]:
         return {"feed": self.feed, "keep": self.keep, "dry_run": self.dry_run,
                 "retained": self.retained, "roots": self.roots,
                 "deleted_versions": self.deleted_versions,
                 "deleted_blobs": [{"key": b.key, "size": b.size} for b in self.deleted_blobs],
+                "deleted_temporaries": [{"key": t.key, "size": t.size}
+                                        for t in self.deleted_temporaries],
                 "deleted_bytes": self.deleted_bytes}
 
 
@@ -61,9 +75,21 @@ def _referenced(announcement: Announcement | None) -> set[int]:
     return out
 
 
-def collect_garbage(store: BlobStore, feed: str, *, keep: int,
-                    dry_run: bool = False) -> GcReport:
-    """Delete the manifests and blobs no retained version needs.
+def _leftover_temporaries(store: BlobStore, feed: str, temp_age: float) -> list[DeletedBlob]:
+    """The temporary files in a local store's folders of ``feed`` not written for
+    ``temp_age`` seconds. Other stores have none: an S3 upload is whole or absent."""
+    if not isinstance(store, LocalStore):
+        return []
+    prefixes = (names.announcement_key(feed), names.manifests_prefix(feed),
+                *names.blobs_prefixes(feed))
+    return [DeletedBlob(t.key, t.size) for prefix in prefixes
+            for t in store.temporaries(prefix) if t.age >= temp_age]
+
+
+def collect_garbage(store: BlobStore, feed: str, *, keep: int, dry_run: bool = False,
+                    temp_age: float = TEMP_AGE) -> GcReport:
+    """Delete the manifests and blobs no retained version needs, and the temporary files
+    failed writes left in a local store.
 
     Retained: the ``keep`` newest versions, the announced version, and the pin's
     ``latest`` (the announced version is the pinned one), each with its chain back to
@@ -74,14 +100,24 @@ def collect_garbage(store: BlobStore, feed: str, *, keep: int,
     blobs are going. A blob no manifest names (a failed cycle's) goes only when it is
     older than the newest manifest: a newer one may belong to a cycle uploading now.
 
+    In a local store (:class:`~feedkit.store.local.LocalStore`), the feed's temporary
+    files (``.{name}.{12 hex}.tmp``: a write whose process was killed, or that failed and
+    could not remove its file) go too, once not written for ``temp_age`` seconds: a write
+    in progress writes its file all along, so an old one is a leftover (see
+    :data:`TEMP_AGE`). The test is the file's modification time, not its writer's pid,
+    which names no process across containers (pid namespaces) sharing the folder.
+
     Args:
         store: the store.
         feed: the feed.
         keep: how many of the newest versions to keep (at least 1).
         dry_run: report what would be deleted, delete nothing.
+        temp_age: seconds since its last write after which a temporary file is a
+            leftover (default :data:`TEMP_AGE`, an hour). 0 takes every one: only when
+            no producer or ``feedkit`` command writes to the store meanwhile.
 
     Raises:
-        ConfigurationError: ``keep`` below 1.
+        ConfigurationError: ``keep`` below 1, or ``temp_age`` negative or not a number.
         VersionNotFoundError: a version the announcement names has no manifest.
         IntegrityError: a retained version has no reachable snapshot, or a manifest is
             unreadable: nothing is deleted.
@@ -92,6 +128,10 @@ def collect_garbage(store: BlobStore, feed: str, *, keep: int,
     names.validate_feed(feed)
     if type(keep) is not int or keep < 1:
         raise ConfigurationError(f"feed {feed!r}: keep must be at least 1, not {keep!r}")
+    if (not isinstance(temp_age, int | float) or isinstance(temp_age, bool)
+            or math.isnan(temp_age) or temp_age < 0):
+        raise ConfigurationError(f"feed {feed!r}: temp_age must be a number of seconds >= 0, "
+                                 f"not {temp_age!r}")
     current = read_announcement(store, feed)
     announcement = current[0] if current else None
     listed = listed_versions(store, feed)
@@ -133,19 +173,24 @@ def collect_garbage(store: BlobStore, feed: str, *, keep: int,
                 continue  # needed, or not a blob name: never ours to delete
             if key in blob_sizes or of < newest:
                 blobs.append(DeletedBlob(key, blob_sizes.get(key)))
+    temporaries = _leftover_temporaries(store, feed, temp_age)
     report = GcReport(feed, keep, dry_run, sorted(retained), sorted(roots), doomed,
-                      sum(sizes[v] for v in doomed), blobs)
-    if dry_run or not (doomed or blobs):
+                      sum(sizes[v] for v in doomed), blobs, temporaries)
+    if dry_run:
         return report
-    now = read_announcement(store, feed)
-    if now is not None and (now[1] != (current[1] if current else None)):
-        moved = sorted(v for v in _referenced(now[0]) if v in doomed)
-        if moved:
-            raise ProducerFencedError(
-                f"feed {feed!r}: the announcement moved to version {now[0].version} while gc "
-                f"ran, and names version(s) {moved} it was deleting; nothing deleted, run gc again")
+    if doomed or blobs:
+        now = read_announcement(store, feed)
+        if now is not None and (now[1] != (current[1] if current else None)):
+            moved = sorted(v for v in _referenced(now[0]) if v in doomed)
+            if moved:
+                raise ProducerFencedError(
+                    f"feed {feed!r}: the announcement moved to version {now[0].version} while "
+                    f"gc ran, and names version(s) {moved} it was deleting; nothing deleted, "
+                    "run gc again")
     for version in doomed:  # manifests first: nobody starts planning on what goes next
         store.delete(names.manifest_key(feed, version))
     for blob in blobs:
         store.delete(blob.key)
+    for temp in temporaries:
+        store.delete(temp.key)
     return report

@@ -13,16 +13,11 @@ from typing import Any
 
 from feedkit import names
 from feedkit.consumer.planner import plan
-from feedkit.errors import (
-    BlobNotFoundError,
-    FeedkitError,
-    ProducerFencedError,
-    VersionNotFoundError,
-)
+from feedkit.errors import BlobNotFoundError, ProducerFencedError, VersionNotFoundError
 from feedkit.manifest import Announcement, Manifest, Pin, utc_now
 from feedkit.store import BlobStore
 
-from .versions import listed_versions, read_announcement, read_manifest
+from .versions import read_announcement, read_manifest
 
 __all__ = ["AnnouncementChange", "current_user", "pin", "unpin"]
 
@@ -130,14 +125,20 @@ def pin(store: BlobStore, feed: str, version: int, *, reason: str | None = None,
 
 
 def unpin(store: BlobStore, feed: str, *, by: str | None = None) -> AnnouncementChange:
-    """Clear the pin and announce the pin's ``latest`` again, or the newest version in the
-    store when it is newer (a cycle that lost its announcement to the pin) and loadable.
+    """Clear the pin and announce the pin's ``latest`` again: the version announced before
+    the pin, the last one a producer announced.
+
+    Never a newer version found in the store: a manifest newer than ``latest`` belongs to
+    a version nobody announced (a producer killed after writing it, or fenced by the pin
+    before announcing it), which may not be one its producer would have published, and
+    that no consumer has served. Producers build their next version on ``latest``.
 
     An unpinned feed is left as it is (``changed`` is False).
 
     Raises:
-        VersionNotFoundError: nothing announced yet, or the latest version is gone.
-        BlobNotFoundError: a blob the latest version needs is missing.
+        VersionNotFoundError: nothing announced yet, or the pin's ``latest`` has no
+            manifest any more (deleted by hand: gc keeps it).
+        BlobNotFoundError: a blob the pin's ``latest`` needs is missing.
         ProducerFencedError: the announcement moved meanwhile; nothing changed.
         IntegrityError: an unreadable manifest or announcement.
         StoreError: the store failed.
@@ -146,16 +147,11 @@ def unpin(store: BlobStore, feed: str, *, by: str | None = None) -> Announcement
     if previous.pinned is None:
         return AnnouncementChange(feed, previous, previous, False)
     target = previous.pinned.latest
-    newest = max(listed_versions(store, feed), default=0)
-    checked = False
-    if newest > target:
-        try:
-            _check_loadable(store, feed, newest)
-            target, checked = newest, True
-        except FeedkitError:
-            pass  # an incomplete newer version: go back to the latest announced one
-    if not checked:
+    try:
         _check_loadable(store, feed, target)
+    except (VersionNotFoundError, BlobNotFoundError) as exc:
+        raise type(exc)(f"cannot unpin to version {target}, the one announced before the "
+                        f"pin: {exc}; nothing changed") from exc
     who = by if by is not None else current_user()
     new = Announcement(feed, target, producer=f"feedkit unpin ({who or 'unknown'})")
     _announce(store, new, etag, previous, "unpinning")

@@ -22,7 +22,7 @@ def read_announcement(store: BlobStore, feed: str) -> tuple[Announcement, str] |
 
     Raises:
         ConfigurationError: an invalid feed name.
-        IntegrityError: the announcement is unreadable.
+        IntegrityError: the announcement is unreadable, or names another feed.
         StoreError: the store failed.
     """
     key = names.announcement_key(names.validate_feed(feed))
@@ -30,7 +30,7 @@ def read_announcement(store: BlobStore, feed: str) -> tuple[Announcement, str] |
         data, etag = store.read_if_changed(key) or (b"", "")
     except BlobNotFoundError:
         return None
-    return Announcement.from_bytes(data, key), etag
+    return Announcement.from_bytes(data, key, feed=feed), etag
 
 
 def read_manifest(store: BlobStore, feed: str, version: int) -> Manifest:

@@ -110,24 +110,50 @@ class BlobStore(abc.ABC):
 def open_store(url: str | os.PathLike[str], **options: Any) -> BlobStore:
     """Open the store at ``url``.
 
-    - ``file:///path`` (or a plain path): a local folder (no options).
+    - ``file:///path`` (or a plain path): a local folder (no options). The URL must name
+      a folder: ``""``, ``"file:"``, ``"file://"`` and ``"file://localhost"`` are errors,
+      not the working directory (say ``"."`` for that). The folder need not exist; the
+      first write creates it.
     - ``s3://bucket/prefix``: S3 or an S3-compatible server, with the ``s3`` extra;
       options are :class:`feedkit.store.s3.S3Store`'s (``endpoint_url``, ``region``,
       ``connect_timeout``, ``read_timeout``, ...). The endpoint also comes from
       ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; credentials from boto3's chain.
 
     Raises:
-        ConfigurationError: an unknown scheme, a malformed URL or an unknown option.
+        ConfigurationError: an unknown scheme, a malformed URL (a ``file`` URL with a host,
+            a query or a fragment, or with no path), an empty or blank path, or an unknown
+            option.
         NotInstalledError: ``s3://`` without boto3 (``pip install 'feedkit[s3]'``).
     """
-    text = os.fspath(url)
-    parsed = urlparse(text)
-    if parsed.scheme == "file" or (parsed.scheme == "" and text):
+    try:
+        text = os.fspath(url)
+    except TypeError:
+        text = url  # type: ignore[assignment]
+    if not isinstance(text, str):
+        raise ConfigurationError(f"store URL {url!r}: a str or os.PathLike expected")
+    if not text.strip():
+        raise ConfigurationError(f"store URL {text!r} is empty: name a folder (file:///path, "
+                                 "or '.' for the working directory) or s3://bucket/prefix")
+    try:
+        parsed = urlparse(text)
+    except ValueError as exc:  # an unbalanced '[' in the host part
+        raise ConfigurationError(f"store URL {text!r}: {exc}") from None
+    if parsed.scheme in ("file", ""):
         from feedkit.store.local import LocalStore
 
-        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-            raise ConfigurationError(f"store URL {text!r}: file URLs take no host (file:///path)")
-        path = unquote(parsed.path) if parsed.scheme == "file" else text
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise ConfigurationError(f"store URL {text!r}: file URLs take no host "
+                                         "(file:///path)")
+            if "?" in text or "#" in text:
+                raise ConfigurationError(f"store URL {text!r}: file URLs take no query or "
+                                         "fragment (write '?' as %3F and '#' as %23)")
+            path = unquote(parsed.path)
+            if not path.strip():
+                raise ConfigurationError(f"store URL {text!r} names no folder: use "
+                                         "file:///absolute/path")
+        else:
+            path = text
         if options:
             raise ConfigurationError(f"store URL {text!r}: unknown options {sorted(options)}")
         return LocalStore(Path(path))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,10 @@ from feedkit.errors import (
     ProducerFencedError,
     StoreError,
 )
+from feedkit.forks import on_fork_in_child
 from feedkit.store import BlobStore, Watch
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "TempFile"]
 
 
 def _etag(data: bytes) -> str:
@@ -34,6 +39,17 @@ def _etag(data: bytes) -> str:
 _CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 # errnos that only writing the destination of a download can raise
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+# What :meth:`LocalStore._temp` names a write in progress: ``.{name}.{12 hex}.tmp``
+_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A temporary file of a write in progress, or left by one that failed."""
+
+    key: str  # its object name (``{folder}/.{name}.{12 hex}.tmp``)
+    size: int
+    age: float  # seconds since it was last written
 
 
 class LocalStore(BlobStore):
@@ -44,19 +60,31 @@ class LocalStore(BlobStore):
     * compare-and-swap: an exclusive ``flock`` on ``{key}.lock`` around read, compare,
       write temporary, ``os.replace``.
     * watching: a watchdog observer on the announcement's folder.
+
+    A write that fails (a full disk, say) removes its temporary file; one that could not
+    (its process was killed) leaves it, and ``feedkit gc`` removes it later
+    (:meth:`temporaries`). The folder is created by the first write, never by opening
+    the store or reading it: a reader pointed at a wrong path creates nothing.
     """
 
     def __init__(self, root: Path) -> None:
+        """Open the store in the folder ``root`` (which need not exist yet).
+
+        Raises:
+            ConfigurationError: ``root`` contains a NUL byte (no folder can have that name).
+        """
+        if "\0" in os.fspath(root):
+            raise ConfigurationError(f"store folder {str(root)!r}: embedded null byte")
         self.root = root.absolute()
         self.url = self.root.as_uri()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except ValueError as exc:  # a NUL byte in the path: no folder can have that name
-            raise ConfigurationError(f"store folder {str(root)!r}: {exc}") from exc
-        except OSError as exc:
-            raise StoreError(f"store {self.url}: cannot create the folder: {exc}") from exc
         self._observer: Any = None
         self._observer_lock = threading.Lock()
+        on_fork_in_child(self, LocalStore._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's watchdog observer has no thread here (it would
+        schedule watches that never fire), and its lock may be held: start afresh."""
+        self._observer, self._observer_lock = None, threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*names.check_object_name(key, self.url))
@@ -70,32 +98,37 @@ class LocalStore(BlobStore):
         except OSError as exc:
             raise StoreError(f"store {self.url}: {key!r}: {exc.strerror or exc}") from exc
 
-    def _temp(self, path: Path) -> Path:
+    @contextlib.contextmanager
+    def _temp(self, path: Path) -> Iterator[Path]:
+        """A temporary file beside ``path`` (its folders created), removed afterwards
+        whatever happens: after a link or rename gave it its name, or after a failed
+        write (ENOSPC, EIO) left it partial."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            yield tmp
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def _link_new(self, key: str, path: Path, tmp: Path) -> None:
         try:
             os.link(tmp, path)
         except FileExistsError as exc:
             raise BlobExistsError(f"store {self.url}: {key!r} exists already (create-only)") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
     def put_new(self, key: str, src: str | os.PathLike[str]) -> None:
         path = self._path(key)
         with self._errors(key):
             if path.exists():
                 raise BlobExistsError(f"store {self.url}: {key!r} exists already (create-only)")
-            tmp = self._temp(path)
-            shutil.copyfile(src, tmp)
-            self._link_new(key, path, tmp)
+            with self._temp(path) as tmp:
+                shutil.copyfile(src, tmp)
+                self._link_new(key, path, tmp)
 
     def put_new_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        with self._errors(key):
-            tmp = self._temp(path)
+        with self._errors(key), self._temp(path) as tmp:
             tmp.write_bytes(data)
             self._link_new(key, path, tmp)
 
@@ -159,10 +192,39 @@ class LocalStore(BlobStore):
                         f"store {self.url}: {key!r} changed since it was read "
                         f"(expected ETag {etag}, found {current_tag}): another writer moved it"
                     )
-                tmp = self._temp(path)
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                with self._temp(path) as tmp:
+                    tmp.write_bytes(data)
+                    os.replace(tmp, path)
         return _etag(data)
+
+    def temporaries(self, prefix: str) -> builtins.list[TempFile]:  # list: the method's name
+        """The temporary files in the folder of ``prefix`` (the part up to its last
+        ``/``): writes in progress, or leftovers of writes whose process died before it
+        could remove them. Their ``age`` tells the two apart: a write in progress keeps
+        writing its file, so an old one is a leftover. Other dot-files are not listed.
+
+        Raises:
+            ConfigurationError: ``prefix`` is not a plain object name.
+            StoreError: the folder cannot be read.
+        """
+        folder = prefix.rpartition("/")[0]
+        base = self._path(folder) if folder else self.root
+        found: builtins.list[TempFile] = []
+        now = time.time()
+        with self._errors(prefix):
+            if not base.is_dir():
+                return []
+            for entry in os.scandir(base):
+                if not _TEMP_RE.fullmatch(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # renamed or removed meanwhile: a live write
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    key = f"{folder}/{entry.name}" if folder else entry.name
+                    found.append(TempFile(key, st.st_size, max(0.0, now - st.st_mtime)))
+        return sorted(found, key=lambda t: t.key)
 
     def watch(self, key: str, callback: Callable[[], None]) -> Watch | None:
         path = self._path(key)

@@ -156,3 +156,45 @@ def test_two_producers_at_once_one_wins_the_other_is_fenced(tmp_path: Path) -> N
     manifests = [v for k in store.list(names.manifests_prefix(FEED))
                  if (v := names.parse_manifest_key(k)) is not None]
     assert len(manifests) >= len(gen_of)
+
+
+# Kill points that each leave their own kind of leftover in the work dir: spill; the
+# state, delta and blob files of a version never announced (at later and later steps);
+# the previous version's state (the announcement moved); a half-done restore.
+KILLS = {"mid-encode": ".spill.", "before-blobs": ".delta.zst", "after-blobs": ".delta",
+         "after-manifest": ".state", "after-announcement": ".state", "mid-restore": "restore/"}
+
+
+def work_files(work: Path) -> dict[str, int]:
+    """Every file under ``work`` (relative name -> size)."""
+    return {str(p.relative_to(work)): p.stat().st_size for p in work.rglob("*") if p.is_file()}
+
+
+def test_killed_producers_leave_nothing_the_next_one_does_not_clean(tmp_path: Path) -> None:
+    store_dir, work = tmp_path / "store", tmp_path / "work"
+    store = feedkit.open_store(str(store_dir))
+    code, _, err = run_producer(store_dir, work, 1)
+    assert code == 0, err
+    for gen, (kill_at, mark) in enumerate(KILLS.items(), start=2):
+        if kill_at == "mid-restore":  # the announced state lost: restored from the store
+            for path in [*work.glob("*.state"), *work.glob("*.overlay")]:
+                path.unlink()
+        code, out, err = run_producer(store_dir, work, gen, kill_at=kill_at)
+        assert code == -9 and out == [], (kill_at, err)
+        needed = f"{announced(store):020d}.state"
+        left = [n for n in work_files(work) if n != needed]
+        # Each kill left files no announced version needs (the next producer removes them).
+        assert any(mark in n for n in left), (kill_at, left)
+
+    # The next producer restores the announced version and removes the rest.
+    final_gen = len(KILLS) + 2
+    code, out, err = run_producer(store_dir, work, final_gen)
+    assert code == 0, err
+    version = announced(store)
+    assert out == [{"gen": final_gen, "version": version}]
+    # A clean work dir to compare with: a fresh producer that restores the same version.
+    code, out, err = run_producer(store_dir, tmp_path / "clean", final_gen)
+    assert code == 0 and out == [{"gen": final_gen, "version": None}], err
+    clean, after = work_files(tmp_path / "clean"), work_files(work)
+    assert set(after) == set(clean) == {f"{version:020d}.state"}
+    assert sum(after.values()) <= 2 * sum(clean.values())

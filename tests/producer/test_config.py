@@ -355,3 +355,43 @@ def test_store_options_for_s3_are_kept() -> None:
     assert config.store.url == "s3://bucket/feeds"
     assert config.store.options == {"endpoint_url": "http://127.0.0.1:9000",
                                     "region": "eu-west-1", "read_timeout": 10}
+
+
+# -- what a Producer would refuse, refused when the config is read -------------------------
+
+
+@pytest.mark.parametrize("level", [23, 100, -(1 << 17) - 1, 3.5, True])
+def test_compression_level_outside_zstds_range(level: Any) -> None:
+    doc = minimal()
+    doc["producer"] = {"compression_level": level}
+    if isinstance(level, int) and not isinstance(level, bool):
+        refused(doc, "producer.compression_level", str(level), "-131072..22")
+    else:  # not an integer at all: the type check names it
+        refused(doc, "producer.compression_level", "must be int")
+
+
+@pytest.mark.parametrize("level", [-(1 << 17), -5, 0, 1, 22])
+def test_compression_levels_zstd_accepts(level: int) -> None:
+    doc = minimal()
+    doc["producer"] = {"compression_level": level}
+    assert parse_config(doc).compression_level == level
+
+
+@pytest.mark.parametrize("key, value", [
+    ("columns", ["movie_id", "title", "title"]),
+    ("primary_key", ["movie_id", "movie_id"]),
+    ("indexes", ["country", "country"]),
+])
+def test_a_column_named_twice(key: str, value: list[str]) -> None:
+    doc = minimal()
+    doc["feed"][0][key] = value
+    refused(doc, f"feed[0] (muse.titles).{key}", repr(value[-1]), "more than once")
+
+
+def test_allow_unsigned_is_a_feed_boolean() -> None:
+    doc = minimal()
+    assert parse_config(doc).feeds[0].allow_unsigned is False
+    doc["feed"][0]["allow_unsigned"] = True
+    assert parse_config(doc).feeds[0].allow_unsigned is True
+    doc["feed"][0]["allow_unsigned"] = "yes"
+    refused(doc, "feed[0].allow_unsigned must be bool")

@@ -42,6 +42,8 @@ def write_config(root: Path, feeds: list[dict[str, Any]], *, work_dir: bool = Tr
 
 
 def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"'
     if isinstance(v, list | tuple):
@@ -426,3 +428,21 @@ def test_once_publishes_to_s3(tmp_path: Path, catalog: Any, s3_server: Any) -> N
 def manifest_from(store: feedkit.BlobStore, version: int) -> Manifest:
     key = names.manifest_key(FEED, version)
     return Manifest.from_bytes(store.get_bytes(key), key)
+
+
+def test_a_feed_from_a_new_empty_table_follows_its_first_rows(tmp_path: Path,
+                                                              catalog: Any) -> None:
+    from feedkit.producer.config import load_config
+    from feedkit.producer.daemon import Daemon
+
+    table = catalog.create_table(TABLE, schema=titles_table(1).schema)  # no rows, no snapshot
+    config = load_config(write_config(tmp_path, [feed_entry(max_change_ratio=0.1)]))
+    assert Daemon(config).once() == 0
+    v1 = announced(tmp_path)
+    assert v1 is not None and manifest(tmp_path, v1).record_count == 0
+    append_rows(table, titles_table(3))
+    assert Daemon(config).once() == 0  # was refused: "300.0% of records changed (3 of 0"
+    v2 = announced(tmp_path)
+    assert v2 != v1 and manifest(tmp_path, v2).record_count == 3
+    with consumer(tmp_path, watch=False) as feed:
+        assert feed.version == v2 and feed.get(2).title == "title 2"

@@ -151,6 +151,46 @@ def test_first_version_passes_max_change_ratio(store: feedkit.BlobStore) -> None
             p.publish(retitled(table, {3}))
 
 
+def test_an_empty_first_version_does_not_wedge_max_change_ratio(
+        store: feedkit.BlobStore, tmp_path: Path) -> None:
+    # A new, empty table: the feed's first version holds no records.
+    with Producer(store, feed=FEED, primary_key="movie_id", max_change_ratio=0.1,
+                  work_dir=tmp_path / "work") as p:
+        v1 = p.publish(titles_table(3).slice(0, 0))
+        assert v1 is not None and manifest(store, v1).record_count == 0
+        v2 = p.publish(titles_table(3))  # 3 added to nothing: no share to judge
+        assert v2 is not None and announced(store) == v2
+        # From then on the ratio is judged, with the right figures.
+        with pytest.raises(feedkit.RefusedError) as info:
+            p.publish(titles_table(4))
+    assert "33.3% of records changed (1 of 3: 1 added, 0 changed, 0 removed)" in str(info.value)
+    with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "cache", watch=False) as feed:
+        assert feed.version == v2 and len(feed) == 3
+
+
+def test_after_an_empty_version_min_records_judges_the_count(store: feedkit.BlobStore) -> None:
+    with Producer(store, feed=FEED, primary_key="movie_id", max_change_ratio=0.1,
+                  min_records=5) as p:
+        assert p.publish(titles_table(3).slice(0, 0), force=True) is not None
+        with pytest.raises(feedkit.RefusedError) as info:
+            p.publish(titles_table(3))
+        assert [r.rule for r in info.value.results] == ["min_records"]
+        assert "3 records, minimum 5" in str(info.value)
+        assert p.publish(titles_table(6)) is not None
+
+
+def test_max_change_ratio_against_an_empty_state_says_so() -> None:
+    summary = CycleSummary(feed=FEED, version=2, previous_version=1, record_count=3,
+                           previous_record_count=0, added=3, changed=0, removed=0, source=None,
+                           state=None)  # type: ignore[arg-type]  # the rule reads no record
+    assert summary.change_ratio == 0.0
+    result = MaxChangeRatio(0.1)(summary)
+    assert result.passed
+    assert result.message == ("version 1 had no records: 3 added, 0 changed, 0 removed; no "
+                              "change ratio to judge (min_records judges the count)")
+    assert result.details["ratio"] is None and result.details["previous_records"] == 0
+
+
 def test_builtin_rules_refuse_bad_limits() -> None:
     with pytest.raises(feedkit.ConfigurationError):
         MaxChangeRatio(-0.5)

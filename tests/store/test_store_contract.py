@@ -138,6 +138,34 @@ def test_open_store_urls(tmp_path: Path) -> None:
         feedkit.open_store("ftp://host/x")
     with pytest.raises(feedkit.ConfigurationError, match="no host"):
         feedkit.open_store("file://somehost/x")
+    assert feedkit.open_store("file://localhost" + str(tmp_path / "h")).url == \
+        (tmp_path / "h").as_uri()
+    assert not (tmp_path / "s").exists()  # opening creates nothing: the first write does
+
+
+@pytest.mark.parametrize("url", ["", " ", "\t\n", "file:", "file://", "file:///?x",
+                                 "file://localhost", "file:%20", "file://localhost?x"])
+def test_a_store_url_without_a_folder_is_a_configuration_error(url: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """Never the working directory: a blank setting must not make it a store."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(feedkit.ConfigurationError, match="store URL"):
+        feedkit.open_store(url)
+    assert list(tmp_path.iterdir()) == []
+    assert feedkit.open_store(".").url == tmp_path.as_uri()  # the working directory, said so
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("file:///data/feeds?x=1", "no query or fragment"),
+    ("file:///data/feeds#top", "no query or fragment"),
+    ("s3://[bucket/x", "Invalid IPv6"),
+    (None, "a str or os.PathLike"),
+    (b"/data/feeds", "a str or os.PathLike"),
+])
+def test_malformed_store_urls_are_configuration_errors(url: object, message: str) -> None:
+    with pytest.raises(feedkit.ConfigurationError, match=message):
+        feedkit.open_store(url)  # type: ignore[arg-type]
 
 
 def test_local_watch_reports_changes(any_store: BlobStore) -> None:
