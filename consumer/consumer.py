@@ -194,15 +194,23 @@ class Consumer:
                 self._start_refresher()
         return self
 
-    def _start_refresher(self) -> None:
+    def _start_refresher(self, *, watch_later: bool = False) -> None:
+        """Start the watch and the refresher thread. ``watch_later``: the thread arms the
+        watch itself, so that a forked child that execs at once (``subprocess`` with a
+        ``preexec_fn``) has only started a thread."""
+        if not watch_later:
+            self._arm_watch(self._wake)
+        self._thread = threading.Thread(target=self._run,
+                                        args=(self._stop, self._wake, watch_later),
+                                        daemon=True, name=f"feedkit-refresh-{self.feed}")
+        self._thread.start()
+
+    def _arm_watch(self, wake: threading.Event) -> None:
         try:
-            self._watch = self.store.watch(names.announcement_key(self.feed), self._wake.set)
+            self._watch = self.store.watch(names.announcement_key(self.feed), wake.set)
         except FeedkitError as exc:  # polling still follows the feed
             log.warning("feed %s: cannot watch the announcement, polling only: %s", self.feed, exc)
             self._watch = None
-        self._thread = threading.Thread(target=self._run, args=(self._stop, self._wake),
-                                        daemon=True, name=f"feedkit-refresh-{self.feed}")
-        self._thread.start()
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks, and a refresher and watch of its own.
@@ -218,7 +226,7 @@ class Consumer:
         self._thread, self._watch = None, None  # the parent's; they do not run here
         self._swap(self._state)  # a fork between the two assignments of a swap
         if self._phase == OPEN and self.watch:
-            self._start_refresher()
+            self._start_refresher(watch_later=True)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise ConfigurationError(
@@ -234,12 +242,12 @@ class Consumer:
         self._phase = CLOSED
         self._stop.set()
         self._wake.set()
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.refresh_timeout + 10)
+        watch, self._watch = self._watch, None  # after the join: the thread may arm it
+        if watch is not None:
+            watch.stop()
         with self._lock:
             self._swap(_Unavailable(f"consumer of feed {self.feed!r} is closed"))
             self._loader = None
@@ -649,7 +657,9 @@ class Consumer:
                 return True
         return False
 
-    def _run(self, stop: threading.Event, wake: threading.Event) -> None:
+    def _run(self, stop: threading.Event, wake: threading.Event, arm_watch: bool) -> None:
+        if arm_watch:
+            self._arm_watch(wake)
         failures = 0
         while not stop.is_set():
             if failures:
