@@ -286,6 +286,10 @@ def leaf_paths(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def set_path(doc: Any, path: tuple[Any, ...], value: Any, delete: bool = False) -> None:
     for part in path[:-1]:
         doc = doc[part]
+    # A path taken from the document before an earlier edit may no longer fit it (a list
+    # replaced by a dict): an int index into a dict would add a key JSON cannot sort.
+    if isinstance(doc, dict) is not isinstance(path[-1], str):
+        raise TypeError(f"path part {path[-1]!r} does not fit a {type(doc).__name__}")
     if delete:
         del doc[path[-1]]
     else:
