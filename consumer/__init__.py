@@ -2,6 +2,6 @@
 
 from feedkit.consumer.consumer import Consumer
 from feedkit.consumer.health import Health
-from feedkit.consumer.state import State
+from feedkit.state import State
 
 __all__ = ["Consumer", "Health", "State"]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from feedkit import names
+from feedkit.cache import FeedCache
 from feedkit.errors import (
     BlobNotFoundError,
     ClosedError,
@@ -22,15 +23,14 @@ from feedkit.errors import (
     VersionNotFoundError,
 )
 from feedkit.forks import on_fork_in_child
+from feedkit.loader import Loader
 from feedkit.manifest import Announcement
 from feedkit.signing import signer_from
+from feedkit.state import State
 from feedkit.store import BlobStore, Watch
 from feedkit.store.deadline import deadline
 
-from .cache import FeedCache
 from .health import Health
-from .loader import Loader
-from .state import State
 from .stats import RefreshStats
 
 __all__ = ["Consumer"]

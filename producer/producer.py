@@ -563,7 +563,7 @@ class Producer:
         """Run every validator on the new state; raise RefusedError naming the failures."""
         if not self.validators:
             return
-        from feedkit.consumer.state import State
+        from feedkit.state import State
 
         last = self._last
         summary = CycleSummary(
@@ -826,8 +826,8 @@ class Producer:
     _restored_from = ""
 
     def _fetch_state(self, manifest: Manifest) -> StateFile:
-        from feedkit.consumer.cache import FeedCache
-        from feedkit.consumer.loader import Loader
+        from feedkit.cache import FeedCache
+        from feedkit.loader import Loader
 
         cache_dir = self.work_dir / _RESTORE_DIR
         shutil.rmtree(cache_dir, ignore_errors=True)  # a killed restore's partial files

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from feedkit.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from feedkit.consumer.state import State
+    from feedkit.state import State
 
 __all__ = [
     "CycleSummary",

@@ -13,7 +13,7 @@ import pytest
 
 import feedkit
 from feedkit import ConfigurationError
-from feedkit.consumer.cache import FeedCache
+from feedkit.cache import FeedCache
 from feedkit.names import check_object_name, validate_feed
 
 BAD_FEEDS: list[Any] = [

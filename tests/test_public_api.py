@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import feedkit
 from tests.conftest import titles_table
@@ -16,6 +17,7 @@ def test_all_matches_the_exports() -> None:
     public = {n for n in vars(feedkit) if not n.startswith("_")}
     modules = {"errors", "store", "names", "codec", "keys", "format", "blobs", "manifest",
                "merge", "metrics", "consumer", "producer", "admin", "cli", "signing", "forks",
+               "cache", "loader", "planner", "state",
                "annotations",
                "TYPE_CHECKING", "Any"}
     assert public - modules <= set(feedkit.__all__), public - modules - set(feedkit.__all__)
@@ -57,3 +59,31 @@ def test_consumer_runs_without_pyarrow_or_pyiceberg(store, cache_dir) -> None:
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "lean ok" in out.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_layers_import_downwards_only() -> None:
+    """The core imports neither side; a side never imports the other; admin reaches state
+    files through the core (DESIGN.md's layers)."""
+    root = Path(__file__).resolve().parents[1]
+    tools = {"__init__.py", "metrics.py", "cli.py"}  # the public API and the tools
+    rules = [(p, ("feedkit.consumer", "feedkit.producer"))
+             for p in (root / "feedkit").rglob("*.py")
+             if p.name not in tools and "admin" not in p.parts]
+    rules += [(p, ("feedkit.consumer",)) for p in (root / "feedkit" / "admin").glob("*.py")]
+    rules += [(p, ("feedkit.consumer",)) for p in (root / "producer").glob("*.py")]
+    rules += [(p, ("feedkit.producer",)) for p in (root / "consumer").glob("*.py")]
+    wrong = [f"{p.relative_to(root)} imports {m}" for p, banned in rules
+             for m in sorted(_imports(p)) if m.startswith(banned)]
+    assert not wrong, wrong

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from feedkit import codec, names
-from feedkit.consumer.cache import FeedCache
-from feedkit.consumer.loader import Loader
+from feedkit.cache import FeedCache
 from feedkit.errors import ConfigurationError, IntegrityError
 from feedkit.format import TOMBSTONE, StateFile, byte_ranges
 from feedkit.keys import KeySpec
+from feedkit.loader import Loader
 from feedkit.store import BlobStore
 
 from .records import cache_folder, jsonable, record_json

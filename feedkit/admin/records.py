@@ -16,11 +16,11 @@ from typing import Any
 
 import msgpack
 
-from feedkit.consumer.cache import FeedCache
-from feedkit.consumer.loader import Loader
-from feedkit.consumer.state import State
+from feedkit.cache import FeedCache
 from feedkit.errors import KeyTypeError
 from feedkit.keys import KeySpec
+from feedkit.loader import Loader
+from feedkit.state import State
 from feedkit.store import BlobStore
 
 from .versions import read_manifest, resolve_version

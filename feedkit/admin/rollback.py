@@ -12,9 +12,9 @@ from functools import partial
 from typing import Any
 
 from feedkit import names
-from feedkit.consumer.planner import plan
 from feedkit.errors import BlobNotFoundError, ProducerFencedError, VersionNotFoundError
 from feedkit.manifest import Announcement, Manifest, Pin, utc_now
+from feedkit.planner import plan
 from feedkit.store import BlobStore
 
 from .versions import read_announcement, read_manifest

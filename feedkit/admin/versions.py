@@ -8,9 +8,9 @@ from functools import partial
 from typing import Any
 
 from feedkit import names
-from feedkit.consumer.planner import plan
 from feedkit.errors import BlobNotFoundError, FeedkitError, IntegrityError, VersionNotFoundError
 from feedkit.manifest import Announcement, Manifest, Pin
+from feedkit.planner import plan
 from feedkit.store import BlobStore
 
 __all__ = ["FeedVersions", "Inspection", "VersionInfo", "inspect_version", "list_versions",

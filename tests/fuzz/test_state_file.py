@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from feedkit import FeedkitError, IntegrityError
-from feedkit.consumer.state import State
 from feedkit.format import StateFile
 from feedkit.keys import value_hash
+from feedkit.state import State
 from tests.fuzz.support import (
     DEEP_JSON,
     HUGE_INTS,

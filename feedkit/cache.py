@@ -1,4 +1,5 @@
-"""The consumer's cache folder: which files hold which version, and the build lock.
+"""A cache folder of state files (a consumer's, the producer's restore folder, the
+``feedkit`` command's): which files hold which version, and the build lock.
 
 ``{cache_dir}/{feed}/`` holds ``{V}.base`` (a whole state at version V) and
 ``{B}-{V}.overlay`` (the changes from base B to version V), versions zero-padded to

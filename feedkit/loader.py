@@ -1,6 +1,6 @@
 """Fetching a version into the cache folder: snapshot and deltas, verified, then renamed.
 
-Shared by the consumer and by the producer's restore. Nothing reaches a final
+The core's: used by the consumer, the producer's restore and the ``feedkit`` command. Nothing reaches a final
 name in the cache until it was verified: the blob's size and SHA-256, the state
 file's checksum and header, and, for deltas, the merged state's record count and
 digest against the manifest.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from feedkit import names
 from feedkit.blobs import BlobInfo, decompress_file
+from feedkit.cache import FeedCache
 from feedkit.errors import (
     BlobNotFoundError,
     FeedkitError,
@@ -25,15 +26,13 @@ from feedkit.errors import (
 from feedkit.format import PREFIX_SIZE, StateFile, derived_header, write_state
 from feedkit.manifest import Manifest
 from feedkit.merge import apply_delta, compact
+from feedkit.planner import Plan, plan
 from feedkit.signing import Signer
 from feedkit.store import BlobStore
 
-from .cache import FeedCache
-from .planner import Plan, plan
-
 __all__ = ["Loader"]
 
-log = logging.getLogger("feedkit.consumer")
+log = logging.getLogger("feedkit.loader")
 
 _MANIFESTS_KEPT = 256  # manifests remembered per loader (they are immutable; re-reading is cheap)
 
