@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from feedkit import names
-from feedkit.cache import FeedCache
+from feedkit.cache import FeedCache, check_cache_dir
 from feedkit.errors import (
     BlobNotFoundError,
     ClosedError,
@@ -124,10 +124,7 @@ class Consumer:
                                          f"not {value!r}")
         if keep_versions < 1:
             raise ConfigurationError(f"feed {feed!r}: keep_versions must be >= 1")
-        if not isinstance(cache_dir, str | os.PathLike) or not os.fspath(cache_dir):
-            # Path("") is the working directory: never a cache folder anyone meant.
-            raise ConfigurationError(f"feed {feed!r}: cache_dir must name a folder, "
-                                     f"not {cache_dir!r}")
+        check_cache_dir(cache_dir, feed)  # checked now: the folder is made at open()
         self.store = store
         self.cache_dir = cache_dir
         self.watch = watch

@@ -36,7 +36,7 @@ from feedkit.forks import on_fork_in_child
 from feedkit.names import validate_feed
 from feedkit.store.deadline import remaining
 
-__all__ = ["FeedCache"]
+__all__ = ["FeedCache", "check_cache_dir"]
 
 _BASE = re.compile(r"(\d{20})\.base")
 _STALE_TMP_SECONDS = 600
@@ -58,10 +58,7 @@ class FeedCache:
     def __init__(self, cache_dir: str | os.PathLike[str], feed: str) -> None:
         # Consumers validate the name already; checked again where it becomes a path.
         self.feed = validate_feed(feed)
-        if not isinstance(cache_dir, str | os.PathLike) or not os.fspath(cache_dir):
-            # Path("") is the working directory: never a cache folder anyone meant.
-            raise ConfigurationError(f"feed {feed!r}: cache_dir must name a folder, "
-                                     f"not {cache_dir!r}")
+        check_cache_dir(cache_dir, feed)
         self.root = Path(cache_dir)
         self.dir = self.root / self.feed
         try:
@@ -224,6 +221,18 @@ class FeedCache:
                 if pid.isdigit() and not _alive(int(pid)):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+def check_cache_dir(cache_dir: object, feed: str) -> None:
+    """Refuse a ``cache_dir`` that names no folder.
+
+    Raises:
+        ConfigurationError: an empty path (``Path("")`` is the working directory, never a
+            cache folder anyone meant) or no path at all.
+    """
+    if not isinstance(cache_dir, str | os.PathLike) or not os.fspath(cache_dir):
+        raise ConfigurationError(f"feed {feed!r}: cache_dir must name a folder, "
+                                 f"not {cache_dir!r}")
 
 
 def _flock(fd: int, folder: Path) -> None:

@@ -42,8 +42,17 @@ import xxhash
 
 from feedkit import codec
 from feedkit.blobs import owner_only
-from feedkit.errors import IntegrityError, KeyTypeError
-from feedkit.keys import FIB, M64, PART_KINDS, KeySpec, hash_homes, int_homes, xxh3
+from feedkit.errors import IntegrityError
+from feedkit.keys import (
+    FIB,
+    M64,
+    PART_KINDS,
+    KeySpec,
+    hash_homes,
+    int_homes,
+    unencodable_key,
+    xxh3,
+)
 from feedkit.names import validate_feed
 
 PREFIX_SIZE = 48  # the fixed prefix before the checksummed body (see _PREFIX)
@@ -765,13 +774,6 @@ DECODE_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, struct.err
                  msgpack.UnpackException, IntegrityError)
 
 _PART_TYPES = {"int": "int", "str": "str", "bytes": "bytes"}  # key part kind -> type in get
-
-
-def unencodable_key(feed: str, key: Any, exc: UnicodeEncodeError) -> KeyTypeError:
-    """The error for a str key (part) that is not valid text (a lone surrogate): no feed
-    holds one, since keys are UTF-8."""
-    return KeyTypeError(f"feed {feed!r}: key {key!r} is not valid text ({exc.reason}): "
-                        "it cannot be a key of the feed")
 
 
 def damaged_record(files: Sequence[StateFile], key: Any, exc: BaseException) -> IntegrityError:

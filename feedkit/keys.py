@@ -27,7 +27,7 @@ import xxhash
 from feedkit.codec import pack_value
 from feedkit.errors import KeyTypeError
 
-__all__ = ["FIB", "KeySpec", "value_hash", "xxh3"]
+__all__ = ["FIB", "KeySpec", "unencodable_key", "value_hash", "xxh3"]
 
 FIB = 0x9E3779B97F4A7C15
 M64 = (1 << 64) - 1
@@ -93,23 +93,39 @@ class KeySpec:
             )
         return _normalize_part(key, self.parts[0], key, feed)
 
-    def hash_normalized(self, key: Any) -> int:
-        """The slot hash of a normalised key (``hash`` slot kind only)."""
-        if self.composite:
-            try:
-                return xxh3(msgpack.packb(key))  # the msgpack array of the parts, as get() hashes it
-            except OverflowError:
-                # An int part past 64 bits: no stored key has one. Any hash will do, since
-                # lookups compare the record's key with the asked key on a hash match.
-                return xxh3(repr(key).encode())
-        if self.parts[0] == "str":
-            return xxh3(key.encode())
-        return xxh3(key)
+    def hash_normalized(self, key: Any, feed: str) -> int:
+        """The slot hash of a normalised key (``hash`` slot kind only).
+
+        Raises:
+            KeyTypeError: a str key (part) that is not valid text (a lone surrogate): no
+                feed holds one, since keys are UTF-8.
+        """
+        try:
+            if self.composite:
+                try:
+                    # The msgpack array of the parts, as get() hashes it.
+                    return xxh3(msgpack.packb(key))
+                except OverflowError:
+                    # An int part past 64 bits: no stored key has one. Any hash will do,
+                    # since lookups compare the record's key with the asked key on a match.
+                    return xxh3(repr(key).encode())
+            if self.parts[0] == "str":
+                return xxh3(key.encode())
+            return xxh3(key)
+        except UnicodeEncodeError as exc:
+            raise unencodable_key(feed, key, exc) from None
 
     def slot_key(self, key: Any, feed: str) -> int:
         """What the slot table holds for ``key``: the int itself or its 64-bit hash."""
         key = self.normalize(key, feed)
-        return key if self.slot_kind == "int" else self.hash_normalized(key)
+        return key if self.slot_kind == "int" else self.hash_normalized(key, feed)
+
+
+def unencodable_key(feed: str, key: Any, exc: UnicodeEncodeError) -> KeyTypeError:
+    """The error for a str key (part) that is not valid text (a lone surrogate): no feed
+    holds one, since keys are UTF-8."""
+    return KeyTypeError(f"feed {feed!r}: key {key!r} is not valid text ({exc.reason}): "
+                        "it cannot be a key of the feed")
 
 
 def _normalize_part(part: Any, kind: str, key: Any, feed: str) -> Any:
@@ -120,11 +136,6 @@ def _normalize_part(part: Any, kind: str, key: Any, feed: str) -> Any:
             return int(part)
     elif kind == "str":
         if isinstance(part, str):
-            try:
-                part.encode()
-            except UnicodeEncodeError as exc:  # a lone surrogate: keys are UTF-8 text
-                raise KeyTypeError(f"feed {feed!r}: key {key!r} is not valid text "
-                                   f"({exc.reason}): it cannot be a key of the feed") from None
             return str(part)
     elif isinstance(part, bytes | bytearray | memoryview):
         return bytes(part)

@@ -59,7 +59,8 @@ class Loader:
         except BlobNotFoundError as exc:
             raise VersionNotFoundError(f"feed {self.feed!r}: no version {version} ({key})") from exc
         m = self._parse(data, key, version)
-        self.cache.remember_manifest(version, data)
+        if self.signer is not None:  # only a keyed start without the store reads the copy
+            self.cache.remember_manifest(version, data)
         return m
 
     def _parse(self, data: bytes, key: str, version: int) -> Manifest:

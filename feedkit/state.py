@@ -83,7 +83,7 @@ class State:
                              dtype=np.int64)
             return array, norm, np.flatnonzero(fits)
         norm = [self._normalize(k) for k in keys]
-        hashes = np.fromiter((self.spec.hash_normalized(k) for k in norm), dtype=np.uint64,
+        hashes = np.fromiter((self.spec.hash_normalized(k, self.feed) for k in norm), dtype=np.uint64,
                              count=len(norm))
         return hashes, norm, np.arange(len(keys))
 

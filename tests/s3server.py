@@ -3,6 +3,7 @@ process (or the server named by ``FEEDKIT_S3_ENDPOINT``: MinIO, AWS)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 BUCKET = os.environ.get("FEEDKIT_S3_BUCKET", "feedkit-tests")
@@ -100,3 +102,19 @@ class S3Server:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+@contextlib.contextmanager
+def own_moto() -> Iterator[S3Server]:
+    """A moto server process of the caller's own, even with ``FEEDKIT_S3_ENDPOINT`` set: for
+    tests that SIGSTOP it (the session's server is shared)."""
+    import pytest
+
+    pytest.importorskip("moto")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FEEDKIT_S3_ENDPOINT", raising=False)
+        server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,7 +2,8 @@
 the store, where an outage really happens.
 
 Modes: ``pass`` (forward), ``stall`` (hold every request, answer nothing, until the mode
-changes), ``503`` and ``403`` (answer S3's error documents without forwarding), and
+changes), ``stall-but-announcements`` (forward reads of announcements, hold the rest: a
+store that stalls in the middle of a refresh), ``503`` and ``403`` (answer S3's error documents without forwarding), and
 ``stop()``/``start()`` for a store that refuses connections (nothing listens on the port).
 """
 
@@ -35,7 +36,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def set_mode(self, mode: str) -> None:
-        assert mode in ("pass", "stall", "503", "403"), mode
+        assert mode in ("pass", "stall", "stall-but-announcements", "503", "403"), mode
         with self._changed:
             self.mode = mode
             self._changed.notify_all()
@@ -56,8 +57,10 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 proxy.requests += 1
+                announcement = self.path.split("?")[0].endswith("/announced.json")
                 with proxy._changed:
-                    while proxy.mode == "stall":
+                    while proxy.mode == "stall" or (
+                            proxy.mode == "stall-but-announcements" and not announcement):
                         proxy._changed.wait()
                     mode = proxy.mode
                 if mode in ("503", "403"):

@@ -5,7 +5,6 @@ good version with zero wrong answers, and catch up once there is room again."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import subprocess
 import time
@@ -24,41 +23,14 @@ from tests.faults.harness import (
     serving,
     wait_until,
 )
+from tests.tmpfs import fill, mounted_tmpfs
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted at ``tmp_path / "cache"``."""
-    mount = tmp_path / "cache"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "cache", "2m") as mount:
         yield mount
-    finally:
-        for _ in range(5):  # mappings of closed states may linger until collected
-            if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a ballast file until the file system is full."""
-    ballast = folder / "ballast"
-    with open(ballast, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return ballast
 
 
 def remount(folder: Path, mode: str) -> None:

@@ -24,7 +24,7 @@ import feedkit
 from feedkit.store.deadline import StoreTimeoutError, check, current, deadline, remaining
 from feedkit.store.s3 import MiB, S3Store
 
-from ..s3server import S3Server
+from ..s3server import S3Server, own_moto
 
 # A stalled call ends at the deadline plus scheduling noise; far below one read timeout.
 MARGIN = 2.5
@@ -124,12 +124,8 @@ def test_the_deadline_module_imports_nothing_heavy() -> None:
 @pytest.fixture(scope="module")
 def moto() -> Iterator[S3Server]:
     """Our own moto server process: these tests SIGSTOP it, so it is not the session's."""
-    pytest.importorskip("moto")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("FEEDKIT_S3_ENDPOINT", raising=False)
-        server = S3Server()
-    yield server
-    server.stop()
+    with own_moto() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,7 @@ first write, never by opening the store or reading it."""
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 
 import feedkit
 from feedkit.store.local import LocalStore
+from tests.tmpfs import fill, mounted_tmpfs
 
 
 def tree(root: Path) -> set[str]:
@@ -24,35 +22,8 @@ def tree(root: Path) -> set[str]:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs mounted at ``tmp_path / "fs"``."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "fs", "1m") as mount:
         yield mount
-    finally:
-        for _ in range(5):
-            if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a ballast file until the file system is full."""
-    ballast = folder / "ballast"
-    with open(ballast, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return ballast
 
 
 def test_a_write_that_finds_the_disk_full_leaves_no_temporary_file(small_fs: Path,
