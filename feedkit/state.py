@@ -6,17 +6,17 @@ one (``Consumer.view()``) keeps its files mapped, so a request sees one version.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from feedkit import codec
+from feedkit import _native, codec
 from feedkit.errors import ConfigurationError, IntegrityError, KeyTypeError
-from feedkit.format import DECODE_ERRORS, TOMBSTONE, StateFile, byte_ranges, make_get
-from feedkit.keys import value_hash
+from feedkit.format import TOMBSTONE, StateFile, damaged_record
+from feedkit.keys import M64, unencodable_key, value_hash
 
 __all__ = ["State"]
 
@@ -39,11 +39,16 @@ class State:
         self.use_list: bool = header["use_list"]
         self.Record = codec.record_class(tuple(self.names))
         self._key_pos = [self.names.index(c) for c in self.spec.columns]
-        self._decode_opts = codec.decode_options(self.schema, self.use_list)
-        # normalize must not be a bound method of self: State -> get -> self would be a
-        # reference cycle, keeping every old version mapped until the cyclic collector runs.
-        self.get = make_get(files, self.Record, self.use_list,
-                            partial(self.spec.normalize, feed=self.feed))
+        # The lookups run compiled (native/src/reader.rs). Nothing handed to the Reader
+        # refers back to self: State -> get -> self would be a reference cycle, keeping
+        # every old version mapped until the cyclic collector runs.
+        self._reader = _native.Reader(
+            [(sf.mm, sf.body_offset, sf.slot_count, sf.bits, sf.method, sf.empty & M64,
+              sf.heap_offset, sf.heap_end, sf.kind == "overlay") for sf in files],
+            self.Record, len(self.names), list(self.spec.parts), self._key_pos, self.use_list,
+            codec.decode_ext, partial(self.spec.normalize, feed=self.feed),
+            partial(damaged_record, list(files)), partial(unencodable_key, self.feed))
+        self.get = self._reader.get
 
     def __repr__(self) -> str:
         return f"<State {self.feed} v{self.version} {self.record_count} records>"
@@ -67,68 +72,33 @@ class State:
 
     # -- many keys ----------------------------------------------------------------------
 
-    def _slot_keys(self, keys: list[Any]) -> tuple[np.ndarray, list[Any], np.ndarray]:
-        """Slot keys for ``keys``, the normalised keys, and the positions worth probing."""
-        if self.spec.slot_kind == "int":
-            try:
-                array = np.array(keys)
-            except (TypeError, ValueError, OverflowError):
-                array = np.empty(0)
-            if array.dtype.kind == "i" and array.ndim == 1 and set(map(type, keys)) == {int}:
-                return array.astype(np.int64, copy=False), keys, np.arange(len(keys))
-            norm = [self._normalize(k) for k in keys]
-            # An int outside int64 cannot be a key of the feed: it is not probed.
-            fits = np.array([-(1 << 63) <= k < 1 << 63 for k in norm], dtype=bool)
-            array = np.array([k if ok else 0 for k, ok in zip(norm, fits, strict=True)],
-                             dtype=np.int64)
-            return array, norm, np.flatnonzero(fits)
-        norm = [self._normalize(k) for k in keys]
-        hashes = np.fromiter((self.spec.hash_normalized(k, self.feed) for k in norm), dtype=np.uint64,
-                             count=len(norm))
-        return hashes, norm, np.arange(len(keys))
-
     def _decode_many(self, sf: StateFile, slots: np.ndarray) -> list[Any]:
-        starts, lengths = sf.record_ranges(slots)
-        n = len(slots)
-        # One msgpack array around the records: a single unpackb call decodes them all.
-        buf = np.empty(5 + int(lengths.sum()), dtype=np.uint8)
-        buf[:5] = np.frombuffer(b"\xdd" + n.to_bytes(4, "big"), dtype=np.uint8)
-        buf[5:] = sf.heap[byte_ranges(starts, lengths)]
         try:
-            rows = msgpack.unpackb(buf, **self._decode_opts)
-            return list(map(partial(tuple.__new__, self.Record), rows))
-        except DECODE_ERRORS as exc:  # record bytes that are not what the writer packed
+            return self._reader.records(self.files.index(sf),  # type: ignore[no-any-return]
+                                        np.ascontiguousarray(slots, dtype=np.int64))
+        except IntegrityError as exc:  # record bytes that are not what the writer packed
             raise IntegrityError(f"feed {self.feed!r}: unreadable records in {sf.path}: {exc}") from exc
 
     def get_many(self, keys: Iterable[Any]) -> list[Any]:
         """Records for ``keys``, aligned with them; None where a key is absent.
 
-        The probe runs vectorised over all keys, and the records decode in one
-        msgpack call.
+        ``keys``: any iterable, a numpy integer array or a pyarrow array. Every key is
+        probed before any record is decoded, in compiled code.
         """
-        keys = list(keys)
-        slot_keys, norm, pending = self._slot_keys(keys)
-        result: list[Any] = [None] * len(keys)
-        for sf in self.files:
-            slots = sf.probe_many(slot_keys[pending])
-            hit = slots >= 0
-            where, found = pending[hit], slots[hit]
-            pending = pending[~hit]
-            if sf.kind == "overlay":
-                live = sf.heap[sf.record_ranges(found)[0]] != TOMBSTONE
-                where, found = where[live], found[live]
-            if not len(found):
-                continue
-            records = self._decode_many(sf, found)
-            if len(where) == len(keys):
-                result = records
-            else:
-                for i, rec in zip(where.tolist(), records, strict=True):
-                    result[i] = rec
-        if self.spec.slot_kind != "int":
-            result = [r if r is None or self._record_key(r) == k else None
-                      for r, k in zip(result, norm, strict=True)]
-        return result
+        if type(keys).__module__.startswith("pyarrow"):
+            # Arrow integers without nulls go as one int64 buffer; anything else as values.
+            if self.spec.slot_kind == "int" and getattr(keys, "null_count", 1) == 0:
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    keys = keys.to_numpy()  # type: ignore[attr-defined]
+            if not isinstance(keys, np.ndarray):
+                keys = keys.to_pylist()  # type: ignore[attr-defined]
+        if (isinstance(keys, np.ndarray) and keys.dtype.kind == "i" and keys.ndim == 1
+                and self.spec.slot_kind == "int"):
+            return self._reader.get_many_int(  # type: ignore[no-any-return]
+                np.ascontiguousarray(keys, dtype=np.int64))
+        if isinstance(keys, np.ndarray):
+            keys = keys.tolist()
+        return self._reader.get_many(keys)  # type: ignore[no-any-return]
 
     def _record_key(self, rec: Any) -> Any:
         if len(self._key_pos) == 1:

@@ -259,7 +259,7 @@ def test_a_verified_file_with_a_lying_record_raises_integrity_error(
     state = State([sf])
     with pytest.raises(IntegrityError, match=r"fuzz\.feed.*key 42"):
         state.get(42)
-    with pytest.raises(IntegrityError, match=r"fuzz\.feed.*unreadable records"):
+    with pytest.raises(IntegrityError, match=r"fuzz\.feed.*key 42 is unreadable"):
         state.get_many([3, 42])
     assert state.get(3) == (3, "name 3", "DE")  # the other records still answer
     assert state.get_many([3, 11]) == [(3, "name 3", "DE"), (11, "name 11", "US")]

@@ -1,0 +1,242 @@
+//! Format 1's byte layout, in one place (docs/FORMAT.md, section 4).
+//!
+//! Every offset and size the crate reads a state file with is defined here; the other
+//! modules take a [`Table`] and never compute an offset of their own.
+
+use crate::error::{Error, Result};
+
+/// `FEEDKIT\0`, the first eight bytes of every state file.
+pub const MAGIC: &[u8; 8] = b"FEEDKIT\0";
+/// The format this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The fixed prefix: magic, format, header length, body offset, file size, xxh3-128.
+pub const PREFIX_SIZE: usize = 48;
+/// A slot: the slot key (8 bytes) then the absolute offset of its record (8 bytes).
+pub const SLOT_SIZE: usize = 16;
+/// The first byte of a tombstone (msgpack nil); a record starts with an array header.
+pub const TOMBSTONE: u8 = 0xC0;
+/// The body starts at a multiple of this.
+pub const BODY_ALIGN: usize = 64;
+
+/// Reads a little-endian u64 at `at`, or `None` past the end of `bytes`.
+#[inline(always)]
+pub fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(word.try_into().ok()?))
+}
+
+/// The fixed prefix of a state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    pub format: u32,
+    pub header_length: usize,
+    pub body_offset: usize,
+    pub file_size: usize,
+    pub digest: [u8; 16],
+}
+
+impl Prefix {
+    /// Parses and checks the prefix of a file of `bytes.len()` bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Prefix> {
+        let head = bytes
+            .get(..PREFIX_SIZE)
+            .ok_or_else(|| Error::damaged("not a feedkit state file (too short)"))?;
+        if &head[..8] != MAGIC {
+            return Err(Error::damaged("not a feedkit state file (bad magic)"));
+        }
+        let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if format != FORMAT_VERSION {
+            return Err(Error::damaged(format!(
+                "state format {format}, this feedkit reads {FORMAT_VERSION}"
+            )));
+        }
+        let header_length = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
+        let body_offset = u64_at(head, 16).expect("in the prefix");
+        let file_size = u64_at(head, 24).expect("in the prefix");
+        let size = bytes.len();
+        if file_size != size as u64 || body_offset > size as u64 || PREFIX_SIZE + header_length > size {
+            return Err(Error::damaged(format!(
+                "truncated state file ({size} of {file_size} bytes)"
+            )));
+        }
+        let body_offset = body_offset as usize;
+        if body_offset != align(PREFIX_SIZE + header_length, BODY_ALIGN) {
+            return Err(Error::damaged(format!(
+                "body offset {body_offset} does not follow a {header_length}-byte header"
+            )));
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&head[32..48]);
+        Ok(Prefix { format, header_length, body_offset, file_size: size, digest })
+    }
+}
+
+/// Rounds `n` up to a multiple of `to` (a power of two).
+pub fn align(n: usize, to: usize) -> usize {
+    (n + to - 1) & !(to - 1)
+}
+
+/// How a slot key picks its home slot (the header's `slots.hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// int keys: the low `bits` bits.
+    Low,
+    /// int keys: the top `bits` bits of the key times the Fibonacci constant.
+    Fib,
+    /// hashed keys: the top `bits` bits of the xxh3-64 hash.
+    Xxh3,
+}
+
+impl Home {
+    pub fn from_name(name: &str) -> Result<Home> {
+        match name {
+            "low" => Ok(Home::Low),
+            "fib" => Ok(Home::Fib),
+            "xxh3" => Ok(Home::Xxh3),
+            other => Err(Error::damaged(format!("unknown slot hash {other:?}"))),
+        }
+    }
+}
+
+/// The multiplier of the `fib` home function.
+pub const FIB: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Where one file's slot table and heap lie, checked against the file's size.
+///
+/// Built from the header's numbers; whatever they say, every read through a `Table`
+/// stays inside the file (reads are bounds-checked, never indexed blindly).
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Absolute offset of slot 0.
+    pub slots_at: usize,
+    /// Slots, overflow tail and terminal slot included.
+    pub slot_count: usize,
+    /// The capacity is `2**bits`.
+    pub bits: u32,
+    pub home: Home,
+    /// The empty-slot sentinel, as the slot's 64 bits.
+    pub empty: u64,
+    /// Absolute offsets of the heap: `[heap_start, heap_end)`.
+    pub heap_start: usize,
+    pub heap_end: usize,
+    /// An overlay: its records may be tombstones.
+    pub overlay: bool,
+}
+
+impl Table {
+    /// Checks that the sections lie inside a file of `file_size` bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        file_size: usize,
+        slots_at: usize,
+        slot_count: usize,
+        bits: u32,
+        home: Home,
+        empty: u64,
+        heap_start: usize,
+        heap_end: usize,
+        overlay: bool,
+    ) -> Result<Table> {
+        if bits > 62 {
+            return Err(Error::damaged(format!("slot table of 2**{bits} slots")));
+        }
+        let slots_end = slot_count
+            .checked_mul(SLOT_SIZE)
+            .and_then(|n| n.checked_add(slots_at))
+            .ok_or_else(|| Error::damaged("slot table size overflows"))?;
+        if slot_count < (1usize << bits) + 1 || slots_end > file_size {
+            return Err(Error::damaged(format!(
+                "slot table of {slot_count} slots (2**{bits} + 1 at least) does not fit the file"
+            )));
+        }
+        if heap_start > heap_end || heap_end > file_size {
+            return Err(Error::damaged("heap outside the file"));
+        }
+        Ok(Table { slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay })
+    }
+
+    /// The home slot of `slot_key`.
+    #[inline(always)]
+    pub fn home_of(&self, slot_key: u64) -> usize {
+        let shift = 64 - self.bits; // bits <= 62: no overflow
+        let home = match self.home {
+            Home::Low => slot_key & ((1u64 << self.bits) - 1),
+            Home::Fib => slot_key.wrapping_mul(FIB).checked_shr(shift).unwrap_or(0),
+            Home::Xxh3 => slot_key.checked_shr(shift).unwrap_or(0),
+        };
+        home as usize
+    }
+
+    /// The slot key of slot `j`.
+    #[inline(always)]
+    pub fn slot_key(&self, bytes: &[u8], j: usize) -> Option<u64> {
+        u64_at(bytes, self.slots_at + j * SLOT_SIZE)
+    }
+
+    /// The absolute offset of slot `j`'s record (its end is slot `j + 1`'s offset).
+    #[inline(always)]
+    pub fn record_offset(&self, bytes: &[u8], j: usize) -> Option<u64> {
+        u64_at(bytes, self.slots_at + j * SLOT_SIZE + 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(format: u32, header: u32, body: u64, size: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&format.to_le_bytes());
+        out.extend_from_slice(&header.to_le_bytes());
+        out.extend_from_slice(&body.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&[7u8; 16]);
+        out.resize(size as usize, 0);
+        out
+    }
+
+    #[test]
+    fn a_good_prefix_parses() {
+        let p = Prefix::parse(&prefix(1, 10, 64, 128)).unwrap();
+        assert_eq!((p.header_length, p.body_offset, p.file_size), (10, 64, 128));
+        assert_eq!(p.digest, [7u8; 16]);
+    }
+
+    #[test]
+    fn damaged_prefixes_are_refused() {
+        assert!(Prefix::parse(b"FEEDKIT").is_err());
+        let mut bad_magic = prefix(1, 10, 64, 128);
+        bad_magic[0] = b'X';
+        assert!(Prefix::parse(&bad_magic).is_err());
+        assert!(Prefix::parse(&prefix(2, 10, 64, 128)).is_err());
+        // a size that is not the file's, a body past the end, a misaligned body
+        let mut wrong_size = prefix(1, 10, 64, 128);
+        wrong_size[24] = 200;
+        assert!(Prefix::parse(&wrong_size).is_err());
+        assert!(Prefix::parse(&prefix(1, 10, 192, 128)).is_err());
+        assert!(Prefix::parse(&prefix(1, 10, 72, 128)).is_err());
+        assert!(Prefix::parse(&prefix(1, u32::MAX, 64, 128)).is_err());
+    }
+
+    #[test]
+    fn tables_must_fit_their_file() {
+        assert!(Table::new(1000, 64, 9, 3, Home::Low, 0, 208, 300, false).is_ok());
+        assert!(Table::new(1000, 64, 8, 3, Home::Low, 0, 208, 300, false).is_err());
+        assert!(Table::new(100, 64, 9, 3, Home::Low, 0, 208, 300, false).is_err());
+        assert!(Table::new(1000, 64, 9, 3, Home::Low, 0, 300, 208, false).is_err());
+        assert!(Table::new(1000, 64, usize::MAX, 3, Home::Low, 0, 208, 300, false).is_err());
+        assert!(Table::new(1000, 64, 9, 63, Home::Low, 0, 208, 300, false).is_err());
+    }
+
+    #[test]
+    fn homes_follow_the_format() {
+        let t = Table::new(1000, 64, 9, 3, Home::Low, 0, 208, 300, false).unwrap();
+        assert_eq!(t.home_of(11), 3);
+        assert_eq!(t.home_of((-1i64) as u64), 7);
+        let f = Table { home: Home::Fib, ..t.clone() };
+        assert_eq!(f.home_of(1), (FIB >> 61) as usize);
+        let x = Table { home: Home::Xxh3, ..t };
+        assert_eq!(x.home_of(u64::MAX), 7);
+    }
+}

@@ -1,0 +1,298 @@
+//! The msgpack subset of the record codec (docs/FORMAT.md, section 6): a pull reader
+//! over untrusted bytes and the canonical writers.
+//!
+//! Written here rather than taken from a crate (rmp) because the reader must hand out
+//! borrowed slices and lengths without allocating, reject every malformed byte with an
+//! error rather than a panic, and match msgpack-python's canonical output byte for
+//! byte; the subset is small (the format's 30-odd type bytes).
+
+use crate::error::{Error, Result};
+
+/// One msgpack item: a scalar, or the header of an array, map or ext.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    F32(f32),
+    F64(f64),
+    Str(&'a [u8]),
+    Bin(&'a [u8]),
+    Array(usize),
+    Map(usize),
+    Ext(i8, &'a [u8]),
+}
+
+/// Reads tokens from `bytes`, never past its end.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(short)?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    #[inline(always)]
+    fn byte(&mut self) -> Result<u8> {
+        let b = *self.bytes.get(self.pos).ok_or_else(short)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline(always)]
+    fn be<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+
+    #[inline(always)]
+    fn len(&mut self, width: usize) -> Result<usize> {
+        Ok(match width {
+            1 => self.byte()? as usize,
+            2 => u16::from_be_bytes(self.be()?) as usize,
+            _ => u32::from_be_bytes(self.be()?) as usize,
+        })
+    }
+
+    /// The next token. A container's length is checked against the bytes left (each
+    /// element takes at least one byte), so a hostile length cannot make a caller
+    /// reserve more than the input's size.
+    #[inline]
+    pub fn token(&mut self) -> Result<Token<'a>> {
+        let b = self.byte()?;
+        let token = match b {
+            0x00..=0x7f => Token::Int(b as i64),
+            0x80..=0x8f => Token::Map((b & 0x0f) as usize),
+            0x90..=0x9f => Token::Array((b & 0x0f) as usize),
+            0xa0..=0xbf => Token::Str(self.take((b & 0x1f) as usize)?),
+            0xc0 => Token::Nil,
+            0xc2 => Token::Bool(false),
+            0xc3 => Token::Bool(true),
+            0xc4..=0xc6 => {
+                let n = self.len(1 << (b - 0xc4))?;
+                Token::Bin(self.take(n)?)
+            }
+            0xc7..=0xc9 => {
+                let n = self.len(1 << (b - 0xc7))?;
+                let code = self.byte()? as i8;
+                Token::Ext(code, self.take(n)?)
+            }
+            0xca => Token::F32(f32::from_be_bytes(self.be()?)),
+            0xcb => Token::F64(f64::from_be_bytes(self.be()?)),
+            0xcc => Token::Int(self.byte()? as i64),
+            0xcd => Token::Int(u16::from_be_bytes(self.be()?) as i64),
+            0xce => Token::Int(u32::from_be_bytes(self.be()?) as i64),
+            0xcf => {
+                let v = u64::from_be_bytes(self.be()?);
+                i64::try_from(v).map(Token::Int).unwrap_or(Token::UInt(v))
+            }
+            0xd0 => Token::Int(self.byte()? as i8 as i64),
+            0xd1 => Token::Int(i16::from_be_bytes(self.be()?) as i64),
+            0xd2 => Token::Int(i32::from_be_bytes(self.be()?) as i64),
+            0xd3 => Token::Int(i64::from_be_bytes(self.be()?)),
+            0xd4..=0xd8 => {
+                let code = self.byte()? as i8;
+                Token::Ext(code, self.take(1 << (b - 0xd4))?)
+            }
+            0xd9..=0xdb => {
+                let n = self.len(1 << (b - 0xd9))?;
+                Token::Str(self.take(n)?)
+            }
+            0xdc | 0xdd => Token::Array(self.len(if b == 0xdc { 2 } else { 4 })?),
+            0xde | 0xdf => Token::Map(self.len(if b == 0xde { 2 } else { 4 })?),
+            0xe0..=0xff => Token::Int(b as i8 as i64),
+            0xc1 => return Err(Error::damaged("msgpack byte 0xc1 is never used")),
+        };
+        match token {
+            Token::Array(n) if n > self.remaining() => Err(short()),
+            Token::Map(n) if n.saturating_mul(2) > self.remaining() => Err(short()),
+            t => Ok(t),
+        }
+    }
+
+    /// Skips one whole value (containers included), at most `depth` levels deep.
+    pub fn skip(&mut self, depth: usize) -> Result<()> {
+        let mut pending: usize = 1;
+        let mut stack: Vec<usize> = Vec::new();
+        loop {
+            while pending == 0 {
+                match stack.pop() {
+                    Some(p) => pending = p,
+                    None => return Ok(()),
+                }
+            }
+            pending -= 1;
+            let items = match self.token()? {
+                Token::Array(n) => n,
+                Token::Map(n) => n * 2,
+                _ => continue,
+            };
+            if items > 0 {
+                if stack.len() >= depth {
+                    return Err(Error::damaged("msgpack value nested too deep"));
+                }
+                stack.push(pending);
+                pending = items;
+            }
+        }
+    }
+}
+
+fn short() -> Error {
+    Error::damaged("msgpack data ends early")
+}
+
+pub fn write_array_header(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// An int in msgpack-python's canonical form: unsigned forms for `>= 0`.
+pub fn write_int(out: &mut Vec<u8>, v: i64) {
+    if v >= 0 {
+        write_uint(out, v as u64);
+    } else if v >= -32 {
+        out.push(v as u8);
+    } else if v >= i8::MIN as i64 {
+        out.extend_from_slice(&[0xd0, v as i8 as u8]);
+    } else if v >= i16::MIN as i64 {
+        out.push(0xd1);
+        out.extend_from_slice(&(v as i16).to_be_bytes());
+    } else if v >= i32::MIN as i64 {
+        out.push(0xd2);
+        out.extend_from_slice(&(v as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+pub fn write_uint(out: &mut Vec<u8>, v: u64) {
+    if v < 128 {
+        out.push(v as u8);
+    } else if v <= u8::MAX as u64 {
+        out.extend_from_slice(&[0xcc, v as u8]);
+    } else if v <= u16::MAX as u64 {
+        out.push(0xcd);
+        out.extend_from_slice(&(v as u16).to_be_bytes());
+    } else if v <= u32::MAX as u64 {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn write_sized(out: &mut Vec<u8>, n: usize, forms: [u8; 3]) {
+    if n <= u8::MAX as usize {
+        out.extend_from_slice(&[forms[0], n as u8]);
+    } else if n <= u16::MAX as usize {
+        out.push(forms[1]);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(forms[2]);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.len() < 32 {
+        out.push(0xa0 | s.len() as u8);
+    } else {
+        write_sized(out, s.len(), [0xd9, 0xda, 0xdb]);
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
+    write_sized(out, b.len(), [0xc4, 0xc5, 0xc6]);
+    out.extend_from_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_int(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn ints_take_msgpack_pythons_forms() {
+        assert_eq!(ints(0), [0x00]);
+        assert_eq!(ints(127), [0x7f]);
+        assert_eq!(ints(128), [0xcc, 0x80]);
+        assert_eq!(ints(-1), [0xff]);
+        assert_eq!(ints(-32), [0xe0]);
+        assert_eq!(ints(-33), [0xd0, 0xdf]);
+        assert_eq!(ints(-129), [0xd1, 0xff, 0x7f]);
+        assert_eq!(ints(1 << 40), [0xcf, 0, 0, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(ints(i64::MIN)[0], 0xd3);
+    }
+
+    #[test]
+    fn written_values_read_back() {
+        let mut out = Vec::new();
+        write_array_header(&mut out, 4);
+        write_int(&mut out, -70000);
+        write_uint(&mut out, u64::MAX);
+        write_str(&mut out, &"é".repeat(40));
+        write_bin(&mut out, &[1, 2, 3]);
+        let mut r = Reader::new(&out);
+        assert_eq!(r.token().unwrap(), Token::Array(4));
+        assert_eq!(r.token().unwrap(), Token::Int(-70000));
+        assert_eq!(r.token().unwrap(), Token::UInt(u64::MAX));
+        assert_eq!(r.token().unwrap(), Token::Str("é".repeat(40).as_bytes()));
+        assert_eq!(r.token().unwrap(), Token::Bin(&[1, 2, 3]));
+        assert_eq!(r.remaining(), 0);
+        assert!(r.token().is_err());
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_before_use() {
+        assert!(Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff]).token().is_err());
+        assert!(Reader::new(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0]).token().is_err());
+        assert!(Reader::new(&[0xdb, 0xff, 0xff, 0xff, 0xff, 0]).token().is_err());
+        assert!(Reader::new(&[0xc1]).token().is_err());
+        assert!(Reader::new(&[0xcb, 1, 2]).token().is_err());
+    }
+
+    #[test]
+    fn skip_passes_whole_values_and_bounds_depth() {
+        let data = [0x92, 0x81, 0xa1, b'a', 0x91, 0x01, 0xc3, 0x05];
+        let mut r = Reader::new(&data);
+        r.skip(8).unwrap();
+        assert_eq!(r.token().unwrap(), Token::Int(5));
+        let deep = vec![0x91u8; 100];
+        assert!(Reader::new(&deep).skip(1000).is_err()); // ends early
+        let mut deep = vec![0x91u8; 100];
+        deep.push(0xc0);
+        assert!(Reader::new(&deep).skip(10).is_err());
+        assert!(Reader::new(&deep).skip(200).is_ok());
+    }
+}

@@ -1,0 +1,155 @@
+//! Records decoded from msgpack straight into Python objects (docs/FORMAT.md, section 6):
+//! the same types `msgpack.unpackb(..., ext_hook=codec.decode_ext)` gives.
+//!
+//! The containers are built with CPython's own constructors and filled in place
+//! (`PyTuple_SET_ITEM` and friends): going through PyO3's iterator constructors would
+//! allocate a Rust vector per record, which a lookup cannot afford.
+
+use feedkit_core::error::Error;
+use feedkit_core::msgpack::{Reader, Token};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyType};
+
+use crate::errors::{integrity, to_py};
+
+/// Containers nested deeper than this in one value are damage (the writer never nests
+/// deeper than a schema's types, and Python would overflow its stack building them).
+const MAX_DEPTH: usize = 256;
+
+/// How to decode values of one schema.
+pub struct Decoder {
+    /// Arrays become lists (a column's type holds a list) or tuples.
+    pub use_list: bool,
+    /// `codec.decode_ext`, for ext values (dates, decimals, ...).
+    pub ext_hook: Py<PyAny>,
+}
+
+/// Takes ownership of a new reference CPython returned, or the error it set.
+///
+/// # Safety
+/// `ptr` must be a new (owned) reference or null with an exception set.
+#[inline(always)]
+unsafe fn owned(py: Python<'_>, ptr: *mut ffi::PyObject) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: the caller passes a pointer returned by a CPython constructor.
+    unsafe { Bound::from_owned_ptr_or_err(py, ptr) }
+}
+
+impl Decoder {
+    /// Decodes one whole record (a msgpack array of `width` fields) into an instance of
+    /// `record`, a tuple subclass (the schema's named tuple). Trailing bytes are damage.
+    pub fn record<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyType>,
+        width: usize,
+        bytes: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut r = Reader::new(bytes);
+        match r.token().map_err(|e| to_py(py, e))? {
+            Token::Array(n) if n == width => {}
+            Token::Array(n) => {
+                return Err(integrity(py, format!("a record of {n} fields, the schema has {width}")))
+            }
+            _ => return Err(integrity(py, "a record that is not a msgpack array")),
+        }
+        // SAFETY: `record` is a tuple subclass with tuple's item layout (checked by
+        // `Reader::new`), so its tp_alloc returns an owned instance with `width` null
+        // items, each set exactly once below; a tuple with null items is valid to drop.
+        let tuple = unsafe {
+            let tp = record.as_ptr().cast::<ffi::PyTypeObject>();
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            owned(py, alloc(tp, width as ffi::Py_ssize_t))?
+        };
+        for i in 0..width {
+            let value = self.value(py, &mut r, 0)?;
+            // SAFETY: `tuple` is the new tuple above, `i < width`, and SET_ITEM steals the
+            // new reference `into_ptr` hands over.
+            unsafe { ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, value.into_ptr()) };
+        }
+        if r.remaining() != 0 {
+            return Err(integrity(py, "bytes after the end of a record"));
+        }
+        Ok(tuple)
+    }
+
+    /// Decodes one value from `r`.
+    pub fn value<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let token = r.token().map_err(|e| to_py(py, e))?;
+        // SAFETY (every block below): each CPython constructor returns a new reference or
+        // null with an exception set, which `owned` turns into a Bound or a PyErr; the
+        // pointers and lengths passed come from slices that outlive the call.
+        Ok(match token {
+            Token::Nil => py.None().into_bound(py),
+            Token::Bool(b) => {
+                let obj = if b { unsafe { ffi::Py_True() } } else { unsafe { ffi::Py_False() } };
+                // SAFETY: True and False are immortal singletons; from_borrowed_ptr increfs.
+                unsafe { Bound::from_borrowed_ptr(py, obj) }
+            }
+            Token::Int(v) => unsafe { owned(py, ffi::PyLong_FromLongLong(v))? },
+            Token::UInt(v) => unsafe { owned(py, ffi::PyLong_FromUnsignedLongLong(v))? },
+            Token::F32(v) => unsafe { owned(py, ffi::PyFloat_FromDouble(v as f64))? },
+            Token::F64(v) => unsafe { owned(py, ffi::PyFloat_FromDouble(v))? },
+            Token::Str(s) => unsafe {
+                owned(
+                    py,
+                    ffi::PyUnicode_DecodeUTF8(
+                        s.as_ptr().cast(),
+                        s.len() as ffi::Py_ssize_t,
+                        c"strict".as_ptr(),
+                    ),
+                )?
+            },
+            Token::Bin(b) => PyBytes::new(py, b).into_any(),
+            Token::Array(n) => {
+                let depth = deeper(py, depth)?;
+                if self.use_list {
+                    let list = unsafe { owned(py, ffi::PyList_New(n as ffi::Py_ssize_t))? };
+                    for i in 0..n {
+                        let item = self.value(py, r, depth)?;
+                        // SAFETY: a new list of n null items; SET_ITEM steals the reference.
+                        unsafe {
+                            ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+                        };
+                    }
+                    list
+                } else {
+                    let tuple = unsafe { owned(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))? };
+                    for i in 0..n {
+                        let item = self.value(py, r, depth)?;
+                        // SAFETY: a new tuple of n null items; SET_ITEM steals the reference.
+                        unsafe {
+                            ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+                        };
+                    }
+                    tuple
+                }
+            }
+            Token::Map(n) => {
+                let depth = deeper(py, depth)?;
+                let dict = PyDict::new(py);
+                for _ in 0..n {
+                    let k = self.value(py, r, depth)?;
+                    let v = self.value(py, r, depth)?;
+                    dict.set_item(k, v)?; // an unhashable key (a list) is a TypeError: damage
+                }
+                dict.into_any()
+            }
+            Token::Ext(code, data) => {
+                self.ext_hook.bind(py).call1((code, PyBytes::new(py, data)))?
+            }
+        })
+    }
+}
+
+fn deeper(py: Python<'_>, depth: usize) -> PyResult<usize> {
+    if depth >= MAX_DEPTH {
+        return Err(to_py(py, Error::damaged("msgpack value nested too deep")));
+    }
+    Ok(depth + 1)
+}

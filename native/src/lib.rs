@@ -1,0 +1,20 @@
+//! `feedkit._native`: the Python boundary of the compiled state layer.
+//!
+//! Small on purpose: a [`reader::Reader`] per served state, built by `feedkit/state.py`
+//! from the files it mapped. The logic lives in `feedkit-core`; this crate turns its
+//! results into Python objects and its errors into feedkit's error tree, once, in
+//! [`errors`]. No panic crosses into Python: every entry point runs under
+//! [`errors::guard`], which raises `IntegrityError` for one.
+
+mod decode;
+mod errors;
+mod reader;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<reader::Reader>()?;
+    m.add("FORMAT_VERSION", feedkit_core::layout::FORMAT_VERSION)?;
+    Ok(())
+}

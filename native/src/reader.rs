@@ -1,0 +1,377 @@
+//! `Reader`: the lookups of one served state (`[overlay, base]` or `[base]`).
+//!
+//! `feedkit/state.py` builds one per version from the files it mapped and the numbers
+//! their headers hold (already checked by `StateFile`; checked again here against each
+//! file's size, so no header can make a read leave its file). A lookup probes the
+//! overlay first: a hit there (a record or a tombstone) ends it (FORMAT.md, 4.5).
+
+use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
+use feedkit_core::layout::{Home, Table};
+use feedkit_core::probe::{probe, record_at, Found};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple, PyType};
+
+use crate::decode::Decoder;
+use crate::errors::{as_damage, guard, integrity, to_py};
+
+/// One mapped state file.
+struct File {
+    /// The file's bytes: a buffer exported by its read-only `mmap`, held for as long as
+    /// the Reader lives (the export keeps the mapping open).
+    buf: PyBuffer<u8>,
+    table: Table,
+}
+
+impl File {
+    #[inline(always)]
+    fn bytes(&self) -> &[u8] {
+        let ptr = self.buf.as_slice_ptr().expect("checked C-contiguous in Reader::new");
+        // SAFETY: the buffer is exported by a read-only mapping (`mmap.ACCESS_READ`), which
+        // no Python code can write through, and the export pins the mapping until
+        // `self.buf` drops, which outlives the returned borrow of `self`. State files are
+        // never written after their rename into place (FORMAT.md, 8).
+        unsafe { ptr.as_ref() }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PartKind {
+    Int,
+    Str,
+    Bytes,
+}
+
+impl PartKind {
+    fn from_name(name: &str) -> PyResult<PartKind> {
+        match name {
+            "int" => Ok(PartKind::Int),
+            "str" => Ok(PartKind::Str),
+            "bytes" => Ok(PartKind::Bytes),
+            other => Err(PyTypeError::new_err(format!("unknown key part kind {other:?}"))),
+        }
+    }
+
+    /// Whether `part` already has this kind's exact type (else it is normalised first).
+    #[inline(always)]
+    fn is_exact(self, part: &Bound<'_, PyAny>) -> bool {
+        match self {
+            PartKind::Int => part.is_exact_instance_of::<PyInt>(),
+            PartKind::Str => part.is_exact_instance_of::<PyString>(),
+            PartKind::Bytes => part.is_exact_instance_of::<PyBytes>(),
+        }
+    }
+}
+
+/// A probe's outcome for one key, before anything is decoded.
+enum Hit {
+    Miss,
+    Record { file: usize, start: usize, end: usize },
+}
+
+/// The lookups of one state. Immutable: a new version gets a new Reader.
+#[pyclass(frozen, module = "feedkit._native")]
+pub struct Reader {
+    files: Vec<File>,
+    record: Py<PyType>,
+    width: usize,
+    parts: Vec<PartKind>,
+    /// The record fields holding the key parts, in key order.
+    key_pos: Vec<usize>,
+    decoder: Decoder,
+    /// `KeySpec.normalize` for this feed: canonical key or KeyTypeError.
+    normalize: Py<PyAny>,
+    /// `(key, exc) -> IntegrityError` naming the feed, the key and the files.
+    damaged: Py<PyAny>,
+    /// `(key, UnicodeEncodeError) -> KeyTypeError` for a str key that is not text.
+    badkey: Py<PyAny>,
+}
+
+/// A file's numbers, as `feedkit/state.py` passes them (see `StateFile`).
+type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
+
+#[pymethods]
+impl Reader {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        files: Vec<FileArgs<'_>>,
+        record: Bound<'_, PyType>,
+        width: usize,
+        parts: Vec<String>,
+        key_pos: Vec<usize>,
+        use_list: bool,
+        ext_hook: Py<PyAny>,
+        normalize: Py<PyAny>,
+        damaged: Py<PyAny>,
+        badkey: Py<PyAny>,
+    ) -> PyResult<Reader> {
+        guard(py, || {
+            if !record.is_subclass_of::<PyTuple>()? {
+                return Err(PyTypeError::new_err("record must be a tuple subclass"));
+            }
+            if files.is_empty() || parts.is_empty() || parts.len() != key_pos.len()
+                || key_pos.iter().any(|&p| p >= width)
+            {
+                return Err(PyTypeError::new_err("a Reader needs files and key positions in the record"));
+            }
+            let files = files
+                .into_iter()
+                .map(|(mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay)| {
+                    let buf = PyBuffer::<u8>::get(&mm)?;
+                    if !buf.is_c_contiguous() {
+                        return Err(PyTypeError::new_err("a state file's buffer must be contiguous"));
+                    }
+                    let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
+                    let table = Table::new(
+                        buf.len_bytes(), slots_at, slot_count, bits, home, empty, heap_start,
+                        heap_end, overlay,
+                    )
+                    .map_err(|e| to_py(py, e))?;
+                    Ok(File { buf, table })
+                })
+                .collect::<PyResult<Vec<File>>>()?;
+            Ok(Reader {
+                files,
+                record: record.unbind(),
+                width,
+                parts: parts.iter().map(|p| PartKind::from_name(p)).collect::<PyResult<_>>()?,
+                key_pos,
+                decoder: Decoder { use_list, ext_hook },
+                normalize,
+                damaged,
+                badkey,
+            })
+        })
+    }
+
+    /// The record for `key`, or None when the feed has no such key.
+    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            Ok(self.lookup(py, key)?.unwrap_or_else(|| py.None().into_bound(py)))
+        })
+    }
+
+    /// Records for `keys` (a list or any iterable), aligned with them; None where absent.
+    ///
+    /// Every key is probed before any record is decoded, so the slot reads of many keys
+    /// are in flight together.
+    fn get_many<'py>(&self, py: Python<'py>, keys: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            let mut norm = Vec::new();
+            let mut hits = Vec::new();
+            for key in keys.try_iter()? {
+                let key = key?;
+                let (nkey, hit) = match self.slot_key(py, &key)? {
+                    None => (key, Hit::Miss),
+                    Some((nkey, slot_key)) => {
+                        let hit = self.probe(py, &key, slot_key)?;
+                        (nkey, hit)
+                    }
+                };
+                norm.push(nkey);
+                hits.push(hit);
+            }
+            let out = Vec::with_capacity(hits.len());
+            let out = hits.into_iter().zip(norm).try_fold(out, |mut out, (hit, nkey)| {
+                out.push(self.decode_hit(py, &nkey, hit)?.unwrap_or_else(|| py.None().into_bound(py)));
+                Ok::<_, PyErr>(out)
+            })?;
+            PyList::new(py, out)
+        })
+    }
+
+    /// Records for int64 keys in a buffer (a numpy array), aligned with them.
+    fn get_many_int<'py>(&self, py: Python<'py>, keys: PyBuffer<i64>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            if self.parts != [PartKind::Int] {
+                return Err(PyTypeError::new_err("get_many_int needs a feed with one int key"));
+            }
+            let keys = keys.to_vec(py)?;
+            let hits = keys
+                .iter()
+                .map(|&k| self.probe_silent(k as u64))
+                .collect::<Vec<_>>();
+            let mut out = Vec::with_capacity(keys.len());
+            for (k, hit) in keys.iter().zip(hits) {
+                let hit = match hit {
+                    Ok(hit) => hit,
+                    Err(e) => return Err(self.damaged(py, &k.into_pyobject(py)?.into_any(), to_py(py, e))),
+                };
+                let nkey = k.into_pyobject(py)?.into_any();
+                out.push(self.decode_hit(py, &nkey, hit)?.unwrap_or_else(|| py.None().into_bound(py)));
+            }
+            PyList::new(py, out)
+        })
+    }
+
+    /// The records of slots `slots` of file `file` (0 is the first of the state's files),
+    /// tombstones as None: for `find`, iteration and `items()`.
+    fn records<'py>(
+        &self,
+        py: Python<'py>,
+        file: usize,
+        slots: PyBuffer<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+            let record = self.record.bind(py);
+            let mut out = Vec::with_capacity(slots.item_count());
+            for j in slots.to_vec(py)? {
+                let j = usize::try_from(j).map_err(|_| integrity(py, format!("slot {j}")))?;
+                match record_at(f.bytes(), &f.table, j).map_err(|e| to_py(py, e))? {
+                    Found::Record { start, end, .. } => {
+                        let bytes = &f.bytes()[start..end];
+                        let rec = self.decoder.record(py, record, self.width, bytes);
+                        out.push(rec.map_err(|e| as_damage(py, e))?)
+                    }
+                    _ => out.push(py.None().into_bound(py)),
+                }
+            }
+            PyList::new(py, out)
+        })
+    }
+}
+
+impl Reader {
+    /// The record for `key`, decoded, or None.
+    #[inline]
+    fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some((nkey, slot_key)) = self.slot_key(py, key)? else { return Ok(None) };
+        let hit = self.probe(py, key, slot_key)?;
+        self.decode_hit(py, &nkey, hit)
+    }
+
+    /// The normalised key and what the slot table holds for it: the int itself or the
+    /// key's hash. None for a key no feed can hold (an int beyond 64 bits).
+    #[inline]
+    fn slot_key<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, u64)>> {
+        if let [part] = self.parts[..] {
+            let nkey = if part.is_exact(key) { key.clone() } else { self.normalize.bind(py).call1((key,))? };
+            let slot_key = match part {
+                PartKind::Int => match nkey.extract::<i64>() {
+                    Ok(v) => v as u64,
+                    Err(_) => return Ok(None), // beyond int64: no key of any feed
+                },
+                PartKind::Str => {
+                    let s = nkey.cast::<PyString>()?;
+                    match s.to_str() {
+                        Ok(text) => hash_bytes(text.as_bytes()),
+                        Err(exc) => return Err(self.badkey(py, key, exc)),
+                    }
+                }
+                PartKind::Bytes => hash_bytes(nkey.cast::<PyBytes>()?.as_bytes()),
+            };
+            return Ok(Some((nkey, slot_key)));
+        }
+        let exact = key
+            .cast_exact::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == self.parts.len())
+            .filter(|t| t.iter().zip(&self.parts).all(|(p, kind)| kind.is_exact(&p)));
+        let nkey = match exact {
+            Some(t) => t.clone().into_any(),
+            None => self.normalize.bind(py).call1((key,))?,
+        };
+        let tuple = nkey.cast::<PyTuple>()?;
+        let items: Vec<Bound<'py, PyAny>> = tuple.iter().collect();
+        let mut parts = Vec::with_capacity(items.len());
+        for (item, kind) in items.iter().zip(&self.parts) {
+            parts.push(match kind {
+                PartKind::Int => match item.extract::<i64>() {
+                    Ok(v) => Part::Int(v),
+                    Err(_) => match item.extract::<u64>() {
+                        Ok(v) => Part::UInt(v),
+                        Err(_) => return Ok(None), // beyond 64 bits: msgpack cannot pack it
+                    },
+                },
+                PartKind::Str => match item.cast::<PyString>()?.to_str() {
+                    Ok(text) => Part::Str(text),
+                    Err(exc) => return Err(self.badkey(py, &nkey, exc)),
+                },
+                PartKind::Bytes => Part::Bytes(item.cast::<PyBytes>()?.as_bytes()),
+            });
+        }
+        let mut buf = Vec::with_capacity(64);
+        let h = hash_composite(&parts, &mut buf);
+        Ok(Some((nkey, h)))
+    }
+
+    /// Probes the files in order (overlay first) for `slot_key`.
+    #[inline]
+    fn probe(&self, py: Python<'_>, key: &Bound<'_, PyAny>, slot_key: u64) -> PyResult<Hit> {
+        self.probe_silent(slot_key).map_err(|e| self.damaged(py, key, to_py(py, e)))
+    }
+
+    #[inline]
+    fn probe_silent(&self, slot_key: u64) -> feedkit_core::Result<Hit> {
+        for (i, f) in self.files.iter().enumerate() {
+            match probe(f.bytes(), &f.table, slot_key)? {
+                Found::Miss => continue,
+                Found::Deleted => return Ok(Hit::Miss),
+                Found::Record { start, end, .. } => return Ok(Hit::Record { file: i, start, end }),
+            }
+        }
+        Ok(Hit::Miss)
+    }
+
+    /// Decodes a probe's record; for hashed keys, None unless its key is `nkey` (a key
+    /// the feed does not hold may share a 64-bit hash with one it does).
+    #[inline]
+    fn decode_hit<'py>(
+        &self,
+        py: Python<'py>,
+        nkey: &Bound<'py, PyAny>,
+        hit: Hit,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Hit::Record { file, start, end } = hit else { return Ok(None) };
+        let bytes = &self.files[file].bytes()[start..end];
+        let rec = self
+            .decoder
+            .record(py, self.record.bind(py), self.width, bytes)
+            .map_err(|e| self.damaged(py, nkey, e))?;
+        if self.parts == [PartKind::Int] {
+            return Ok(Some(rec));
+        }
+        let fields = rec.cast::<PyTuple>()?;
+        let same = if let [pos] = self.key_pos[..] {
+            fields.get_borrowed_item(pos)?.eq(nkey)?
+        } else {
+            let parts = nkey.cast::<PyTuple>()?;
+            let mut same = true;
+            for (i, &pos) in self.key_pos.iter().enumerate() {
+                if !fields.get_borrowed_item(pos)?.eq(parts.get_borrowed_item(i)?)? {
+                    same = false;
+                    break;
+                }
+            }
+            same
+        };
+        Ok(same.then_some(rec))
+    }
+
+    /// The IntegrityError for `key`'s unreadable record, caused by `err`.
+    fn damaged(&self, py: Python<'_>, key: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
+        match self.damaged.bind(py).call1((key, err.value(py))) {
+            Ok(exc) => {
+                let out = PyErr::from_value(exc);
+                out.set_cause(py, Some(err));
+                out
+            }
+            Err(e) => e,
+        }
+    }
+
+    fn badkey(&self, py: Python<'_>, key: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
+        match self.badkey.bind(py).call1((key, err.value(py))) {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
+    }
+}
