@@ -15,7 +15,7 @@ import numpy as np
 
 from feedkit import _native, codec
 from feedkit.errors import ConfigurationError, IntegrityError, KeyTypeError
-from feedkit.format import TOMBSTONE, StateFile, damaged_record
+from feedkit.format import StateFile, damaged_record
 from feedkit.keys import M64, unencodable_key, value_hash
 
 __all__ = ["State"]
@@ -124,32 +124,28 @@ class State:
             raise KeyTypeError(f"feed {self.feed!r}: cannot look up {field}={value!r}") from exc
         pos = self.names.index(field)
         out: list[Any] = []
-        shadow = self.overlay
-        for sf in self.files:
+        for i, sf in enumerate(self.files):
             slots = sf.postings(field, vh).astype(np.int64)
-            if sf is not shadow and shadow is not None and len(slots):
-                slots = slots[shadow.probe_many(sf.slot_keys(slots)) < 0]
+            if len(slots):
+                slots = self._live(self._reader.live_among(i, slots))
             if len(slots):
                 out.extend(r for r in self._decode_many(sf, slots) if r[pos] == value)
         return out
 
     # -- iteration ------------------------------------------------------------------------
 
-    def _live_slots(self) -> list[tuple[StateFile, np.ndarray]]:
-        parts = []
-        if self.overlay is not None:
-            o = self.overlay.occupied()
-            starts, _ = self.overlay.record_ranges(o)
-            parts.append((self.overlay, o[self.overlay.heap[starts] != TOMBSTONE]))
-            b = self.base.occupied()
-            parts.append((self.base, b[self.overlay.probe_many(self.base.slot_keys(b)) < 0]))
-        else:
-            parts.append((self.base, self.base.occupied()))
-        return parts
+    def live_slots(self) -> list[tuple[StateFile, np.ndarray]]:
+        """Each file with its slots holding the state's live records (the overlay-over-base
+        rule: no tombstones, no base record the overlay shadows)."""
+        return [(sf, self._live(self._reader.live_slots(i))) for i, sf in enumerate(self.files)]
+
+    @staticmethod
+    def _live(slots: bytes) -> np.ndarray:
+        return np.frombuffer(slots, dtype=np.int64)
 
     def keys(self) -> Iterator[Any]:
         """Every key, in no particular order."""
-        for sf, slots in self._live_slots():
+        for sf, slots in self.live_slots():
             if self.spec.slot_kind == "int":
                 yield from sf.slot_keys(slots).tolist()
             else:
@@ -158,7 +154,7 @@ class State:
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """(key, record) pairs, in no particular order."""
-        for sf, slots in self._live_slots():
+        for sf, slots in self.live_slots():
             for start in range(0, len(slots), 4096):
                 for rec in self._decode_many(sf, slots[start:start + 4096]):
                     yield self._record_key(rec), rec

@@ -11,9 +11,10 @@ import numpy as np
 from feedkit import codec, names
 from feedkit.cache import FeedCache
 from feedkit.errors import ConfigurationError, IntegrityError
-from feedkit.format import TOMBSTONE, StateFile, byte_ranges
+from feedkit.format import StateFile, byte_ranges
 from feedkit.keys import KeySpec
 from feedkit.loader import Loader
+from feedkit.state import State
 from feedkit.store import BlobStore
 
 from .records import cache_folder, jsonable, record_json
@@ -73,17 +74,8 @@ class _Live:
 
     @classmethod
     def of(cls, files: list[StateFile]) -> _Live:
-        parts = []
-        if len(files) == 2:
-            overlay, base = files
-            o = overlay.occupied()
-            parts.append(o[overlay.heap[overlay.record_ranges(o)[0]] != TOMBSTONE])
-            b = base.occupied()
-            parts.append(b[overlay.probe_many(base.slot_keys(b)) < 0])
-        else:
-            parts.append(files[0].occupied())
         keys, which, starts, lengths = [], [], [], []
-        for i, (sf, slots) in enumerate(zip(files, parts, strict=True)):
+        for i, (sf, slots) in enumerate(State(files).live_slots()):
             keys.append(sf.slot_keys(slots).view(np.int64))
             which.append(np.full(len(slots), i, dtype=np.int64))
             s, n = sf.record_ranges(slots)

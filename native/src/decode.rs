@@ -95,16 +95,7 @@ impl Decoder {
             Token::UInt(v) => unsafe { owned(py, ffi::PyLong_FromUnsignedLongLong(v))? },
             Token::F32(v) => unsafe { owned(py, ffi::PyFloat_FromDouble(v as f64))? },
             Token::F64(v) => unsafe { owned(py, ffi::PyFloat_FromDouble(v))? },
-            Token::Str(s) => unsafe {
-                owned(
-                    py,
-                    ffi::PyUnicode_DecodeUTF8(
-                        s.as_ptr().cast(),
-                        s.len() as ffi::Py_ssize_t,
-                        c"strict".as_ptr(),
-                    ),
-                )?
-            },
+            Token::Str(s) => text(py, s)?,
             Token::Bin(b) => PyBytes::new(py, b).into_any(),
             Token::Array(n) => {
                 let depth = deeper(py, depth)?;
@@ -144,6 +135,28 @@ impl Decoder {
                 self.ext_hook.bind(py).call1((code, PyBytes::new(py, data)))?
             }
         })
+    }
+}
+
+/// A str from UTF-8 bytes. ASCII (most keys, codes and names) is copied straight into a
+/// new compact string, which skips CPython's decoder; anything else goes through it,
+/// strict, so bad UTF-8 is a UnicodeDecodeError (turned into damage by the caller).
+#[inline(always)]
+fn text<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let n = s.len() as ffi::Py_ssize_t;
+    if s.is_ascii() {
+        // SAFETY: PyUnicode_New(n, 127) returns a new compact ASCII string with room for
+        // exactly n one-byte characters (or null with an exception set); the n bytes
+        // copied are ASCII, as that kind requires, and CPython wrote the terminating NUL.
+        unsafe {
+            let obj = owned(py, ffi::PyUnicode_New(n, 127))?;
+            std::ptr::copy_nonoverlapping(s.as_ptr(), ffi::PyUnicode_DATA(obj.as_ptr()).cast::<u8>(), s.len());
+            Ok(obj)
+        }
+    } else {
+        // SAFETY: the decoder reads n bytes from a live slice and returns a new reference
+        // or null with an exception set.
+        unsafe { owned(py, ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), n, c"strict".as_ptr())) }
     }
 }
 

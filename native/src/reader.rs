@@ -5,6 +5,7 @@
 //! file's size, so no header can make a read leave its file). A lookup probes the
 //! overlay first: a hit there (a record or a tombstone) ends it (FORMAT.md, 4.5).
 
+use feedkit_core::error::Error;
 use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
 use feedkit_core::layout::{Home, Table};
 use feedkit_core::probe::{probe, record_at, Found};
@@ -207,6 +208,29 @@ impl Reader {
         })
     }
 
+    /// The slots of file `file` (0 is the first of the state's files) that hold live
+    /// records of the state, ascending, as int64 bytes: the overlay-over-base rule in one
+    /// place. An overlay's tombstones are not live; a base's records whose key the overlay
+    /// holds (as a record or a tombstone) are shadowed. Runs without the GIL.
+    fn live_slots<'py>(&self, py: Python<'py>, file: usize) -> PyResult<Bound<'py, PyBytes>> {
+        guard(py, || {
+            let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+            let slots = 0..f.table.slot_count.saturating_sub(1);
+            let live = self.live(py, file, slots.map(|j| j as i64))?;
+            Ok(PyBytes::new(py, &live))
+        })
+    }
+
+    /// Those of `slots` (int64) of file `file` that hold live records (see `live_slots`):
+    /// for `find`, whose postings name every record of a file.
+    fn live_among<'py>(&self, py: Python<'py>, file: usize, slots: PyBuffer<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        guard(py, || {
+            let slots = slots.to_vec(py)?;
+            let live = self.live(py, file, slots.into_iter())?;
+            Ok(PyBytes::new(py, &live))
+        })
+    }
+
     /// The records of slots `slots` of file `file` (0 is the first of the state's files),
     /// tombstones as None: for `find`, iteration and `items()`.
     fn records<'py>(
@@ -236,6 +260,37 @@ impl Reader {
 }
 
 impl Reader {
+    /// The live slots among `slots` of file `file`, as little-endian int64 bytes.
+    fn live(&self, py: Python<'_>, file: usize, slots: impl Iterator<Item = i64> + Send) -> PyResult<Vec<u8>> {
+        let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+        let bytes = f.bytes();
+        // Only the last file (a base) sits under another: the overlay before it.
+        let shadow = (file + 1 == self.files.len() && file > 0)
+            .then(|| (self.files[0].bytes(), &self.files[0].table));
+        let table = &f.table;
+        py.detach(|| {
+            let mut out = Vec::new();
+            for j in slots {
+                let j = usize::try_from(j).map_err(|_| Error::damaged(format!("slot {j}")))?;
+                let key = table.slot_key(bytes, j).ok_or_else(|| Error::damaged(format!("slot {j}")))?;
+                if key == table.empty {
+                    continue;
+                }
+                if let Found::Deleted = record_at(bytes, table, j)? {
+                    continue;
+                }
+                if let Some((over, over_table)) = shadow {
+                    if probe(over, over_table, key)? != Found::Miss {
+                        continue;
+                    }
+                }
+                out.extend_from_slice(&(j as i64).to_le_bytes());
+            }
+            Ok(out)
+        })
+        .map_err(|e: Error| to_py(py, e))
+    }
+
     /// The record for `key`, decoded, or None.
     #[inline]
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {

@@ -42,9 +42,8 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(short)?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
+        let out = self.bytes.get(self.pos..self.pos.wrapping_add(n)).ok_or_else(short)?;
+        self.pos += n;
         Ok(out)
     }
 
@@ -57,7 +56,13 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn be<const N: usize>(&mut self) -> Result<[u8; N]> {
-        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+        let out: [u8; N] = self
+            .bytes
+            .get(self.pos..self.pos.wrapping_add(N))
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(short)?;
+        self.pos += N;
+        Ok(out)
     }
 
     #[inline(always)]
@@ -69,20 +74,39 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The next token. A container's length is checked against the bytes left (each
-    /// element takes at least one byte), so a hostile length cannot make a caller
-    /// reserve more than the input's size.
-    #[inline]
+    /// A container of `n` items of `per` bytes at least: refused when the bytes left
+    /// cannot hold it, so a hostile length cannot make a caller reserve more than the
+    /// input's size.
+    #[inline(always)]
+    fn items(&self, n: usize, per: usize) -> Result<usize> {
+        if n.saturating_mul(per) > self.remaining() {
+            return Err(short());
+        }
+        Ok(n)
+    }
+
+    /// The next token.
+    #[inline(always)]
     pub fn token(&mut self) -> Result<Token<'a>> {
         let b = self.byte()?;
-        let token = match b {
+        Ok(match b {
             0x00..=0x7f => Token::Int(b as i64),
-            0x80..=0x8f => Token::Map((b & 0x0f) as usize),
-            0x90..=0x9f => Token::Array((b & 0x0f) as usize),
             0xa0..=0xbf => Token::Str(self.take((b & 0x1f) as usize)?),
+            0x90..=0x9f => Token::Array(self.items((b & 0x0f) as usize, 1)?),
+            0x80..=0x8f => Token::Map(self.items((b & 0x0f) as usize, 2)?),
             0xc0 => Token::Nil,
             0xc2 => Token::Bool(false),
             0xc3 => Token::Bool(true),
+            0xcb => Token::F64(f64::from_be_bytes(self.be()?)),
+            0xe0..=0xff => Token::Int(b as i8 as i64),
+            _ => self.rare(b)?,
+        })
+    }
+
+    /// The type bytes records hold less often (kept out of `token`, which is inlined).
+    #[inline(never)]
+    fn rare(&mut self, b: u8) -> Result<Token<'a>> {
+        Ok(match b {
             0xc4..=0xc6 => {
                 let n = self.len(1 << (b - 0xc4))?;
                 Token::Bin(self.take(n)?)
@@ -93,7 +117,6 @@ impl<'a> Reader<'a> {
                 Token::Ext(code, self.take(n)?)
             }
             0xca => Token::F32(f32::from_be_bytes(self.be()?)),
-            0xcb => Token::F64(f64::from_be_bytes(self.be()?)),
             0xcc => Token::Int(self.byte()? as i64),
             0xcd => Token::Int(u16::from_be_bytes(self.be()?) as i64),
             0xce => Token::Int(u32::from_be_bytes(self.be()?) as i64),
@@ -113,16 +136,16 @@ impl<'a> Reader<'a> {
                 let n = self.len(1 << (b - 0xd9))?;
                 Token::Str(self.take(n)?)
             }
-            0xdc | 0xdd => Token::Array(self.len(if b == 0xdc { 2 } else { 4 })?),
-            0xde | 0xdf => Token::Map(self.len(if b == 0xde { 2 } else { 4 })?),
-            0xe0..=0xff => Token::Int(b as i8 as i64),
-            0xc1 => return Err(Error::damaged("msgpack byte 0xc1 is never used")),
-        };
-        match token {
-            Token::Array(n) if n > self.remaining() => Err(short()),
-            Token::Map(n) if n.saturating_mul(2) > self.remaining() => Err(short()),
-            t => Ok(t),
-        }
+            0xdc | 0xdd => {
+                let n = self.len(if b == 0xdc { 2 } else { 4 })?;
+                Token::Array(self.items(n, 1)?)
+            }
+            0xde | 0xdf => {
+                let n = self.len(if b == 0xde { 2 } else { 4 })?;
+                Token::Map(self.items(n, 2)?)
+            }
+            _ => return Err(Error::damaged(format!("msgpack byte {b:#04x} is never used"))),
+        })
     }
 
     /// Skips one whole value (containers included), at most `depth` levels deep.
