@@ -43,8 +43,8 @@ pub fn as_damage(py: Python<'_>, err: PyErr) -> PyErr {
 
 /// The Python error for a core error.
 pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    match err.kind {
-        Kind::Damaged => integrity(py, err.message),
+    match err.kind() {
+        Kind::Damaged => integrity(py, err.message()),
     }
 }
 

@@ -9,21 +9,35 @@ pub enum Kind {
     Damaged,
 }
 
+/// Boxed, so that a `Result` stays as small as its value on the hot paths (a lookup
+/// returns one per msgpack token).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    pub kind: Kind,
-    pub message: String,
+pub struct Error(Box<Inner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
+    kind: Kind,
+    message: String,
 }
 
 impl Error {
+    #[cold]
     pub fn damaged(message: impl Into<String>) -> Error {
-        Error { kind: Kind::Damaged, message: message.into() }
+        Error(Box::new(Inner { kind: Kind::Damaged, message: message.into() }))
+    }
+
+    pub fn kind(&self) -> &Kind {
+        &self.0.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
