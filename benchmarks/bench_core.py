@@ -1,4 +1,7 @@
-"""Core benchmark: feedkit lookups, open time and memory against lmdb, sqlite3 and a dict.
+"""Core benchmark: feedkit's lookups, open time and memory against a dict and its peers.
+
+The peers are what a user would pick instead: lmdb, sqlite3, RocksDB (rocksdict) and
+Redis, each holding the same msgpack records.
 
 Run::
 
@@ -7,7 +10,8 @@ Run::
 
 ``--quick`` is 100k records and no large open test; ``--large 0`` skips the large open
 test. Everything runs on the same records and the same seeded random keys for every
-library, and the ratios are printed side by side. Timings are reported, never asserted.
+library (200,000 sample keys; 10 per record, at least 20,000, for smaller tables), and
+the ratios are printed side by side. Timings are reported, never asserted.
 Results go to ``benchmarks/results/core.json`` (``core-quick.json`` with ``--quick``, or
 ``--out``): a list of rows ``{name, unit, feedkit, peer, peer_value, ratio, goal, met}``
 (see ``common.py``), ``ratio = feedkit / peer``.
@@ -26,6 +30,31 @@ Peers:
   ``conn.execute("SELECT v FROM t WHERE id=?", (k,)).fetchone()`` (sqlite3's statement
   cache keeps the query prepared), ``msgpack.unpackb`` and the same namedtuple as the
   dict holds.
+- ``rocksdict+msgpack``: RocksDB through rocksdict (``peers.py``), the same keys and
+  values as lmdb's, bulk-loaded as one SST file (``SstFileWriter``, ingested), opened
+  read-only in raw mode (bytes keys and values), no compression, a block cache that
+  holds every block, a bloom filter; a lookup is ``Rdict.get(key)``, ``msgpack.unpackb``
+  and the namedtuple; its batch is ``Rdict.get(list_of_keys)`` (RocksDB's MultiGet).
+- ``redis+msgpack``: Debian's ``redis-server`` on 127.0.0.1, started by this script on a
+  free port with ``--save '' --appendonly no`` and stopped at the end (``peers.py``),
+  filled with pipelined SETs of the same keys and values; read with the ``redis`` client
+  (hiredis's parser when hiredis is installed; the versions line says). A lookup is
+  ``GET``, ``msgpack.unpackb`` and the namedtuple; its batch is one ``MGET`` per chunk.
+  Single lookups are a loopback round trip each, so Redis's get() rows run on the
+  first 10,000 sample keys (its MGET on all). Without a redis-server (``make bench``
+  installs Debian's when apt-get is usable; ``FEEDKIT_BENCH_REDIS_SERVER`` names
+  another, or a missing one to skip) or the ``redis`` client, the Redis rows are
+  skipped with a printed note.
+- For str and composite keys: the same table published twice more, keyed by ``title``
+  (str) and by ``(id, year)`` (int, int), against dicts with the same keys holding the
+  same records.
+
+Goals: issue 12's where it sets one. get() median <= 0.7x the dict and <= 0.35x
+lmdb+msgpack below 10M records (set at 1M; quick runs are held to them too), <= 1.0x
+the dict from 10M (lmdb: the earlier <= 0.75x); str- and composite-key get() median
+<= 1.0x their dict; get_many >= 2x the dict comprehension's keys/s. Earlier goals stay
+where issue 12 sets none: get() p99 <= 0.75x lmdb and <= 3x the dict, get_many >= 4x a
+get() loop. RocksDB, Redis and sqlite3 rows are references (no goal).
 
 Method:
 
@@ -33,7 +62,8 @@ The memory test (5) runs first, right after the publish, while this process hold
 little; the lookups follow. Per step:
 
 1. get() median: a warm-up pass over all sample keys for each library, then 7
-   interleaved rounds (feedkit, lmdb, sqlite3, dict, feedkit, ...). Each round times
+   interleaved rounds (feedkit, lmdb, sqlite3, rocksdict, dict, redis, feedkit by str
+   key, its dict, feedkit by (int, int) key, its dict, feedkit, ...). Each round times
    batches of 100 lookups with ``time.perf_counter_ns``; per-lookup time = batch time
    / 100. The median over a round's batches is taken, and the median over rounds is
    reported. (A batch mean hides the tail, so percentiles do not come from batches.)
@@ -47,9 +77,11 @@ little; the lookups follow. Per step:
    they do in a batch: single-lookup times run somewhat above batch means, most visibly
    for the shortest call (the dict); the printed single-lookup medians show by how much.
 3. get_many(), in keys per second: ``feed.get_many`` over chunks of 1000 keys against
-   ``[feed.get(k) for k in chunk]`` over the same chunks (the same output: a list of
-   records), and lmdb ``Cursor.getmulti`` + msgpack for reference; warm-up, 7
-   interleaved rounds, median per-chunk time, median over rounds, as keys/s.
+   ``[feed.get(k) for k in chunk]`` and the dict comprehension ``[d.get(k) for k in
+   chunk]`` over the same chunks (the same output: a list of records), and for
+   reference lmdb ``Cursor.getmulti``, rocksdict ``get(list)`` and Redis ``MGET``, each
+   value unpacked into a record; warm-up, 7 interleaved rounds, median per-chunk time,
+   median over rounds, as keys/s.
 4. Open on an already cached state: ``Consumer(store, feed=..., cache_dir=...,
    watch=False).open()`` plus one get, median of 7 opens, against lmdb
    ``open(readonly=True, lock=False)`` plus one get on the same records, at N and at
@@ -83,6 +115,7 @@ publish records), so the children load exactly the same modules.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import importlib
@@ -99,19 +132,23 @@ import tempfile
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import msgpack
 import numpy as np
-from common import RESULTS, load, print_rows, row, step, versions, write_rows
+import peers
+from common import RESULTS, load, print_rows, row, step, versions, window, write_rows
 
 import feedkit
 
 SEED = 20240611
 FEED = "bench.core"
 SAMPLE_KEYS = 200_000
+MIN_SAMPLE_KEYS = 20_000  # below 20,000 records: 10 sample keys per record, at least this
 ROUNDS = 7
 BATCH = 100  # lookups per timed batch (get median)
 CHUNK = 1000  # keys per get_many call
@@ -125,9 +162,28 @@ Row = namedtuple("Row", NAMES)  # the dict (and sqlite3) peer's decoded records
 _BE64 = struct.Struct(">q")  # lmdb keys: big-endian, so ascending ids are sorted keys
 SQL_GET = "SELECT v FROM t WHERE id=?"
 
-GOAL_GET_LMDB = "<= 0.75x"
-GOAL_GET_DICT = "<= 3x"
-GOAL_GET_MANY = ">= 4x"
+LARGE = 10_000_000  # from here on, get_median's goals are those set at 10M
+REDIS_SAMPLE_KEYS = 10_000  # Redis single lookups: a loopback round trip each
+# The str-keyed and (int, int)-keyed feeds of the same table: (feed, primary key)
+KEYED_FEEDS: dict[str, tuple[str, str | tuple[str, ...]]] = {
+    "str": (f"{FEED}-str", "title"),
+    "composite": (f"{FEED}-composite", ("id", "year")),
+}
+GET_PEERS = ("lmdb+msgpack", "dict", "sqlite3+msgpack", "rocksdict+msgpack", "redis+msgpack")
+MANY_PEERS = ("get loop", "dict comprehension", "lmdb+msgpack", "rocksdict+msgpack",
+              "redis+msgpack")
+
+# Issue 12's goals: get() median at 1M (and below) and at 10M, str and composite keys,
+# get_many against a dict comprehension.
+GOAL_MEDIAN_DICT = "<= 0.7x"
+GOAL_MEDIAN_LMDB = "<= 0.35x"
+GOAL_MEDIAN_DICT_LARGE = "<= 1.0x"
+GOAL_KEYED_DICT = "<= 1.0x"
+GOAL_GET_MANY_DICT = ">= 2x"
+# Earlier goals, kept where issue 12 sets none: p99, lmdb at 10M, get_many vs a get loop.
+GOAL_P99_LMDB = "<= 0.75x"
+GOAL_P99_DICT = "<= 3x"
+GOAL_GET_MANY_LOOP = ">= 4x"
 GOAL_OPEN_MS = "<= 20 ms"
 GOAL_MEMORY_FILE = "<= 1.3x"
 
@@ -211,15 +267,7 @@ def open_sqlite(path: Path) -> sqlite3.Connection:
 # for an extra call layer. Chunks are sliced before the window opens.
 
 
-def _window(body: Callable[[], list[int]]) -> list[int]:
-    gc.disable()
-    try:
-        return body()
-    finally:
-        gc.enable()
-
-
-def time_feedkit_get(get: Callable[[Any], Any], chunks: list[list[int]]) -> list[int]:
+def time_feedkit_get(get: Callable[[Any], Any], chunks: list[list[Any]]) -> list[int]:
     def body() -> list[int]:
         out, clock = [], time.perf_counter_ns
         for chunk in chunks:
@@ -228,7 +276,7 @@ def time_feedkit_get(get: Callable[[Any], Any], chunks: list[list[int]]) -> list
                 get(k)
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
 def time_lmdb_get(txn: lmdb.Transaction, chunks: list[list[int]]) -> list[int]:
@@ -242,7 +290,7 @@ def time_lmdb_get(txn: lmdb.Transaction, chunks: list[list[int]]) -> list[int]:
                 unpackb(tget(pack(k)))
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
 def time_sqlite_get(conn: sqlite3.Connection, chunks: list[list[int]]) -> list[int]:
@@ -256,10 +304,10 @@ def time_sqlite_get(conn: sqlite3.Connection, chunks: list[list[int]]) -> list[i
                 tn(rec, unpackb(ex(q, (k,)).fetchone()[0]))
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
-def time_dict_get(d: dict[int, Row], chunks: list[list[int]]) -> list[int]:
+def time_dict_get(d: dict[Any, Row], chunks: list[list[Any]]) -> list[int]:
     dget = d.get
 
     def body() -> list[int]:
@@ -270,7 +318,7 @@ def time_dict_get(d: dict[int, Row], chunks: list[list[int]]) -> list[int]:
                 dget(k)
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
 # Every lookup timed on its own (p99, p99.9). The "timer" loop is the same loop with
@@ -284,7 +332,7 @@ def each_timer(keys: list[int]) -> list[int]:
             t = clock()
             out[i] = clock() - t
         return out
-    return _window(body)
+    return window(body)
 
 
 def each_feedkit(get: Callable[[Any], Any], keys: list[int]) -> list[int]:
@@ -295,7 +343,7 @@ def each_feedkit(get: Callable[[Any], Any], keys: list[int]) -> list[int]:
             get(k)
             out[i] = clock() - t
         return out
-    return _window(body)
+    return window(body)
 
 
 def each_lmdb(txn: lmdb.Transaction, keys: list[int]) -> list[int]:
@@ -308,7 +356,7 @@ def each_lmdb(txn: lmdb.Transaction, keys: list[int]) -> list[int]:
             unpackb(tget(pack(k)))
             out[i] = clock() - t
         return out
-    return _window(body)
+    return window(body)
 
 
 def each_sqlite(conn: sqlite3.Connection, keys: list[int]) -> list[int]:
@@ -321,7 +369,7 @@ def each_sqlite(conn: sqlite3.Connection, keys: list[int]) -> list[int]:
             tn(rec, unpackb(ex(q, (k,)).fetchone()[0]))
             out[i] = clock() - t
         return out
-    return _window(body)
+    return window(body)
 
 
 def each_dict(d: dict[int, Row], keys: list[int]) -> list[int]:
@@ -334,7 +382,7 @@ def each_dict(d: dict[int, Row], keys: list[int]) -> list[int]:
             dget(k)
             out[i] = clock() - t
         return out
-    return _window(body)
+    return window(body)
 
 
 def time_feedkit_get_many(get_many: Callable[[Any], Any], chunks: list[list[int]]) -> list[int]:
@@ -345,7 +393,7 @@ def time_feedkit_get_many(get_many: Callable[[Any], Any], chunks: list[list[int]
             get_many(chunk)
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
 def time_feedkit_get_loop(get: Callable[[Any], Any], chunks: list[list[int]]) -> list[int]:
@@ -356,7 +404,21 @@ def time_feedkit_get_loop(get: Callable[[Any], Any], chunks: list[list[int]]) ->
             [get(k) for k in chunk]
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
+
+
+def time_dict_comprehension(d: dict[int, Row], chunks: list[list[int]]) -> list[int]:
+    """``[d.get(k) for k in chunk]``: the same output as get_many, from the dict."""
+    dget = d.get
+
+    def body() -> list[int]:
+        out, clock = [], time.perf_counter_ns
+        for chunk in chunks:
+            t = clock()
+            [dget(k) for k in chunk]
+            out.append(clock() - t)
+        return out
+    return window(body)
 
 
 def time_lmdb_getmulti(cursor: lmdb.Cursor, chunks: list[list[int]]) -> list[int]:
@@ -369,7 +431,7 @@ def time_lmdb_getmulti(cursor: lmdb.Cursor, chunks: list[list[int]]) -> list[int
             [unpackb(v) for _, v in getmulti([pack(k) for k in chunk])]
             out.append(clock() - t)
         return out
-    return _window(body)
+    return window(body)
 
 
 def batch_median(rounds: list[list[int]], per: int) -> float:
@@ -394,20 +456,52 @@ def interleaved(runs: dict[str, Callable[[], list[int]]]) -> dict[str, list[list
     return out
 
 
-def bench_lookups(consumer: Any, txn: lmdb.Transaction, cursor: lmdb.Cursor,
-                  conn: sqlite3.Connection, d: dict[int, Row], keys: list[int],
-                  get_chunks: list[list[int]], many_chunks: list[list[int]]) -> dict[str, Any]:
+@dataclass
+class Subjects:
+    """What the lookups run on: every library's open handle and its sample keys.
+
+    ``keyed`` holds the str-keyed and (int, int)-keyed feeds of the same table, each with
+    its dict and its keys (the same records as ``keys``). Redis, when it runs, gets the
+    first ``REDIS_SAMPLE_KEYS`` keys for single lookups (a round trip each).
+    """
+
+    consumer: Any
+    txn: lmdb.Transaction
+    cursor: lmdb.Cursor
+    conn: sqlite3.Connection
+    d: dict[int, Row]
+    rocks: Any
+    redis: Any | None
+    keys: list[int]
+    keyed: dict[str, tuple[Any, dict[Any, Row], list[Any]]]
+
+
+def chunked(keys: list[Any], size: int) -> list[list[Any]]:
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
+
+
+def bench_lookups(s: Subjects) -> dict[str, Any]:
     """get() median (batches), get() tails (single lookups), get_many()."""
-    fk_get, fk_get_many = consumer.get, consumer.get_many
+    fk_get, fk_get_many = s.consumer.get, s.consumer.get_many
+    get_chunks, many_chunks = chunked(s.keys, BATCH), chunked(s.keys, CHUNK)
+    redis_keys = s.keys[:REDIS_SAMPLE_KEYS]
+    redis_chunks = chunked(redis_keys, BATCH)
     f: dict[str, Any] = {}
 
     step(f"get() median: warm-up, then {ROUNDS} interleaved rounds of batches of {BATCH}")
-    runs = {
+    runs: dict[str, Callable[[], list[int]]] = {
         "feedkit": lambda: time_feedkit_get(fk_get, get_chunks),
-        "lmdb+msgpack": lambda: time_lmdb_get(txn, get_chunks),
-        "sqlite3+msgpack": lambda: time_sqlite_get(conn, get_chunks),
-        "dict": lambda: time_dict_get(d, get_chunks),
+        "lmdb+msgpack": lambda: time_lmdb_get(s.txn, get_chunks),
+        "sqlite3+msgpack": lambda: time_sqlite_get(s.conn, get_chunks),
+        "rocksdict+msgpack": lambda: peers.time_rocksdict_get(s.rocks, Row, get_chunks),
+        "dict": lambda: time_dict_get(s.d, get_chunks),
     }
+    if s.redis is not None:
+        runs["redis+msgpack"] = lambda: peers.time_redis_get(s.redis, Row, redis_chunks)
+    for kind, (consumer, d, keys) in s.keyed.items():
+        chunks = chunked(keys, BATCH)
+        runs[f"feedkit {kind}"] = partial(time_feedkit_get, consumer.get, chunks)
+        runs[f"dict {kind}"] = partial(time_dict_get, d, chunks)
     for run in runs.values():
         run()
     res = interleaved(runs)
@@ -415,12 +509,15 @@ def bench_lookups(consumer: Any, txn: lmdb.Transaction, cursor: lmdb.Cursor,
 
     step(f"get() p99/p99.9: warm-up, then {ROUNDS} interleaved rounds of single lookups")
     runs = {
-        "timer": lambda: each_timer(keys),
-        "feedkit": lambda: each_feedkit(fk_get, keys),
-        "lmdb+msgpack": lambda: each_lmdb(txn, keys),
-        "sqlite3+msgpack": lambda: each_sqlite(conn, keys),
-        "dict": lambda: each_dict(d, keys),
+        "timer": lambda: each_timer(s.keys),
+        "feedkit": lambda: each_feedkit(fk_get, s.keys),
+        "lmdb+msgpack": lambda: each_lmdb(s.txn, s.keys),
+        "sqlite3+msgpack": lambda: each_sqlite(s.conn, s.keys),
+        "rocksdict+msgpack": lambda: peers.each_rocksdict(s.rocks, Row, s.keys),
+        "dict": lambda: each_dict(s.d, s.keys),
     }
+    if s.redis is not None:
+        runs["redis+msgpack"] = lambda: peers.each_redis(s.redis, Row, redis_keys)
     for run in runs.values():
         run()
     res = interleaved(runs)
@@ -435,13 +532,77 @@ def bench_lookups(consumer: Any, txn: lmdb.Transaction, cursor: lmdb.Cursor,
     runs = {
         "get_many": lambda: time_feedkit_get_many(fk_get_many, many_chunks),
         "get loop": lambda: time_feedkit_get_loop(fk_get, many_chunks),
-        "lmdb+msgpack": lambda: time_lmdb_getmulti(cursor, many_chunks),
+        "dict comprehension": lambda: time_dict_comprehension(s.d, many_chunks),
+        "lmdb+msgpack": lambda: time_lmdb_getmulti(s.cursor, many_chunks),
+        "rocksdict+msgpack": lambda: peers.time_rocksdict_get_many(s.rocks, Row, many_chunks),
     }
+    if s.redis is not None:
+        runs["redis+msgpack"] = lambda: peers.time_redis_mget(s.redis, Row, many_chunks)
     for run in runs.values():
         run()
     res = interleaved(runs)
     f["keys_per_s"] = {name: 1e9 / batch_median(r, CHUNK) for name, r in res.items()}
     return f
+
+
+def same_answers(s: Subjects) -> None:
+    """Every library answers the same records before anything is timed (raises if not)."""
+    unpackb, pack = msgpack.unpackb, _BE64.pack
+    for k in s.keys[:2000]:
+        want = s.d[k]
+        if tuple(s.consumer.get(k)) != tuple(want):
+            raise SystemExit(f"feedkit get({k}) = {s.consumer.get(k)!r}, expected {want!r}")
+        if unpackb(s.txn.get(pack(k))) != list(want):
+            raise SystemExit(f"lmdb get({k}) disagrees with {want!r}")
+        for lib, got in (
+                ("sqlite3", tuple.__new__(Row, unpackb(s.conn.execute(SQL_GET, (k,))
+                                                       .fetchone()[0]))),
+                ("rocksdict", tuple.__new__(Row, unpackb(s.rocks.get(pack(k))))),
+                ("redis", tuple.__new__(Row, unpackb(s.redis.get(pack(k))))
+                 if s.redis is not None else want)):
+            if got != want or type(got) is not Row:
+                raise SystemExit(f"{lib} get({k}) = {got!r}, expected {want!r}")
+    for kind, (consumer, d, keys) in s.keyed.items():
+        for k in keys[:2000]:
+            if tuple(consumer.get(k)) != tuple(d[k]):
+                raise SystemExit(f"feedkit ({kind} key) get({k!r}) = {consumer.get(k)!r}, "
+                                 f"expected {d[k]!r}")
+    chunk = s.keys[:CHUNK]
+    want_many = [s.d[k] for k in chunk]
+    batches = {
+        "feedkit get_many": [tuple(r) for r in s.consumer.get_many(chunk)],
+        "lmdb getmulti": [tuple(unpackb(v)) for _, v in
+                          s.cursor.getmulti([pack(k) for k in chunk])],
+        "rocksdict get(list)": [tuple(unpackb(v)) for v in s.rocks.get([pack(k) for k in chunk])],
+    }
+    if s.redis is not None:
+        batches["redis MGET"] = [tuple(unpackb(v)) for v in s.redis.mget([pack(k) for k in chunk])]
+    for lib, got_many in batches.items():
+        if got_many != [tuple(r) for r in want_many]:
+            raise SystemExit(f"{lib} disagrees with the dict over the first {len(chunk)} keys")
+
+
+def result_rows(f: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The lookup rows, with issue 12's goals where it sets one (see the module docstring)."""
+    med, tl, kps = f["median"], f["tails"], f["keys_per_s"]
+    large = n >= LARGE
+    median_goals = {"lmdb+msgpack": GOAL_P99_LMDB if large else GOAL_MEDIAN_LMDB,
+                    "dict": GOAL_MEDIAN_DICT_LARGE if large else GOAL_MEDIAN_DICT}
+    p99_goals = {"lmdb+msgpack": GOAL_P99_LMDB, "dict": GOAL_P99_DICT}
+    rows = []
+    for name, stat, goals in (
+            ("get_median", med, median_goals),
+            ("get_p99", {lib: v["p99"] for lib, v in tl.items()}, p99_goals),
+            ("get_p999", {lib: v["p999"] for lib, v in tl.items()}, {})):
+        rows += [row(name, "ns", stat["feedkit"], peer, stat[peer], goals.get(peer))
+                 for peer in GET_PEERS if peer in stat]
+    for kind in KEYED_FEEDS:
+        rows.append(row(f"get_median_{kind}_key", "ns", med[f"feedkit {kind}"], "dict",
+                        med[f"dict {kind}"], GOAL_KEYED_DICT))
+    many_goals = {"get loop": GOAL_GET_MANY_LOOP, "dict comprehension": GOAL_GET_MANY_DICT}
+    rows += [row("get_many", "keys/s", kps["get_many"], peer, kps[peer], many_goals.get(peer))
+             for peer in MANY_PEERS if peer in kps]
+    return rows
 
 
 # -- open -------------------------------------------------------------------------------
@@ -703,24 +864,33 @@ def main() -> None:
     except ValueError:
         ap.error(f"--open-sizes: unreadable {args.open_sizes!r}")
 
+    sample = min(SAMPLE_KEYS, max(MIN_SAMPLE_KEYS, 10 * n))
     started = time.monotonic()
     now = dt.datetime.now().astimezone()
     print(f"feedkit core benchmark, {now:%Y-%m-%d %H:%M:%S %Z}")
     print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
           f"{platform.release()}; Python {platform.python_version()} "
           f"({platform.python_implementation()})")
-    print(f"versions: {versions('lmdb', 'msgpack', 'numpy', 'pyarrow')}, "
-          f"sqlite {sqlite3.sqlite_version}")
+    redis_binary, redis_note = peers.redis_server_binary()
+    print(f"versions: {versions('lmdb', 'msgpack', 'numpy', 'pyarrow', 'rocksdict', 'redis')}, "
+          f"sqlite {sqlite3.sqlite_version}, "
+          + (f"redis-server {peers.server_version(redis_binary)} ({redis_binary}), "
+             f"hiredis parser: {'yes' if peers.hiredis_parser() else 'no'}"
+             if redis_binary else "redis-server: none"))
     print(f"load average at start: {load()} (other work on the machine skews the figures)")
     print(f"records: {n:,}; open test at: {', '.join(f'{s:,}' for s in open_sizes)}"
           + (f" (skipped, above --large: {', '.join(f'{s:,}' for s in skipped)})"
              if skipped else "")
-          + f"; sample keys: {SAMPLE_KEYS:,} (seed {SEED}); rounds: {ROUNDS}")
+          + f"; sample keys: {sample:,} (seed {SEED}); rounds: {ROUNDS}")
+    if redis_binary is None:
+        redis_note = f"the Redis rows are skipped: {redis_note}"
+        print(f"note: {redis_note}")
     print(flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="feedkit-bench-"))
     info: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    stack = contextlib.ExitStack()  # the redis-server, stopped however this ends
     try:
         store_path = root / "store"
         store = feedkit.open_store(store_path)
@@ -731,9 +901,7 @@ def main() -> None:
         table = pa.Table.from_batches(list(generate(n, SEED)), schema=schema())
         rng = np.random.default_rng(SEED + 1)
         ids = table.column("id").to_numpy()
-        keys = ids[rng.integers(0, n, SAMPLE_KEYS)].tolist()
-        get_chunks = [keys[i:i + BATCH] for i in range(0, len(keys), BATCH)]
-        many_chunks = [keys[i:i + CHUNK] for i in range(0, len(keys), CHUNK)]
+        keys = ids[rng.integers(0, n, sample)].tolist()
 
         step("publishing with feedkit.Producer")
         producer = feedkit.Producer(store, feed=FEED, primary_key="id")
@@ -757,13 +925,29 @@ def main() -> None:
         mem = bench_memory(store_path, cache_dir, data_path, n)
         data_path.unlink()
 
-        step("decoding the records; building the dict; packing them with msgpack")
+        step("publishing the str-keyed and (int, int)-keyed feeds of the same table")
+        for kind, (feed, key) in KEYED_FEEDS.items():
+            producer = feedkit.Producer(store, feed=feed, primary_key=key)
+            t = time.perf_counter()
+            producer.publish(table)
+            info[f"publish_s_{kind}"] = time.perf_counter() - t
+            producer.close()
+
+        step("decoding the records; building the dicts; packing them with msgpack")
         rows_py = records(table)
         del table
         d = {r[0]: Row(*r) for r in rows_py}
         packed = [packb(r) for r in rows_py]
         id_list = [r[0] for r in rows_py]
         del rows_py
+        # The keyed dicts share d's records: only the keys and the tables are new.
+        keyed_dicts: dict[str, dict[Any, Row]] = {
+            "str": {r.title: r for r in d.values()},
+            "composite": {(r.id, r.year): r for r in d.values()},
+        }
+        keyed_keys = {"str": [d[k].title for k in keys],
+                      "composite": [(k, d[k].year) for k in keys]}
+        data_bytes = sum(map(len, packed)) + 8 * n
 
         step("filling lmdb")
         lmdb_path = root / "lmdb"
@@ -777,63 +961,73 @@ def main() -> None:
         t = time.perf_counter()
         build_sqlite(sqlite_path, id_list, packed)
         info["sqlite_fill_s"] = time.perf_counter() - t
+
+        step("filling rocksdict (one SST file, ingested)")
+        rocks_path = root / "rocksdict"
+        t = time.perf_counter()
+        peers.build_rocksdict(rocks_path, ((pack(k), v) for k, v in zip(id_list, packed,
+                                                                          strict=True)),
+                              data_bytes)
+        info["rocksdict_fill_s"] = time.perf_counter() - t
+
+        redis_client = None
+        if redis_binary is not None:
+            step("starting redis-server on 127.0.0.1; filling it with pipelined SETs")
+            redis_server = stack.enter_context(peers.RedisServer(redis_binary, root / "redis"))
+            try:
+                redis_client = redis_server.start()
+            except RuntimeError as e:
+                redis_note = f"the Redis rows are skipped: {e}"
+                print(f"note: {redis_note}", flush=True)
+            else:
+                t = time.perf_counter()
+                stored = peers.fill_redis(redis_client, ((pack(k), v) for k, v in
+                                                         zip(id_list, packed, strict=True)))
+                info["redis_fill_s"] = time.perf_counter() - t
+                info["redis_mib"] = redis_client.info("memory")["used_memory"] / 2**20
+                if stored != n:
+                    raise SystemExit(f"redis holds {stored:,} keys after the fill, "
+                                     f"expected {n:,}")
         del packed, id_list
 
         consumer = feedkit.Consumer(store, feed=FEED, cache_dir=cache_dir, watch=False).open()
+        keyed = {kind: (feedkit.Consumer(store, feed=feed, cache_dir=cache_dir,
+                                         watch=False).open(), keyed_dicts[kind],
+                        keyed_keys[kind])
+                 for kind, (feed, _) in KEYED_FEEDS.items()}
         env = lmdb.open(str(lmdb_path), readonly=True, lock=False)
         txn = env.begin(buffers=True)
         cursor = txn.cursor()
         conn = open_sqlite(sqlite_path)
+        rocks = peers.open_rocksdict(rocks_path, data_bytes)
+        subjects = Subjects(consumer=consumer, txn=txn, cursor=cursor, conn=conn, d=d,
+                            rocks=rocks, redis=redis_client, keys=keys, keyed=keyed)
+        same_answers(subjects)
 
-        # Same answers from every library before anything is timed.
-        for k in keys[:2000]:
-            want = d[k]
-            if tuple(consumer.get(k)) != tuple(want):
-                raise SystemExit(f"feedkit get({k}) = {consumer.get(k)!r}, expected {want!r}")
-            if msgpack.unpackb(txn.get(_BE64.pack(k))) != list(want):
-                raise SystemExit(f"lmdb get({k}) disagrees with {want!r}")
-            got = tuple.__new__(Row, msgpack.unpackb(conn.execute(SQL_GET, (k,)).fetchone()[0]))
-            if got != want or type(got) is not Row:
-                raise SystemExit(f"sqlite3 get({k}) = {got!r}, expected {want!r}")
-        got = consumer.get_many(many_chunks[0])
-        multi = [msgpack.unpackb(v) for _, v in
-                 cursor.getmulti([_BE64.pack(k) for k in many_chunks[0]])]
-        for k, rec, lrec in zip(many_chunks[0], got, multi, strict=True):
-            if tuple(rec) != tuple(d[k]) or lrec != list(d[k]):
-                raise SystemExit(f"get_many/getmulti disagree for key {k}")
-
-        f = bench_lookups(consumer, txn, cursor, conn, d, keys, get_chunks, many_chunks)
+        f = bench_lookups(subjects)
+        del subjects
+        stack.close()  # redis-server stops here: nothing after this talks to it
         txn.abort()
         env.close()
         conn.close()
+        rocks.close()
         consumer.close()
-        del consumer, txn, cursor, env, conn, d
+        for kc, _, _ in keyed.values():
+            kc.close()
+        del consumer, keyed, keyed_dicts, txn, cursor, env, conn, rocks, redis_client, d
 
         step(f"{n:,} records: {OPENS} opens each on the cached state")
         opens = {n: (time_consumer_open(store, FEED, cache_dir, keys[0]),
                      time_lmdb_open(lmdb_path, keys[0]))}
         shutil.rmtree(lmdb_path, ignore_errors=True)
+        shutil.rmtree(rocks_path, ignore_errors=True)
         sqlite_path.unlink()
 
         for size in open_sizes:
             if size != n:
                 opens[size] = open_other_size(root, store, cache_dir, size, info)
 
-        med, tl, kps = f["median"], f["tails"], f["keys_per_s"]
-        get_goals = (GOAL_GET_LMDB, GOAL_GET_DICT)
-        for name, stat, (goal_lmdb, goal_dict) in (
-                ("get_median", med, get_goals),
-                ("get_p99", {lib: v["p99"] for lib, v in tl.items()}, get_goals),
-                ("get_p999", {lib: v["p999"] for lib, v in tl.items()}, (None, None))):
-            rows += [
-                row(name, "ns", stat["feedkit"], "lmdb+msgpack", stat["lmdb+msgpack"], goal_lmdb),
-                row(name, "ns", stat["feedkit"], "dict", stat["dict"], goal_dict),
-                row(name, "ns", stat["feedkit"], "sqlite3+msgpack", stat["sqlite3+msgpack"], None),
-            ]
-        rows += [
-            row("get_many", "keys/s", kps["get_many"], "get loop", kps["get loop"], GOAL_GET_MANY),
-            row("get_many", "keys/s", kps["get_many"], "lmdb+msgpack", kps["lmdb+msgpack"], None),
-        ]
+        rows += result_rows(f, n)
         for size in sorted(opens):
             fk_ms, lm_ms = opens[size]
             rows.append({**row("open_cached", "ms", fk_ms, "lmdb open", lm_ms, GOAL_OPEN_MS),
@@ -853,12 +1047,18 @@ def main() -> None:
                    GOAL_MEMORY_FILE), **detail},
         ]
     finally:
+        stack.close()
         shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"setup (not goals): feedkit publish of {n:,} records {info['publish_s']:.2f} s; "
-          f"lmdb fill {info['lmdb_fill_s']:.2f} s; sqlite3 fill {info['sqlite_fill_s']:.2f} s; "
-          f"first feedkit open (fetch, decompress, verify) {info['first_open_ms']:.0f} ms")
+    print(f"setup (not goals): feedkit publish of {n:,} records {info['publish_s']:.2f} s "
+          f"(str-keyed {info['publish_s_str']:.2f} s, (int, int)-keyed "
+          f"{info['publish_s_composite']:.2f} s); lmdb fill {info['lmdb_fill_s']:.2f} s; "
+          f"sqlite3 fill {info['sqlite_fill_s']:.2f} s; rocksdict fill "
+          f"{info['rocksdict_fill_s']:.2f} s; "
+          + (f"redis fill (pipelined SETs) {info['redis_fill_s']:.2f} s, "
+             f"{info['redis_mib']:.0f} MiB used; " if "redis_fill_s" in info else "")
+          + f"first feedkit open (fetch, decompress, verify) {info['first_open_ms']:.0f} ms")
     for size in open_sizes:
         if size != n:
             print(f"{size:,} records: feedkit publish {info[f'publish_s_{size}']:.1f} s; "
@@ -884,8 +1084,14 @@ def main() -> None:
     print(f"get: median from batches of {BATCH}, p99/p99.9 from single lookups, medians over "
           f"{ROUNDS} rounds; get_many: keys/s over chunks of {CHUNK}; open: median of {OPENS}, "
           "including one get")
-    print("ratio = feedkit / peer; get_many vs lmdb+msgpack is Cursor.getmulti + unpackb "
-          "(reference, no goal); open_cached's lmdb peer is lmdb.open on the same records")
+    print("ratio = feedkit / peer; get_many's peers: a get() loop, [d.get(k) for k in chunk], "
+          "lmdb Cursor.getmulti, rocksdict get(list of keys) (MultiGet), Redis MGET, each value "
+          "unpacked; open_cached's lmdb peer is lmdb.open on the same records")
+    if redis_note:
+        print(f"note: {redis_note}")
+    else:
+        print(f"Redis single lookups ran on the first {REDIS_SAMPLE_KEYS:,} sample keys "
+              "(a loopback round trip each); its MGET on all of them")
     print()
     print_rows([{**r, "name": f"{r['name']} ({r['records']:,})"} if "records" in r else r
                 for r in rows])

@@ -9,16 +9,29 @@ ends in ``x`` (``"<= 0.75x"``, ``">= 4x"``), else on feedkit's own value in ``un
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 _GOAL = re.compile(r"\s*(<=|>=|==)\s*([0-9.eE+-]+)\s*(x?)")
+
+T = TypeVar("T")
+
+
+def window(body: Callable[[], T]) -> T:
+    """Run one timing window with the garbage collector off (for every library alike)."""
+    gc.disable()
+    try:
+        return body()
+    finally:
+        gc.enable()
 
 
 def goal_met(goal: str | None, value: float, ratio: float | None) -> bool | None:

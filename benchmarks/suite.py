@@ -10,9 +10,12 @@ Run::
 Each part is one script, run as its own process (so memory and CPU of one part never
 leak into the next), with the same record count:
 
-- ``bench_core.py``     get() latency (median, p99, p99.9) vs dict, lmdb+msgpack and
-                        sqlite3+msgpack; get_many vs a get() loop; open on a cached state;
-                        PSS of 4 consumer processes vs 4 processes holding a dict
+- ``bench_core.py``     get() latency (median, p99, p99.9) vs dict, lmdb+msgpack,
+                        sqlite3+msgpack, rocksdict+msgpack and Redis on 127.0.0.1; get() by
+                        str and composite key vs dict; get_many vs a get() loop, a dict
+                        comprehension, lmdb getmulti, rocksdict's batch get and Redis MGET;
+                        open on a cached state; PSS of 4 consumer processes vs 4 processes
+                        holding a dict
 - ``bench_refresh.py``  snapshot load vs a bare zstd decompression; a 1% delta refresh vs
                         a snapshot load; lookup p99 while refreshes run vs idle
 - ``bench_producer.py`` the daemon's full and append cycles vs a pyarrow scan, blob size vs
@@ -21,7 +24,9 @@ leak into the next), with the same record count:
 
 S3 parts use the server in ``FEEDKIT_S3_ENDPOINT`` (MinIO from
 ``benchmarks/docker-compose.yml``, or AWS), else they start moto's standalone server on
-127.0.0.1. The suite merges the parts' rows into ``results/<run>.json``, draws the plots
+127.0.0.1. The core part starts Debian's ``redis-server`` itself (the Makefile's bench
+targets install it when it is missing and apt-get is usable); without one its Redis rows
+are skipped with a note in its log. The suite merges the parts' rows into ``results/<run>.json``, draws the plots
 (``results/<run>-*.png``), writes what ran where to ``results/<run>-meta.json``, and
 regenerates ``benchmarks/RESULTS.md`` from every run present.
 Each part's own output goes to ``results/<run>-<part>.log``.
@@ -255,6 +260,30 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+PEERS_MD = """\
+Peers, on the same records and the same random keys in one run, interleaved rounds,
+medians over rounds:
+
+- lookups (`bench_core.py`): a Python dict of decoded records (namedtuples; the
+  in-process floor); py-lmdb + msgpack (read-only, one read transaction); sqlite3 +
+  msgpack (read-only, memory-mapped); RocksDB through rocksdict + msgpack (bulk-loaded,
+  opened read-only, a block cache holding every block; batches through its MultiGet,
+  `get(list)`); Redis on 127.0.0.1 + msgpack (Debian's `redis-server`, started by the
+  benchmark on a free port without persistence, filled with pipelined SETs, read with
+  the `redis` client and hiredis; single `GET`s on the first 10,000 sample keys, `MGET`
+  per chunk of 1,000; skipped with a note when there is no redis-server). The stores hold
+  the big-endian id and the msgpack record; all but lmdb return the same namedtuple as
+  the dict. `get_many` (chunks of 1,000) is also compared with a get() loop and a dict
+  comprehension over the same keys; str- and composite-key get() with dicts keyed alike
+  (the same table published keyed by `title` and by `(id, year)`).
+- refreshes (`bench_refresh.py`): a bare zstd decompression of the blob (snapshot load),
+  a snapshot load (delta refresh), lookups with no refresh running (p99 during refreshes).
+- the producer (`bench_producer.py`): a pyarrow scan of the Iceberg table and its batch
+  reader (cycles), the full cycle (append cycle), the same table as Parquet-zstd (blob size).
+- S3 (`bench_s3.py`): a bare boto3 download + zstd decompression (snapshot load).
+"""
+
+
 def write_results_md(results: Path, out: Path) -> Path:
     sections = []
     for size in ("full", "large", "quick"):
@@ -282,7 +311,7 @@ def write_results_md(results: Path, out: Path) -> Path:
         "`make bench-quick`) from every run in `benchmarks/results/`. `ratio` is feedkit / "
         "peer; a goal ending in `x` is on the ratio, any other on feedkit's own value. A goal "
         "not met is shown as not met. How each part measures is in its script's docstring "
-        "(`benchmarks/bench_*.py`).\n\n" + body)
+        "(`benchmarks/bench_*.py`).\n\n" + PEERS_MD + "\n" + body)
     return out
 
 

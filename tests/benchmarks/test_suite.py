@@ -1,27 +1,37 @@
 """The benchmark suite runs end to end and writes what it promises (never a timing check).
 
-A smoke run: every part at a few thousand records, results into a temporary folder.
+A smoke run: every part at a few thousand records, results into a temporary folder. It
+needs no Redis: it names a redis-server that does not exist, so the core part takes its
+skip path (a printed note, no Redis rows) and still passes. The Redis peer's own server
+lifecycle is checked on its own, where a redis-server is installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
+import msgpack
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 MEASURES = {
-    "get_median", "get_p99", "get_many", "open_cached", "memory_pss", "snapshot_load",
+    "get_median", "get_p99", "get_median_str_key", "get_median_composite_key", "get_many",
+    "open_cached", "memory_pss", "snapshot_load",
     "delta_refresh", "get_p99_during_refresh", "producer_full_cycle", "producer_append_cycle",
     "blob_size", "propagation_local", "propagation_s3",
 }
-PEERS = {"dict", "lmdb+msgpack", "sqlite3+msgpack", "get loop", "zstd decompress",
-         "snapshot_load", "idle", "pyarrow scan", "full cycle", "parquet-zstd"}
+PEERS = {"dict", "lmdb+msgpack", "sqlite3+msgpack", "rocksdict+msgpack", "get loop",
+         "dict comprehension", "zstd decompress", "snapshot_load", "idle", "pyarrow scan",
+         "full cycle", "parquet-zstd"}
+NO_REDIS = "feedkit-test-no-such-redis-server"
 KEYS = {"name", "unit", "feedkit", "peer", "peer_value", "ratio", "goal", "met"}
 
 
@@ -33,7 +43,7 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
         [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--size", "quick",
          "--records", "3000", "--results", str(results), "--results-md", str(md)],
         cwd=ROOT, capture_output=True, text=True, timeout=580,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDKIT_BENCH_REDIS_SERVER": NO_REDIS})
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in results.glob("*.log"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + logs
 
@@ -47,6 +57,11 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
     names = {r["name"] for r in rows}
     assert names >= MEASURES, MEASURES - names
     assert {r["peer"] for r in rows} >= PEERS, PEERS - {r["peer"] for r in rows}
+    rocks = {r["name"] for r in rows if r["peer"] == "rocksdict+msgpack"}
+    assert rocks == {"get_median", "get_p99", "get_p999", "get_many"}, rocks
+    assert not [r for r in rows if r["peer"] == "redis+msgpack"]
+    core_log = (results / "quick-core.log").read_text()
+    assert f"note: the Redis rows are skipped: no {NO_REDIS} found" in core_log
 
     meta = json.loads((results / "quick-meta.json").read_text())
     assert meta["records"] == 3000 and meta["machine"]["cpus"] == os.cpu_count()
@@ -59,3 +74,24 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
     assert "| measure | unit | feedkit | peer |" in text
     assert f"{meta['machine']['cpus']} CPUs" in text and "make bench-quick" in text
     assert text.count("\n| ") >= len(rows)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server installed")
+def test_the_redis_peer_starts_its_own_server_serves_get_and_mget_and_stops_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    peers = importlib.import_module("peers")
+    rec = namedtuple("rec", "id title")
+    binary, why = peers.redis_server_binary()
+    assert binary is not None, why
+    with peers.RedisServer(binary, tmp_path / "redis") as server:
+        client = server.start()
+        items = [(peers.BE64.pack(i), msgpack.packb([i, f"t{i}"])) for i in range(2500)]
+        assert peers.fill_redis(client, items) == 2500
+        assert client.config_get("save")["save"] == ""
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        assert len(peers.time_redis_mget(client, rec, [list(range(1000)), [7, 8]])) == 2
+        got = client.mget([peers.BE64.pack(k) for k in (3, 2499)])
+        assert [rec(*msgpack.unpackb(v)) for v in got] == [rec(3, "t3"), rec(2499, "t2499")]
+        proc = server.proc
+    assert proc is not None and proc.poll() is not None  # stopped on leaving the block
