@@ -9,13 +9,71 @@ use feedkit_core::error::Error;
 use feedkit_core::msgpack::{Reader, Token};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyType};
+use pyo3::exceptions::PyTypeError;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType};
 
 use crate::errors::{integrity, to_py};
 
 /// Containers nested deeper than this in one value are damage (the writer never nests
 /// deeper than a schema's types, and Python would overflow its stack building them).
 const MAX_DEPTH: usize = 256;
+
+/// The kind of one key part (FORMAT.md, 5).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PartKind {
+    Int,
+    Str,
+    Bytes,
+}
+
+impl PartKind {
+    pub fn from_name(name: &str) -> PyResult<PartKind> {
+        match name {
+            "int" => Ok(PartKind::Int),
+            "str" => Ok(PartKind::Str),
+            "bytes" => Ok(PartKind::Bytes),
+            other => Err(PyTypeError::new_err(format!("unknown key part kind {other:?}"))),
+        }
+    }
+
+    /// Whether `part` already has this kind's exact type (else it is normalised first).
+    #[inline(always)]
+    pub fn is_exact(self, part: &Bound<'_, PyAny>) -> bool {
+        match self {
+            PartKind::Int => part.is_exact_instance_of::<PyInt>(),
+            PartKind::Str => part.is_exact_instance_of::<PyString>(),
+            PartKind::Bytes => part.is_exact_instance_of::<PyBytes>(),
+        }
+    }
+}
+
+/// A key part a record is expected to hold: field `pos` should be `obj` (exact type).
+pub struct KeyField<'a, 'py> {
+    pub pos: usize,
+    pub kind: PartKind,
+    pub obj: &'a Bound<'py, PyAny>,
+}
+
+impl KeyField<'_, '_> {
+    /// Whether `token` encodes exactly this part's value.
+    #[inline(always)]
+    fn holds(&self, token: &Token<'_>) -> bool {
+        match (self.kind, token) {
+            (PartKind::Int, Token::Int(v)) => self.obj.extract::<i64>().ok() == Some(*v),
+            (PartKind::Int, Token::UInt(v)) => self.obj.extract::<u64>().ok() == Some(*v),
+            (PartKind::Str, Token::Str(s)) => self
+                .obj
+                .cast::<PyString>()
+                .ok()
+                .and_then(|p| p.to_str().ok())
+                .is_some_and(|t| t.as_bytes() == *s),
+            (PartKind::Bytes, Token::Bin(b)) => {
+                self.obj.cast::<PyBytes>().is_ok_and(|p| p.as_bytes() == *b)
+            }
+            _ => false,
+        }
+    }
+}
 
 /// How to decode values of one schema.
 pub struct Decoder {
@@ -45,6 +103,22 @@ impl Decoder {
         width: usize,
         bytes: &[u8],
     ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.record_of(py, record, width, bytes, &[], false)?.expect("no key to miss"))
+    }
+
+    /// [`Decoder::record`] for a looked-up key: a key field whose bytes are the asked
+    /// key's holds the asked key's own object (no new str or int is built, and no
+    /// comparison is needed afterwards). None when a key field is not the asked key's and
+    /// `exact` is set (a hashed key: the record belongs to another key of the same hash).
+    pub fn record_of<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyType>,
+        width: usize,
+        bytes: &[u8],
+        key: &[KeyField<'_, 'py>],
+        exact: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut r = Reader::new(bytes);
         match r.token().map_err(|e| to_py(py, e))? {
             Token::Array(n) if n == width => {}
@@ -62,7 +136,12 @@ impl Decoder {
             owned(py, alloc(tp, width as ffi::Py_ssize_t))?
         };
         for i in 0..width {
-            let value = self.value(py, &mut r, 0)?;
+            let token = r.token().map_err(|e| to_py(py, e))?;
+            let value = match key.iter().find(|f| f.pos == i) {
+                Some(f) if f.holds(&token) => f.obj.clone(),
+                Some(_) if exact => return Ok(None),
+                _ => self.decode_token(py, token, &mut r, 0)?,
+            };
             // SAFETY: `tuple` is the new tuple above, `i < width`, and SET_ITEM steals the
             // new reference `into_ptr` hands over.
             unsafe { ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, value.into_ptr()) };
@@ -70,7 +149,7 @@ impl Decoder {
         if r.remaining() != 0 {
             return Err(integrity(py, "bytes after the end of a record"));
         }
-        Ok(tuple)
+        Ok(Some(tuple))
     }
 
     /// Decodes one value from `r`.
@@ -81,6 +160,18 @@ impl Decoder {
         depth: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let token = r.token().map_err(|e| to_py(py, e))?;
+        self.decode_token(py, token, r, depth)
+    }
+
+    /// Decodes the value that starts with `token` (its items follow in `r`).
+    #[inline(always)]
+    fn decode_token<'py>(
+        &self,
+        py: Python<'py>,
+        token: Token<'_>,
+        r: &mut Reader<'_>,
+        depth: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         // SAFETY (every block below): each CPython constructor returns a new reference or
         // null with an exception set, which `owned` turns into a Bound or a PyErr; the
         // pointers and lengths passed come from slices that outlive the call.

@@ -12,9 +12,9 @@ use feedkit_core::probe::{probe, record_at, Found};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
-use crate::decode::Decoder;
+use crate::decode::{Decoder, KeyField, PartKind};
 use crate::errors::{as_damage, guard, integrity, to_py};
 
 /// One mapped state file.
@@ -47,34 +47,6 @@ impl File {
         // their rename into place (FORMAT.md, 8).
         let _pinned = &self.buf;
         unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum PartKind {
-    Int,
-    Str,
-    Bytes,
-}
-
-impl PartKind {
-    fn from_name(name: &str) -> PyResult<PartKind> {
-        match name {
-            "int" => Ok(PartKind::Int),
-            "str" => Ok(PartKind::Str),
-            "bytes" => Ok(PartKind::Bytes),
-            other => Err(PyTypeError::new_err(format!("unknown key part kind {other:?}"))),
-        }
-    }
-
-    /// Whether `part` already has this kind's exact type (else it is normalised first).
-    #[inline(always)]
-    fn is_exact(self, part: &Bound<'_, PyAny>) -> bool {
-        match self {
-            PartKind::Int => part.is_exact_instance_of::<PyInt>(),
-            PartKind::Str => part.is_exact_instance_of::<PyString>(),
-            PartKind::Bytes => part.is_exact_instance_of::<PyBytes>(),
-        }
     }
 }
 
@@ -397,28 +369,24 @@ impl Reader {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let Hit::Record { file, start, end } = hit else { return Ok(None) };
         let bytes = &self.files[file].bytes()[start..end];
-        let rec = self
-            .decoder
-            .record(py, self.record.bind(py), self.width, bytes)
-            .map_err(|e| self.damaged(py, nkey, e))?;
-        if self.parts == [PartKind::Int] {
-            return Ok(Some(rec));
-        }
-        let fields = rec.cast::<PyTuple>()?;
-        let same = if let [pos] = self.key_pos[..] {
-            fields.get_borrowed_item(pos)?.eq(nkey)?
+        let record = self.record.bind(py);
+        // Int keys need no check (the slot holds the key), but reuse the asked int.
+        let exact = self.parts != [PartKind::Int];
+        let rec = if let [pos] = self.key_pos[..] {
+            let key = [KeyField { pos, kind: self.parts[0], obj: nkey }];
+            self.decoder.record_of(py, record, self.width, bytes, &key, exact)
         } else {
-            let parts = nkey.cast::<PyTuple>()?;
-            let mut same = true;
-            for (i, &pos) in self.key_pos.iter().enumerate() {
-                if !fields.get_borrowed_item(pos)?.eq(parts.get_borrowed_item(i)?)? {
-                    same = false;
-                    break;
-                }
-            }
-            same
+            let items: Vec<Bound<'py, PyAny>> = nkey.cast::<PyTuple>()?.iter().collect();
+            let key: Vec<KeyField<'_, 'py>> = self
+                .key_pos
+                .iter()
+                .zip(&self.parts)
+                .zip(&items)
+                .map(|((&pos, &kind), obj)| KeyField { pos, kind, obj })
+                .collect();
+            self.decoder.record_of(py, record, self.width, bytes, &key, exact)
         };
-        Ok(same.then_some(rec))
+        rec.map_err(|e| self.damaged(py, nkey, e))
     }
 
     /// The IntegrityError for `key`'s unreadable record, caused by `err`.
