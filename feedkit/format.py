@@ -176,8 +176,8 @@ def arrow_records(pa: Any, source: np.ndarray, starts: np.ndarray,
 class _ArrowGather:
     """Record bytes gathered with ``pyarrow.compute.take`` (a memcpy per record).
 
-    The numpy gather builds an int64 index per byte, several times slower; write_state
-    takes this path when the process already loaded pyarrow (the producer).
+    The numpy gather builds an int64 index per byte, several times slower;
+    ``_write_state_py`` takes this path when the process already loaded pyarrow.
     """
 
     def __init__(self, pa: Any, pc: Any, rs: RecordSet) -> None:

@@ -2,7 +2,7 @@
 //! (feedkit/format.py's `write_state`, feedkit/merge.py's `record_digest`).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use feedkit_core::records::Records;
 use feedkit_core::write::{plan, write_file, Plan};
@@ -50,9 +50,13 @@ impl RecordArgs {
 }
 
 /// The OSError Python's `open` would raise for `err` on `path` (FileNotFoundError...).
-fn os_error(err: io::Error, path: &PathBuf) -> PyErr {
+fn os_error(err: io::Error, path: &Path) -> PyErr {
     match err.raw_os_error() {
-        Some(errno) => PyOSError::new_err((errno, err.to_string(), path.clone())),
+        Some(errno) => {
+            let text = err.to_string();
+            let strerror = text.split(" (os error").next().unwrap_or(&text).to_string();
+            PyOSError::new_err((errno, strerror, path.to_path_buf()))
+        }
         None => PyOSError::new_err(format!("{}: {err}", path.display())),
     }
 }

@@ -503,13 +503,21 @@ mod tests {
 
     #[test]
     fn ties_keep_the_input_order() {
-        // every key has home 0 under `low` with 8 slots; the overflow tail takes the rest
-        let same: Vec<u64> = (0..4).map(|k| k * 8).collect();
-        let p = place_hashed(&same.iter().map(|_| 5u64).collect::<Vec<_>>()).unwrap();
-        assert_eq!(p.order, vec![0, 1, 2, 3]);
-        let p = place_int(&[16, 8, 0, 24, 40, 32, 48, 56, 64]).unwrap();
-        let (order, slots) = reference(&[16, 8, 0, 24, 40, 32, 48, 56, 64], p.home, p.bits);
-        assert_eq!((p.order, p.slots), (order, slots));
+        // four hashes with one home: they take slots 0..4 in input order
+        let p = place_hashed(&[5, 3, 5, 1]).unwrap();
+        assert_eq!((p.order, p.slots), (vec![0, 1, 2, 3], vec![0, 1, 2, 3]));
+        // multiples of 8 share low home 0 (and fib spreads them): the order follows the input
+        let keys = [16, 8, 0, 24, 40, 32, 48, 56, 64];
+        let p = place_int(&keys).unwrap();
+        assert_eq!((p.order.clone(), p.slots.clone()), reference(&keys, p.home, p.bits));
+        let low = place_with(&keys, Home::Low, 3, histogram(&keys, Home::Low, 3));
+        assert_eq!(low.order, (0..9).collect::<Vec<u32>>());
+        assert_eq!(low.slots, (0..9).collect::<Vec<u32>>());
+        assert_eq!((low.slot_count, low.max_probe, low.displacement), (10, 9, 36));
+        // with 32 slots, homes 0, 8, 16, 24 take three or two keys each, in input order
+        let low = place_with(&keys, Home::Low, 5, histogram(&keys, Home::Low, 5));
+        assert_eq!(low.order, vec![2, 5, 8, 1, 4, 0, 6, 3, 7]);
+        assert_eq!(low.slots, vec![0, 1, 2, 8, 9, 16, 17, 24, 25]);
     }
 
     #[test]
