@@ -42,83 +42,130 @@ pub struct Placement {
     pub displacement: u64,
 }
 
-/// How many keys have each home slot.
-fn histogram(keys: &[u64], home: Home, bits: u32) -> Vec<u32> {
-    let mut hist = vec![0u32; 1usize << bits];
-    for &k in keys {
-        hist[home.slot(k, bits)] += 1;
-    }
-    hist
+/// Tables of more than `2**DIRECT_BITS` slots are counted and sorted one part at a time
+/// (`2**PARTITION_BITS` parts by the top bits of the home): each step then touches a
+/// cache-sized stretch of the table instead of one random place per key, and nothing
+/// the size of the table is allocated.
+const DIRECT_BITS: u32 = 15;
+const PARTITION_BITS: u32 = 8;
+
+/// The keys' `(home, index)` grouped by part (the top bits of the home), in input order
+/// within a part.
+struct Homes {
+    entries: Vec<(u32, u32)>,
+    /// Part `p` is `entries[bounds[p]..bounds[p + 1]]`.
+    bounds: Vec<usize>,
+    /// Homes per part.
+    part_size: usize,
 }
 
-/// Linear probing in home order, from a histogram of homes: calls `place(home, first
-/// slot, count)` per home and returns (total, largest) displacement and the slot after
-/// the last entry. Each entry takes the first free slot at or after its home, so the
-/// entries of one home sit side by side from `max(home, next free slot)` on.
-fn walk(hist: &[u32], mut place: impl FnMut(usize, usize, usize)) -> (u64, u64, usize) {
-    let (mut total, mut largest, mut free) = (0u64, 0u64, 0usize);
-    for (h, &c) in hist.iter().enumerate() {
-        if c == 0 {
-            continue;
+impl Homes {
+    fn new(keys: &[u64], home: Home, bits: u32, direct_bits: u32) -> Homes {
+        let part_bits = if bits <= direct_bits.max(PARTITION_BITS) { 0 } else { PARTITION_BITS };
+        let shift = bits - part_bits;
+        let mut bounds = vec![0usize; (1 << part_bits) + 1];
+        for &k in keys {
+            bounds[(home.slot(k, bits) >> shift) + 1] += 1;
         }
-        let c = c as usize;
-        let start = h.max(free);
-        place(h, start, c);
-        let (c64, lead) = (c as u64, (start - h) as u64);
-        total += c64 * lead + c64 * (c64 - 1) / 2;
-        largest = largest.max(lead + c64 - 1);
-        free = start + c;
+        for p in 1..bounds.len() {
+            bounds[p] += bounds[p - 1];
+        }
+        let mut fill = bounds.clone();
+        let mut entries = vec![(0u32, 0u32); keys.len()];
+        for (i, &k) in keys.iter().enumerate() {
+            let h = home.slot(k, bits); // < 2**31: bits <= 31 for MAX_ENTRIES
+            let f = &mut fill[h >> shift];
+            entries[*f] = (h as u32, i as u32);
+            *f += 1;
+        }
+        Homes { entries, bounds, part_size: 1 << shift }
     }
-    (total, largest, free)
+
+    /// Calls `each(part start in the sorted order, first home, entries)` per part, with
+    /// `counts` holding how many of the part's entries have each of its homes.
+    fn by_part(&self, counts: &mut [u32], mut each: impl FnMut(usize, usize, &[(u32, u32)], &mut [u32])) {
+        for (p, w) in self.bounds.windows(2).enumerate() {
+            let (part, base) = (&self.entries[w[0]..w[1]], p * self.part_size);
+            counts.fill(0);
+            for &(h, _) in part {
+                counts[h as usize - base] += 1;
+            }
+            each(w[0], base, part, counts);
+        }
+    }
 }
 
-/// Places `keys` with `home`, given their histogram.
-fn place_with(keys: &[u64], home: Home, bits: u32, hist: Vec<u32>) -> Placement {
+/// Linear probing in home order: each entry takes the first free slot at or after its
+/// home, so the entries of one home sit side by side from `max(home, next free slot)`.
+#[derive(Default)]
+struct Walk {
+    /// Total and largest distance of an entry from its home.
+    total: u64,
+    largest: u64,
+    /// The slot after the last entry.
+    free: usize,
+}
+
+impl Walk {
+    /// Places `c` entries of home `h`; returns the first one's slot.
+    #[inline(always)]
+    fn step(&mut self, h: usize, c: usize) -> usize {
+        let start = h.max(self.free);
+        if c > 0 {
+            let (c64, lead) = (c as u64, (start - h) as u64);
+            self.total += c64 * lead + c64 * (c64 - 1) / 2;
+            self.largest = self.largest.max(lead + c64 - 1);
+            self.free = start + c;
+        }
+        start
+    }
+}
+
+/// Total displacement of keys with these homes.
+fn displacement(homes: &Homes) -> u64 {
+    let mut walk = Walk::default();
+    homes.by_part(&mut vec![0u32; homes.part_size], |_, base, _, counts| {
+        for (off, &c) in counts.iter().enumerate() {
+            walk.step(base + off, c as usize);
+        }
+    });
+    walk.total
+}
+
+/// Places `keys` with `home`, given their homes: a counting sort by home, stable (keys
+/// of one home keep their input order), one part at a time.
+fn place_with(keys: &[u64], home: Home, bits: u32, homes: Homes) -> Placement {
     let n = keys.len();
-    // Counting sort by home, stable: bucket starts, then each key in input order.
-    let mut cursor = hist;
-    let mut sum = 0u32;
-    for c in cursor.iter_mut() {
-        let count = *c;
-        *c = sum;
-        sum += count;
-    }
     let mut order = vec![0u32; n];
-    for (i, &k) in keys.iter().enumerate() {
-        let c = &mut cursor[home.slot(k, bits)];
-        order[*c as usize] = i as u32;
-        *c += 1;
-    }
-    // cursor[h] is now where home h's entries end: they are [cursor[h - 1], cursor[h]).
     let mut slots = vec![0u32; n];
-    let mut begin = 0usize;
-    let (displacement, largest, free) = walk(&bucket_counts(&cursor), |_, start, c| {
-        for (k, slot) in slots[begin..begin + c].iter_mut().enumerate() {
-            *slot = (start + k) as u32;
+    let mut walk = Walk::default();
+    homes.by_part(&mut vec![0u32; homes.part_size], |first, base, part, counts| {
+        // counts become where each home's entries start in `order`
+        let mut at = first;
+        for (off, c) in counts.iter_mut().enumerate() {
+            let count = *c as usize;
+            let start = walk.step(base + off, count);
+            for (k, slot) in slots[at..at + count].iter_mut().enumerate() {
+                *slot = (start + k) as u32;
+            }
+            *c = at as u32;
+            at += count;
         }
-        begin += c;
+        for &(h, i) in part {
+            let c = &mut counts[h as usize - base];
+            order[*c as usize] = i;
+            *c += 1;
+        }
     });
     Placement {
         bits,
         home,
         order,
         slots,
-        slot_count: free.max(1usize << bits) + 1,
-        max_probe: largest as usize + 1,
-        displacement,
+        slot_count: walk.free.max(1usize << bits) + 1,
+        max_probe: walk.largest as usize + 1,
+        displacement: walk.total,
     }
-}
-
-/// Per-home counts back from the bucket ends a counting sort leaves.
-fn bucket_counts(ends: &[u32]) -> Vec<u32> {
-    let mut prev = 0u32;
-    ends.iter()
-        .map(|&e| {
-            let c = e - prev;
-            prev = e;
-            c
-        })
-        .collect()
 }
 
 fn check_size(n: usize) -> Result<()> {
@@ -132,16 +179,19 @@ fn check_size(n: usize) -> Result<()> {
 /// them less in total: `low`, then `fib` unless `low` moved none; `low` on a tie
 /// (FORMAT.md, 4.5).
 pub fn place_int(keys: &[u64]) -> Result<Placement> {
+    place_int_with(keys, DIRECT_BITS)
+}
+
+fn place_int_with(keys: &[u64], direct_bits: u32) -> Result<Placement> {
     check_size(keys.len())?;
     let bits = capacity_bits(keys.len());
-    let low = histogram(keys, Home::Low, bits);
-    let (low_total, _, _) = walk(&low, |_, _, _| {});
+    let low = Homes::new(keys, Home::Low, bits, direct_bits);
+    let low_total = displacement(&low);
     if low_total == 0 {
         return Ok(place_with(keys, Home::Low, bits, low));
     }
-    let fib = histogram(keys, Home::Fib, bits);
-    let (fib_total, _, _) = walk(&fib, |_, _, _| {});
-    Ok(if fib_total < low_total {
+    let fib = Homes::new(keys, Home::Fib, bits, direct_bits);
+    Ok(if displacement(&fib) < low_total {
         drop(low);
         place_with(keys, Home::Fib, bits, fib)
     } else {
@@ -152,10 +202,14 @@ pub fn place_int(keys: &[u64]) -> Result<Placement> {
 
 /// Places hashed keys: home = the hash's top bits.
 pub fn place_hashed(keys: &[u64]) -> Result<Placement> {
+    place_hashed_with(keys, DIRECT_BITS)
+}
+
+fn place_hashed_with(keys: &[u64], direct_bits: u32) -> Result<Placement> {
     check_size(keys.len())?;
     let bits = capacity_bits(keys.len());
-    let hist = histogram(keys, Home::Xxh3, bits);
-    Ok(place_with(keys, Home::Xxh3, bits, hist))
+    let homes = Homes::new(keys, Home::Xxh3, bits, direct_bits);
+    Ok(place_with(keys, Home::Xxh3, bits, homes))
 }
 
 /// The smallest value at or after `start` (wrapping: the order is that of
@@ -486,9 +540,11 @@ mod tests {
 
     #[test]
     fn placement_is_stable_linear_probing_without_wrap() {
-        for (seed, n) in [(1, 0), (2, 1), (3, 7), (4, 100), (5, 1000)] {
+        // direct_bits 8: tables past 2**8 slots take the partitioned path
+        for (seed, n, direct_bits) in [(1, 0, 15), (2, 1, 15), (3, 7, 15), (4, 100, 15), (5, 1000, 15),
+                                       (6, 1000, 8), (7, 5000, 8), (8, 5000, 3)] {
             let hashed = keys(seed, n, 0);
-            let p = place_hashed(&hashed).unwrap();
+            let p = place_hashed_with(&hashed, direct_bits).unwrap();
             assert_eq!((p.order.clone(), p.slots.clone()), reference(&hashed, Home::Xxh3, p.bits));
             assert_eq!(p.bits, capacity_bits(n));
             let last = p.slots.last().map_or(0, |&s| s as usize + 1);
@@ -510,12 +566,12 @@ mod tests {
         let keys = [16, 8, 0, 24, 40, 32, 48, 56, 64];
         let p = place_int(&keys).unwrap();
         assert_eq!((p.order.clone(), p.slots.clone()), reference(&keys, p.home, p.bits));
-        let low = place_with(&keys, Home::Low, 3, histogram(&keys, Home::Low, 3));
+        let low = place_with(&keys, Home::Low, 3, Homes::new(&keys, Home::Low, 3, 15));
         assert_eq!(low.order, (0..9).collect::<Vec<u32>>());
         assert_eq!(low.slots, (0..9).collect::<Vec<u32>>());
         assert_eq!((low.slot_count, low.max_probe, low.displacement), (10, 9, 36));
         // with 32 slots, homes 0, 8, 16, 24 take three or two keys each, in input order
-        let low = place_with(&keys, Home::Low, 5, histogram(&keys, Home::Low, 5));
+        let low = place_with(&keys, Home::Low, 5, Homes::new(&keys, Home::Low, 5, 15));
         assert_eq!(low.order, vec![2, 5, 8, 1, 4, 0, 6, 3, 7]);
         assert_eq!(low.slots, vec![0, 1, 2, 8, 9, 16, 17, 24, 25]);
     }
@@ -528,9 +584,14 @@ mod tests {
         assert_eq!((p.home, p.displacement, p.max_probe), (Home::Low, 0, 1));
         // multiples of the capacity all share a low home: `fib` spreads them
         let strided: Vec<u64> = (0..1000u64).map(|k| k << 11).collect();
-        let p = place_int(&strided).unwrap();
-        assert_eq!(p.home, Home::Fib);
-        assert_eq!((p.order.clone(), p.slots.clone()), reference(&strided, Home::Fib, p.bits));
+        for direct_bits in [15, 4] {
+            let p = place_int_with(&strided, direct_bits).unwrap();
+            assert_eq!(p.home, Home::Fib);
+            assert_eq!((p.order.clone(), p.slots.clone()), reference(&strided, Home::Fib, p.bits));
+        }
+        // random keys with the partitioned path: the same placement as the direct one
+        let random = keys(9, 3000, 0);
+        assert_eq!(place_int_with(&random, 4).unwrap(), place_int_with(&random, 15).unwrap());
         // a tie goes to `low`: two keys, both placements move one of them by one slot
         let mut tie = None;
         for a in 0..64u64 {
@@ -539,8 +600,7 @@ mod tests {
                 if ka == kb {
                     continue;
                 }
-                let fib = histogram(&[ka, kb], Home::Fib, 3);
-                if walk(&fib, |_, _, _| {}).0 == 1 {
+                if displacement(&Homes::new(&[ka, kb], Home::Fib, 3, 15)) == 1 {
                     tie = Some([ka, kb]);
                 }
             }
