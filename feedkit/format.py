@@ -40,7 +40,7 @@ import msgpack
 import numpy as np
 import xxhash
 
-from feedkit import codec
+from feedkit import _native, codec
 from feedkit.blobs import owner_only
 from feedkit.errors import IntegrityError
 from feedkit.keys import (
@@ -121,7 +121,10 @@ def _place(homes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     one in that order would. Slots past the capacity form an overflow tail, so probes
     never wrap.
     """
-    order = np.argsort(homes)  # ties in any order: each takes the next free slot
+    # Stable, as FORMAT.md 4.4 says: ties keep the writer's input order, so a file's bytes
+    # depend on its input only (numpy's default sort is not stable, and its tie order
+    # differs between CPUs).
+    order = np.argsort(homes, kind="stable")
     ranks = np.arange(len(homes), dtype=np.int64)
     pos = ranks + np.maximum.accumulate(homes[order] - ranks) if len(homes) else ranks
     return order, pos
@@ -173,8 +176,8 @@ def arrow_records(pa: Any, source: np.ndarray, starts: np.ndarray,
 class _ArrowGather:
     """Record bytes gathered with ``pyarrow.compute.take`` (a memcpy per record).
 
-    The numpy gather builds an int64 index per byte, several times slower; write_state
-    takes this path when the process already loaded pyarrow (the producer).
+    The numpy gather builds an int64 index per byte, several times slower;
+    ``_write_state_py`` takes this path when the process already loaded pyarrow.
     """
 
     def __init__(self, pa: Any, pc: Any, rs: RecordSet) -> None:
@@ -251,12 +254,58 @@ def _index_tables(
     return table.view(np.int64), postings, meta
 
 
+def _tmp_path(target: Path) -> Path:
+    """Where a state file is written before its rename (FORMAT.md 4.1)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet) -> dict[str, Any]:
     """Write ``rs`` as a state file at ``path`` (atomically: temp file, then rename).
 
     ``header`` carries feed, version, kind, key, schema and the other descriptive
     fields; the writer adds the layout. Returns the complete header.
+
+    The byte work (placement, sentinels, index tables, the records gathered in slot
+    order, the checksum, the temp file and its rename) runs compiled with the GIL
+    released (``native/core/src/write.rs``); in between, this function renders the JSON
+    header from the writer's numbers. ``_write_state_py`` is the same writer in numpy,
+    kept as the tests' oracle (``tests/test_native_write.py``).
+
+    Raises:
+        OSError: the file cannot be written.
+        IntegrityError: a record lies outside its source.
     """
+    spec = KeySpec.from_json(header["key"])
+    int_keys = spec.slot_kind == "int"
+    keys = rs.keys.astype(np.int64 if int_keys else np.uint64, copy=False)
+    fields = list(header.get("index_fields", []))
+    full = dict(header)
+
+    def render(layout: dict[str, Any]) -> bytes:
+        full.update(format=FORMAT_VERSION, count=layout["count"],
+                    tombstones=layout["tombstones"], slots=layout["slots"], heap=layout["heap"],
+                    indexes=dict(zip(fields, layout["indexes"], strict=True)),
+                    body_length=layout["body_length"])
+        return json.dumps(full, separators=(",", ":"), sort_keys=True).encode()
+
+    target = Path(path)
+    _native.write_state(
+        _tmp_path(target), target, np.ascontiguousarray(keys).view(np.uint64), int_keys,
+        np.ascontiguousarray(rs.starts, dtype=np.int64),
+        np.ascontiguousarray(rs.lengths, dtype=np.int64),
+        [np.ascontiguousarray(s, dtype=np.uint8)
+         for s in (rs.sources if rs.source is not None else rs.sources[:1])],
+        None if rs.source is None else np.ascontiguousarray(rs.source, dtype=np.uint8),
+        None if rs.tombstone is None
+        else np.ascontiguousarray(rs.tombstone, dtype=bool).view(np.uint8),
+        [np.ascontiguousarray(rs.index_hashes[f], dtype=np.uint64) for f in fields],
+        render)
+    return full
+
+
+def _write_state_py(path: str | os.PathLike[str], header: dict[str, Any],
+                    rs: RecordSet) -> dict[str, Any]:
+    """:func:`write_state` in numpy: the oracle the compiled writer is tested against."""
     spec = KeySpec.from_json(header["key"])
     n = len(rs)
     bits = _capacity_bits(n)
@@ -314,7 +363,7 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
     table[1::2] = heap_offset + np.cumsum(slot_lengths) - slot_lengths
 
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = _tmp_path(target)
     checksum = xxhash.xxh3_128()
     try:
         with open(tmp, "wb", opener=owner_only) as f:
@@ -352,6 +401,12 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
             tmp.unlink()
         raise
     return full
+
+
+def native_file(sf: StateFile) -> tuple[Any, ...]:
+    """``sf`` as the compiled layer takes a state file: its mapping and its table's numbers."""
+    return (sf.mm, sf.body_offset, sf.slot_count, sf.bits, sf.method, sf.empty & M64,
+            sf.heap_offset, sf.heap_end, sf.kind == "overlay")
 
 
 DESCRIPTIVE = ("feed", "key", "schema", "index_fields", "use_list")

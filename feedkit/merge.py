@@ -13,18 +13,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from feedkit import _native
 from feedkit.errors import IntegrityError
-from feedkit.format import TOMBSTONE, RecordSet, StateFile, arrow_records
+from feedkit.format import TOMBSTONE, RecordSet, StateFile, arrow_records, native_file
 from feedkit.keys import xxh3
 
-__all__ = ["Diff", "apply_delta", "compact", "diff", "record_digest"]
+__all__ = ["Diff", "apply_delta", "compact", "diff", "present", "record_digest"]
 
 _M64 = (1 << 64) - 1
 _TOMBSTONE_SOURCE = np.array([TOMBSTONE], dtype=np.uint8)
 
 
 def record_digest(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int:
-    """Sum (mod 2**64) of xxh3-64 over the given records' bytes."""
+    """Sum (mod 2**64) of xxh3-64 over the records ``heap[starts[i]:starts[i] + lengths[i]]``
+    (compiled, the GIL released).
+
+    Raises:
+        IntegrityError: a record lies outside ``heap``.
+    """
+    return int(_native.record_digest(np.ascontiguousarray(heap, dtype=np.uint8),
+                                     np.ascontiguousarray(starts, dtype=np.int64),
+                                     np.ascontiguousarray(lengths, dtype=np.int64)))
+
+
+def _record_digest_py(heap: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int:
+    """:func:`record_digest` in Python: the tests' oracle."""
     view = heap.data
     total = 0
     for a, n in zip(starts.tolist(), lengths.tolist(), strict=True):
@@ -39,6 +52,8 @@ class Diff:
     upserts: np.ndarray  # indexes into the new RecordSet: added or changed records
     deleted: list[np.ndarray]  # per old file: slots of live records whose keys are gone
     changed_old: list[np.ndarray]  # per old file: slots of live records replaced by an upsert
+    removed_digest: int  # record_digest of the old records that go (changed and deleted)
+    added_digest: int  # record_digest of the upserts' records
 
     @property
     def empty(self) -> bool:
@@ -60,13 +75,64 @@ def _live(sf: StateFile, slots: np.ndarray) -> np.ndarray:
     return sf.heap[starts] != TOMBSTONE
 
 
+def _slot_bits(keys: np.ndarray) -> np.ndarray:
+    """Slot keys (int64 keys or uint64 hashes) as the uint64 words a slot holds."""
+    return np.ascontiguousarray(keys, dtype=np.uint64 if keys.dtype.kind == "u"
+                                else np.int64).view(np.uint64)
+
+
 def diff(files: list[StateFile], new: RecordSet) -> Diff:
     """Compare a new state with the old one ([overlay, base] or [base]), record by record
-    (bytes, not values).
+    (bytes, not values), and sum the digests of what goes and what comes.
 
-    The producer's: the byte comparison runs in pyarrow (imported here; consumers, which
-    never diff, never import it).
+    One compiled pass with the GIL released (``native/core/src/diff.rs``): a probe per
+    new key, overlay first, a byte comparison per match, then a walk over each file's
+    slots for the keys that are gone. ``_diff_py`` is the same diff in numpy and
+    pyarrow, kept as the tests' oracle.
+
+    Raises:
+        IntegrityError: a damaged state file, or a record outside its source.
     """
+    upserts, deleted, changed_old, removed, added = _native.diff(
+        [native_file(sf) for sf in files], _slot_bits(new.keys),
+        np.ascontiguousarray(new.starts, dtype=np.int64),
+        np.ascontiguousarray(new.lengths, dtype=np.int64),
+        [np.ascontiguousarray(s, dtype=np.uint8)
+         for s in (new.sources if new.source is not None else new.sources[:1])],
+        None if new.source is None else np.ascontiguousarray(new.source, dtype=np.uint8))
+    return Diff(upserts=np.frombuffer(upserts, dtype=np.int64),
+                deleted=[np.frombuffer(b, dtype=np.int64) for b in deleted],
+                changed_old=[np.frombuffer(b, dtype=np.int64) for b in changed_old],
+                removed_digest=int(removed), added_digest=int(added))
+
+
+def present(files: list[StateFile], keys: np.ndarray) -> np.ndarray:
+    """Per slot key: is it a live record of the state ``files`` ([overlay, base] or [base])?
+
+    Raises:
+        IntegrityError: a damaged state file.
+    """
+    found = _native.present([native_file(sf) for sf in files], _slot_bits(keys))
+    return np.frombuffer(found, dtype=bool)
+
+
+def _present_py(files: list[StateFile], keys: np.ndarray) -> np.ndarray:
+    """:func:`present` in numpy: the tests' oracle."""
+    present = np.zeros(len(keys), dtype=bool)
+    pending = np.ones(len(keys), dtype=bool)
+    for sf in files:
+        slots = sf.probe_many(keys[pending])
+        where = np.flatnonzero(pending)[slots >= 0]
+        found = slots[slots >= 0]
+        live = _live(sf, found)
+        present[where[live]] = True
+        pending[where] = False
+    return present
+
+
+def _diff_py(files: list[StateFile], new: RecordSet) -> Diff:
+    """:func:`diff` in numpy and pyarrow (imported here; consumers, which never diff,
+    never import it): the tests' oracle."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -114,7 +180,13 @@ def diff(files: list[StateFile], new: RecordSet) -> Diff:
             gone = gone[files[0].probe_many(sf.slot_keys(gone)) < 0]
         deleted.append(gone)
         changed_old.append(match_slot[upserts][match_file[upserts] == i])
-    return Diff(upserts=upserts, deleted=deleted, changed_old=changed_old)
+    removed = sum(_record_digest_py(sf.heap, *sf.record_ranges(slots))
+                  for old in (changed_old, deleted)
+                  for sf, slots in zip(files, old, strict=True))
+    return Diff(upserts=upserts, deleted=deleted, changed_old=changed_old,
+                removed_digest=removed & _M64,
+                added_digest=_record_digest_py(new.sources[0], new.starts[upserts],
+                                               new.lengths[upserts]))
 
 
 def delta_records(files: list[StateFile], new: RecordSet, d: Diff,

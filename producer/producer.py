@@ -47,9 +47,9 @@ from feedkit.errors import (
     RefusedError,
     ValidationError,
 )
-from feedkit.format import TOMBSTONE, RecordSet, StateFile, derived_header, write_state
+from feedkit.format import RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
-from feedkit.merge import apply_delta, compact, delta_records, diff, record_digest
+from feedkit.merge import apply_delta, compact, delta_records, diff, present, record_digest
 from feedkit.signing import signer_from
 from feedkit.store import BlobStore
 
@@ -530,13 +530,7 @@ class Producer:
         d = diff(files, rs)
         if d.empty:
             return None
-        removed = 0
-        for sf, slots in zip(files, d.changed_old, strict=True):
-            removed += record_digest(sf.heap, *sf.record_ranges(slots))
-        for sf, slots in zip(files, d.deleted, strict=True):
-            removed += record_digest(sf.heap, *sf.record_ranges(slots))
-        digest = (last.manifest.state_digest - removed
-                  + record_digest(rs.sources[0], rs.starts[d.upserts], rs.lengths[d.upserts]))
+        digest = last.manifest.state_digest - d.removed_digest + d.added_digest
         return _Change(rs, delta_records(files, rs, d, self.indexes), digest & _M64, len(rs),
                        len(d.upserts) - d.changed, d.changed, d.removed)
 
@@ -546,7 +540,7 @@ class Producer:
         assert last is not None
         if not len(new):
             return None
-        clash = np.flatnonzero(_present(last.files, new.keys))
+        clash = np.flatnonzero(present(last.files, new.keys))
         if len(clash):
             raise ValidationError(
                 f"feed {self.feed!r}: {len(clash)} appended row(s) repeat keys already in "
@@ -854,21 +848,6 @@ def compression_level_problem(level: object) -> str | None:
                 f"{MAX_COMPRESSION_LEVEL} (an integer; negative levels are zstd's fast modes, "
                 "0 its default)")
     return None
-
-
-def _present(files: list[StateFile], keys: np.ndarray) -> np.ndarray:
-    """Per key: is it a live record of the state ``files`` ([overlay, base] or [base])?"""
-    present = np.zeros(len(keys), dtype=bool)
-    pending = np.ones(len(keys), dtype=bool)
-    for sf in files:
-        slots = sf.probe_many(keys[pending])
-        where = np.flatnonzero(pending)[slots >= 0]
-        found = slots[slots >= 0]
-        starts, _ = sf.record_ranges(found)
-        live = sf.heap[starts] != TOMBSTONE if sf.kind == "overlay" else np.ones(len(found), bool)
-        present[where[live]] = True
-        pending[where] = False
-    return present
 
 
 class _Clock:

@@ -6,15 +6,22 @@
 //! [`errors`]. No panic crosses into Python: every entry point runs under
 //! [`errors::guard`], which raises `IntegrityError` for one.
 
+mod buffers;
 mod decode;
+mod diff;
 mod errors;
 mod reader;
+mod write;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::Reader>()?;
+    m.add_function(wrap_pyfunction!(write::write_state, m)?)?;
+    m.add_function(wrap_pyfunction!(write::record_digest, m)?)?;
+    m.add_function(wrap_pyfunction!(diff::diff, m)?)?;
+    m.add_function(wrap_pyfunction!(diff::present, m)?)?;
     m.add("FORMAT_VERSION", feedkit_core::layout::FORMAT_VERSION)?;
     Ok(())
 }

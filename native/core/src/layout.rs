@@ -88,6 +88,27 @@ pub enum Home {
 }
 
 impl Home {
+    /// The home slot of `slot_key` in a table of `2**bits` slots (`bits <= 62`).
+    #[inline(always)]
+    pub fn slot(self, slot_key: u64, bits: u32) -> usize {
+        let shift = 64 - bits; // bits <= 62: no overflow
+        let home = match self {
+            Home::Low => slot_key & ((1u64 << bits) - 1),
+            Home::Fib => slot_key.wrapping_mul(FIB).checked_shr(shift).unwrap_or(0),
+            Home::Xxh3 => slot_key.checked_shr(shift).unwrap_or(0),
+        };
+        home as usize
+    }
+
+    /// The header's name for it (`slots.hash`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Home::Low => "low",
+            Home::Fib => "fib",
+            Home::Xxh3 => "xxh3",
+        }
+    }
+
     pub fn from_name(name: &str) -> Result<Home> {
         match name {
             "low" => Ok(Home::Low),
@@ -158,13 +179,7 @@ impl Table {
     /// The home slot of `slot_key`.
     #[inline(always)]
     pub fn home_of(&self, slot_key: u64) -> usize {
-        let shift = 64 - self.bits; // bits <= 62: no overflow
-        let home = match self.home {
-            Home::Low => slot_key & ((1u64 << self.bits) - 1),
-            Home::Fib => slot_key.wrapping_mul(FIB).checked_shr(shift).unwrap_or(0),
-            Home::Xxh3 => slot_key.checked_shr(shift).unwrap_or(0),
-        };
-        home as usize
+        self.home.slot(slot_key, self.bits)
     }
 
     /// The slot key of slot `j`.
@@ -177,6 +192,87 @@ impl Table {
     #[inline(always)]
     pub fn record_offset(&self, bytes: &[u8], j: usize) -> Option<u64> {
         u64_at(bytes, self.slots_at + j * SLOT_SIZE + 8)
+    }
+}
+
+impl Prefix {
+    /// The 48 prefix bytes the writer puts before a `header_length`-byte header.
+    pub fn encode(header_length: u32, body_offset: u64, file_size: u64, digest: &[u8; 16]) -> [u8; PREFIX_SIZE] {
+        let mut out = [0u8; PREFIX_SIZE];
+        out[..8].copy_from_slice(MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&header_length.to_le_bytes());
+        out[16..24].copy_from_slice(&body_offset.to_le_bytes());
+        out[24..32].copy_from_slice(&file_size.to_le_bytes());
+        out[32..48].copy_from_slice(digest);
+        out
+    }
+}
+
+/// Where the body starts after a `header_length`-byte header.
+pub fn body_offset(header_length: usize) -> usize {
+    align(PREFIX_SIZE + header_length, BODY_ALIGN)
+}
+
+/// Every section of the body starts at a multiple of this.
+pub const SECTION_ALIGN: usize = 8;
+/// An entry of a secondary index's value table: the value hash, then its first posting.
+pub const INDEX_ENTRY_SIZE: usize = 16;
+/// A posting: a u32 slot number of the primary slot table.
+pub const POSTING_SIZE: usize = 4;
+/// The writer's smallest table is `2**MIN_BITS` slots.
+pub const MIN_BITS: u32 = 3;
+
+/// `b` for a hash table of `n` entries: `2**b` is the smallest power of two `>= 2n`
+/// (load factor at most 0.5), at least `2**MIN_BITS` (FORMAT.md, 4.4).
+pub fn capacity_bits(n: usize) -> u32 {
+    if n == 0 {
+        return MIN_BITS;
+    }
+    let bits = usize::BITS - (2 * n - 1).leading_zeros();
+    bits.max(MIN_BITS)
+}
+
+/// One secondary index's sections, offsets relative to the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSections {
+    /// The value table: `slots` entries of [`INDEX_ENTRY_SIZE`] bytes.
+    pub table: usize,
+    pub slots: usize,
+    /// The postings: `count` u32s, then zeros to [`SECTION_ALIGN`].
+    pub postings: usize,
+    pub count: usize,
+}
+
+/// The body of a state file: slot table, heap, then each index's table and postings
+/// (FORMAT.md, 4.3). Offsets are relative to the body's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyLayout {
+    pub slot_count: usize,
+    /// The heap starts right after the slot table.
+    pub heap: usize,
+    pub heap_length: usize,
+    pub indexes: Vec<IndexSections>,
+    /// Bytes from the body's start to the end of the file.
+    pub body_length: usize,
+}
+
+impl BodyLayout {
+    /// The layout of a body with `slot_count` slots, `heap_length` bytes of records and
+    /// indexes of `(table slots, postings)` each.
+    pub fn new(slot_count: usize, heap_length: usize, indexes: &[(usize, usize)]) -> BodyLayout {
+        let heap = slot_count * SLOT_SIZE;
+        let mut offset = heap + align(heap_length, SECTION_ALIGN);
+        let indexes = indexes
+            .iter()
+            .map(|&(slots, count)| {
+                let table = offset;
+                let postings = table + slots * INDEX_ENTRY_SIZE;
+                offset = postings + align(count * POSTING_SIZE, SECTION_ALIGN);
+                IndexSections { table, slots, postings, count }
+            })
+            .collect();
+        BodyLayout { slot_count, heap, heap_length, indexes, body_length: offset }
     }
 }
 
@@ -227,6 +323,35 @@ mod tests {
         assert!(Table::new(1000, 64, 9, 3, Home::Low, 0, 300, 208, false).is_err());
         assert!(Table::new(1000, 64, usize::MAX, 3, Home::Low, 0, 208, 300, false).is_err());
         assert!(Table::new(1000, 64, 9, 63, Home::Low, 0, 208, 300, false).is_err());
+    }
+
+    #[test]
+    fn the_writer_prefix_parses_back() {
+        let mut bytes = Prefix::encode(10, 64, 128, &[9u8; 16]).to_vec();
+        bytes.resize(128, 0);
+        let p = Prefix::parse(&bytes).unwrap();
+        assert_eq!((p.header_length, p.body_offset, p.file_size, p.digest), (10, 64, 128, [9u8; 16]));
+        assert_eq!(body_offset(16), 64);
+        assert_eq!(body_offset(17), 128);
+    }
+
+    #[test]
+    fn capacities_hold_twice_the_entries() {
+        // Python's max(3, (2n - 1).bit_length())
+        let expected = [(0, 3), (1, 3), (4, 3), (5, 4), (8, 4), (9, 5), (1 << 20, 21), ((1 << 20) + 1, 22)];
+        for (n, bits) in expected {
+            assert_eq!(capacity_bits(n), bits, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn body_sections_follow_each_other_aligned() {
+        let b = BodyLayout::new(9, 13, &[(9, 3), (17, 2)]);
+        assert_eq!((b.heap, b.heap_length), (144, 13));
+        assert_eq!(b.indexes[0], IndexSections { table: 160, slots: 9, postings: 304, count: 3 });
+        assert_eq!(b.indexes[1], IndexSections { table: 320, slots: 17, postings: 592, count: 2 });
+        assert_eq!(b.body_length, 600);
+        assert_eq!(BodyLayout::new(9, 0, &[]).body_length, 144);
     }
 
     #[test]

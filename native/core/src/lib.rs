@@ -3,10 +3,13 @@
 //! boundary. Every input is untrusted bytes: functions return `Err` on damage and
 //! never index past a slice's end.
 
+pub mod diff;
 pub mod error;
 pub mod keyhash;
 pub mod layout;
 pub mod msgpack;
 pub mod probe;
+pub mod records;
+pub mod write;
 
 pub use error::{Error, Result};

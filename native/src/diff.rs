@@ -1,0 +1,102 @@
+//! The producer's diff against the state it published last, with the GIL released
+//! (feedkit/merge.py's `diff` and `present`).
+
+use feedkit_core::diff::{diff as diff_layers, present as present_in, Layer};
+use feedkit_core::layout::{Home, Table};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::buffers::Held;
+use crate::errors::{guard, to_py};
+use crate::write::RecordArgs;
+
+/// A state file as `feedkit/merge.py` passes it: its mmap and the numbers `StateFile`
+/// read from its header (the same tuple as `Reader`'s).
+type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
+
+struct File {
+    buf: Held<u8>,
+    table: Table,
+}
+
+fn files(py: Python<'_>, files: Vec<FileArgs<'_>>) -> PyResult<Vec<File>> {
+    if files.is_empty() || files.len() > 2 {
+        return Err(PyTypeError::new_err("a state is [overlay, base] or [base]"));
+    }
+    files
+        .into_iter()
+        .map(|(mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay)| {
+            let buf = Held::<u8>::get(&mm, "a state file")?;
+            let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
+            let table = Table::new(
+                buf.items().len(), slots_at, slot_count, bits, home, empty, heap_start, heap_end,
+                overlay,
+            )
+            .map_err(|e| to_py(py, e))?;
+            Ok(File { buf, table })
+        })
+        .collect()
+}
+
+fn layers(files: &[File]) -> Vec<Layer<'_>> {
+    files.iter().map(|f| Layer { bytes: f.buf.items(), table: f.table.clone() }).collect()
+}
+
+/// Little-endian int64s, for `numpy.frombuffer`.
+fn int64s<'py>(py: Python<'py>, items: &[usize]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, items.len() * 8, |out| {
+        for (chunk, &v) in out.chunks_exact_mut(8).zip(items) {
+            chunk.copy_from_slice(&(v as i64).to_le_bytes());
+        }
+        Ok(())
+    })
+}
+
+/// The diff of the new records (`keys`: uint64 slot keys; a RecordSet's starts, lengths,
+/// sources and source) against the state `files`: (upserts, deleted per file,
+/// changed_old per file, removed digest, added digest), the index arrays as int64 bytes.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+#[pyo3(signature = (files, keys, starts, lengths, sources, source))]
+pub fn diff<'py>(
+    py: Python<'py>,
+    files: Vec<FileArgs<'py>>,
+    keys: &Bound<'py, PyAny>,
+    starts: &Bound<'py, PyAny>,
+    lengths: &Bound<'py, PyAny>,
+    sources: &Bound<'py, PyAny>,
+    source: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyList>, Bound<'py, PyList>, u64, u64)> {
+    guard(py, || {
+        let files = self::files(py, files)?;
+        let keys = Held::<u64>::get(keys, "keys")?;
+        let args = RecordArgs::get(starts, lengths, sources, source)?;
+        let d = py
+            .detach(|| diff_layers(&layers(&files), keys.items(), &args.records()?))
+            .map_err(|e| to_py(py, e))?;
+        let per_file = |lists: &[Vec<usize>]| {
+            PyList::new(py, lists.iter().map(|s| int64s(py, s)).collect::<PyResult<Vec<_>>>()?)
+        };
+        Ok((int64s(py, &d.upserts)?, per_file(&d.deleted)?, per_file(&d.changed_old)?,
+            d.removed_digest, d.added_digest))
+    })
+}
+
+/// Per key (uint64 slot keys): is it a live record of the state `files`? As uint8 bytes.
+#[pyfunction]
+pub fn present<'py>(py: Python<'py>, files: Vec<FileArgs<'py>>, keys: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    guard(py, || {
+        let files = self::files(py, files)?;
+        let keys = Held::<u64>::get(keys, "keys")?;
+        let found = py
+            .detach(|| present_in(&layers(&files), keys.items()))
+            .map_err(|e| to_py(py, e))?;
+        PyBytes::new_with(py, found.len(), |out| {
+            for (o, &f) in out.iter_mut().zip(&found) {
+                *o = f as u8;
+            }
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,168 @@
+//! Writing state files and the record digest, with the GIL released
+//! (feedkit/format.py's `write_state`, feedkit/merge.py's `record_digest`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use feedkit_core::records::Records;
+use feedkit_core::write::{plan, write_file, Plan};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::buffers::Held;
+use crate::errors::{guard, to_py};
+
+/// A RecordSet's arrays, as `feedkit/format.py` passes them.
+pub struct RecordArgs {
+    pub starts: Held<i64>,
+    pub lengths: Held<i64>,
+    pub sources: Vec<Held<u8>>,
+    pub source: Option<Held<u8>>,
+}
+
+impl RecordArgs {
+    pub fn get(
+        starts: &Bound<'_, PyAny>,
+        lengths: &Bound<'_, PyAny>,
+        sources: &Bound<'_, PyAny>,
+        source: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<RecordArgs> {
+        Ok(RecordArgs {
+            starts: Held::get(starts, "starts")?,
+            lengths: Held::get(lengths, "lengths")?,
+            sources: sources
+                .try_iter()?
+                .map(|s| Held::get(&s?, "a record source"))
+                .collect::<PyResult<_>>()?,
+            source: source.map(|s| Held::get(s, "source")).transpose()?,
+        })
+    }
+
+    pub fn records(&self) -> feedkit_core::Result<Records<'_>> {
+        Records::new(
+            self.sources.iter().map(Held::items).collect(),
+            self.source.as_ref().map(Held::items),
+            self.starts.items(),
+            self.lengths.items(),
+        )
+    }
+}
+
+/// The OSError Python's `open` would raise for `err` on `path` (FileNotFoundError...).
+fn os_error(err: io::Error, path: &Path) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => {
+            let text = err.to_string();
+            let strerror = text.split(" (os error").next().unwrap_or(&text).to_string();
+            PyOSError::new_err((errno, strerror, path.to_path_buf()))
+        }
+        None => PyOSError::new_err(format!("{}: {err}", path.display())),
+    }
+}
+
+/// The numbers the header holds, for `render` (feedkit/format.py renders the JSON).
+fn layout<'py>(py: Python<'py>, p: &Plan, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
+    let pl = &p.placement;
+    let slots = PyDict::new(py);
+    slots.set_item("offset", 0)?;
+    slots.set_item("count", pl.slot_count)?;
+    slots.set_item("bits", pl.bits)?;
+    slots.set_item("hash", pl.home.name())?;
+    if int_keys {
+        slots.set_item("empty", p.empty as i64)?;
+    } else {
+        slots.set_item("empty", p.empty)?;
+    }
+    slots.set_item("max_probe", pl.max_probe)?;
+    let heap = PyDict::new(py);
+    heap.set_item("offset", p.layout.heap)?;
+    heap.set_item("length", p.layout.heap_length)?;
+    let indexes = PyList::empty(py);
+    for (t, s) in p.indexes.iter().zip(&p.layout.indexes) {
+        let meta = PyDict::new(py);
+        meta.set_item("slots", t.slots())?;
+        meta.set_item("bits", t.bits)?;
+        meta.set_item("empty", t.empty)?;
+        meta.set_item("values", t.values)?;
+        meta.set_item("table", s.table)?;
+        meta.set_item("postings", s.postings)?;
+        meta.set_item("count", s.count)?;
+        indexes.append(meta)?;
+    }
+    let out = PyDict::new(py);
+    out.set_item("count", pl.order.len())?;
+    out.set_item("tombstones", p.tombstones)?;
+    out.set_item("slots", slots)?;
+    out.set_item("heap", heap)?;
+    out.set_item("indexes", indexes)?;
+    out.set_item("body_length", p.layout.body_length)?;
+    Ok(out)
+}
+
+/// Writes a state file at `tmp` and renames it to `target` (FORMAT.md, 4).
+///
+/// `keys` are uint64 slot keys: int64 keys' bits (`int_keys`) or xxh3 hashes;
+/// `tombstone` a uint8 per record (nonzero: a tombstone) or None; `index_hashes` a
+/// uint64 array per index field, in `index_fields` order. Between placing the entries and
+/// writing them, `render(layout)` returns the JSON header's bytes: `layout` holds the
+/// writer's numbers (count, tombstones, slots, heap, indexes as a list, body_length).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tmp, target, keys, int_keys, starts, lengths, sources, source, tombstone, index_hashes, render))]
+pub fn write_state(
+    py: Python<'_>,
+    tmp: PathBuf,
+    target: PathBuf,
+    keys: &Bound<'_, PyAny>,
+    int_keys: bool,
+    starts: &Bound<'_, PyAny>,
+    lengths: &Bound<'_, PyAny>,
+    sources: &Bound<'_, PyAny>,
+    source: Option<&Bound<'_, PyAny>>,
+    tombstone: Option<&Bound<'_, PyAny>>,
+    index_hashes: Vec<Bound<'_, PyAny>>,
+    render: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    guard(py, || {
+        let keys = Held::<u64>::get(keys, "keys")?;
+        let args = RecordArgs::get(starts, lengths, sources, source)?;
+        let tombstone = tombstone.map(|t| Held::<u8>::get(t, "tombstone")).transpose()?;
+        let index_hashes = index_hashes
+            .iter()
+            .map(|h| Held::<u64>::get(h, "index hashes"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let hashes: Vec<&[u64]> = index_hashes.iter().map(Held::items).collect();
+        let tomb = tombstone.as_ref().map(Held::items);
+        let (records, p) = py
+            .detach(|| {
+                let records = args.records()?;
+                let p = plan(keys.items(), int_keys, &records, tomb, &hashes)?;
+                Ok((records, p))
+            })
+            .map_err(|e| to_py(py, e))?;
+        let header = render.call1((layout(py, &p, int_keys)?,))?;
+        let header = header.cast::<PyBytes>()?.as_bytes();
+        py.detach(|| write_file(&p, keys.items(), &records, header, &tmp, &target))
+            .map_err(|e| os_error(e, &tmp))?;
+        Ok(())
+    })
+}
+
+/// Sum (mod 2**64) of xxh3-64 over the records `heap[starts[i]:starts[i] + lengths[i]]`.
+#[pyfunction]
+pub fn record_digest(
+    py: Python<'_>,
+    heap: &Bound<'_, PyAny>,
+    starts: &Bound<'_, PyAny>,
+    lengths: &Bound<'_, PyAny>,
+) -> PyResult<u64> {
+    guard(py, || {
+        let args = RecordArgs::get(starts, lengths, &PyList::new(py, [heap])?.into_any(), None)?;
+        py.detach(|| {
+            let records = args.records()?;
+            Ok(feedkit_core::diff::record_digest((0..records.len()).map(|i| records.get(i))))
+        })
+        .map_err(|e| to_py(py, e))
+    })
+}
