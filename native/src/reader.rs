@@ -14,39 +14,21 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
+use crate::buffers::Held;
 use crate::decode::{Decoder, KeyField, PartKind};
 use crate::errors::{as_damage, guard, integrity, to_py};
 
-/// One mapped state file.
+/// One mapped state file: its bytes (a buffer exported by its read-only `mmap`, held
+/// for as long as the Reader lives: the export keeps the mapping open) and its table.
 struct File {
-    /// The file's bytes: a buffer exported by its read-only `mmap`, held for as long as
-    /// the Reader lives (the export keeps the mapping open).
-    buf: PyBuffer<u8>,
-    /// Where the buffer's bytes are, taken once from `buf` (an address, not a pointer,
-    /// so that File stays Send and Sync without an unsafe impl).
-    addr: usize,
-    len: usize,
+    buf: Held<u8>,
     table: Table,
 }
 
 impl File {
-    fn new(buf: PyBuffer<u8>, table: Table) -> PyResult<File> {
-        let ptr = buf
-            .as_slice_ptr()
-            .ok_or_else(|| PyTypeError::new_err("a state file's buffer must be contiguous"))?;
-        let (addr, len) = (ptr.as_ptr().cast::<u8>() as usize, ptr.len());
-        Ok(File { buf, addr, len, table })
-    }
-
     #[inline(always)]
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `addr` and `len` describe the contiguous bytes of `self.buf`, a buffer
-        // exported by a read-only mapping (`mmap.ACCESS_READ`) that no Python code can
-        // write through; the export pins the mapping until `self.buf` drops, which
-        // outlives the returned borrow of `self`. State files are never written after
-        // their rename into place (FORMAT.md, 8).
-        let _pinned = &self.buf;
-        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+        self.buf.items()
     }
 }
 
@@ -106,14 +88,14 @@ impl Reader {
             let files = files
                 .into_iter()
                 .map(|(mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay)| {
-                    let buf = PyBuffer::<u8>::get(&mm)?;
+                    let buf = Held::<u8>::get(&mm, "a state file")?;
                     let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
                     let table = Table::new(
-                        buf.len_bytes(), slots_at, slot_count, bits, home, empty, heap_start,
+                        buf.items().len(), slots_at, slot_count, bits, home, empty, heap_start,
                         heap_end, overlay,
                     )
                     .map_err(|e| to_py(py, e))?;
-                    File::new(buf, table)
+                    Ok(File { buf, table })
                 })
                 .collect::<PyResult<Vec<File>>>()?;
             Ok(Reader {
