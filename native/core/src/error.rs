@@ -7,6 +7,8 @@ use std::fmt;
 pub enum Kind {
     /// Bytes that are not what the writer wrote: `IntegrityError`.
     Damaged,
+    /// Input a caller gave that feedkit refuses (a producer's table): `ValidationError`.
+    Invalid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,10 @@ pub struct Error {
 impl Error {
     pub fn damaged(message: impl Into<String>) -> Error {
         Error { kind: Kind::Damaged, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error { kind: Kind::Invalid, message: message.into() }
     }
 }
 
