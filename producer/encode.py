@@ -165,6 +165,8 @@ def encode_column(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if not len(arr):
+        arr = pa.nulls(0, arr.type)  # see encode_batch
     data, offsets = _native.encode_array(arr)
     return pa.Array.from_buffers(pa.large_binary(), len(arr),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(data)])
@@ -184,6 +186,11 @@ def encode_batch(batch: pa.RecordBatch, plan: ColumnPlan) -> EncodedBatch:
             ``2**63 - 1`` (naming the feed and the column). Null keys are not raised
             here: their rows are returned in ``null_key_rows``.
     """
+    if not batch.num_rows:
+        # pyarrow exports an empty slice with its offset but without the buffers that
+        # offset points into, which arrow-rs refuses: a fresh empty batch has neither.
+        batch = pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in batch.schema],
+                                           schema=batch.schema)
     data, offsets, slot_keys, hashes, null_rows = _native.encode_batch(
         batch, feed=plan.feed, names=plan.names, key=list(plan.spec.columns),
         key_kind=_key_kind(plan.spec), index=plan.index_fields)

@@ -3,6 +3,8 @@
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray};
 use arrow_array::{make_array, ArrayRef};
+use arrow_data::{ArrayData, ArrayDataBuilder};
+use arrow_schema::{ArrowError, DataType};
 use arrow_schema::ffi::FFI_ArrowSchema;
 use arrow_schema::Field;
 use feedkit_core::Error;
@@ -38,8 +40,61 @@ pub fn import(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Field, ArrayRef)>
     };
     imported
         .and_then(|(field, data)| {
+            let data = unnest_struct_offsets(data)?;
             data.validate_full()?;
             Ok((field, make_array(data)))
         })
         .map_err(|e| to_py(obj.py(), Error::invalid(format!("{what} is not valid Arrow data ({e})"))))
+}
+
+/// `data` with every struct and fixed-size list at offset 0, over children cut to its
+/// rows.
+///
+/// In the C data interface a struct's offset applies to its children (and a fixed-size
+/// list's, times its size, to its values), and arrow-rs honours that when it makes a
+/// `StructArray` or a `FixedSizeListArray`: it slices the children. But arrow-rs's
+/// `ArrayData::slice` of a struct both shifts its offset and slices its children, so a
+/// struct sliced that way by its parent is sliced twice, and `make_array` panics
+/// (pyarrow exports `struct<struct<...>>` or `fixed_size_list<struct<...>>` columns of
+/// a sliced batch so). With the offsets pushed down to the leaves first, there is
+/// nothing left to slice twice.
+fn unnest_struct_offsets(data: ArrayData) -> Result<ArrayData, ArrowError> {
+    let cut = match data.data_type() {
+        DataType::Struct(_) => Some((data.offset(), data.len())),
+        DataType::FixedSizeList(_, size) => {
+            let size = *size as usize;
+            Some((data.offset() * size, data.len() * size))
+        }
+        _ if data.child_data().is_empty() => return Ok(data), // a leaf
+        _ => None, // lists, maps, dictionaries: their offsets (or keys) say where to read
+    };
+    let children = data
+        .child_data()
+        .iter()
+        .map(|child| match cut {
+            Some((offset, len)) => unnest_struct_offsets(rows(child, offset, len)?),
+            None => unnest_struct_offsets(child.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ArrayDataBuilder::new(data.data_type().clone())
+        .len(data.len())
+        .offset(if cut.is_some() { 0 } else { data.offset() })
+        .buffers(data.buffers().to_vec())
+        .nulls(data.nulls().cloned()) // a NullBuffer is already cut to the array's rows
+        .child_data(children)
+        .build()
+}
+
+/// Rows `[offset, offset + len)` of `child`, in the C data interface's sense: a struct
+/// keeps its children whole, since its offset applies to them.
+fn rows(child: &ArrayData, offset: usize, len: usize) -> Result<ArrayData, ArrowError> {
+    if !matches!(child.data_type(), DataType::Struct(_)) {
+        return Ok(child.slice(offset, len));
+    }
+    ArrayDataBuilder::new(child.data_type().clone())
+        .len(len)
+        .offset(child.offset() + offset)
+        .nulls(child.nulls().map(|n| n.slice(offset, len)))
+        .child_data(child.child_data().to_vec())
+        .build()
 }
