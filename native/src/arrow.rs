@@ -4,9 +4,9 @@
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray};
 use arrow_array::{make_array, ArrayRef};
 use arrow_data::{ArrayData, ArrayDataBuilder};
-use arrow_schema::{ArrowError, DataType};
 use arrow_schema::ffi::FFI_ArrowSchema;
 use arrow_schema::Field;
+use arrow_schema::{ArrowError, DataType};
 use feedkit_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -15,16 +15,23 @@ use crate::errors::to_py;
 
 /// `obj`'s array and its field, sharing pyarrow's buffers (nothing is copied). `obj` is
 /// anything with `__arrow_c_array__`: a pyarrow `Array`, or a `RecordBatch`, which comes
-/// as a struct array of its columns. The array is checked (`validate_full`: buffer
-/// sizes, offsets, UTF-8, dictionary keys) before anything reads it.
+/// as a struct array of its columns. Its layout is checked (`validate`: buffer sizes
+/// and child lengths), not every value: `validate_full` would check a sliced list's
+/// whole child (all the table's values, once per batch), and the encoder copies bytes
+/// without building `str`s (no UTF-8 is assumed), indexes with bounds checks, and runs
+/// where a panic becomes an error.
 ///
 /// Errors: the Python error `__arrow_c_array__` raised, or a `ValidationError` saying
 /// `{what} is not valid Arrow data` for arrays the C data interface or arrow-rs refuse.
 pub fn import(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Field, ArrayRef)> {
     let (schema, array): (Bound<'_, PyCapsule>, Bound<'_, PyCapsule>) =
         obj.call_method0("__arrow_c_array__")?.extract()?;
-    let schema = schema.pointer_checked(Some(c"arrow_schema"))?.cast::<FFI_ArrowSchema>();
-    let array = array.pointer_checked(Some(c"arrow_array"))?.cast::<FFI_ArrowArray>();
+    let schema = schema
+        .pointer_checked(Some(c"arrow_schema"))?
+        .cast::<FFI_ArrowSchema>();
+    let array = array
+        .pointer_checked(Some(c"arrow_array"))?
+        .cast::<FFI_ArrowArray>();
     // SAFETY: the Arrow PyCapsule interface hands out, in capsules named "arrow_schema"
     // and "arrow_array" (names checked above), pointers to a valid ArrowSchema and
     // ArrowArray owned by the capsules, which live until this function returns.
@@ -35,16 +42,25 @@ pub fn import(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Field, ArrayRef)>
     // into `Field`/`DataType` values before the capsule goes.
     let imported = unsafe {
         let schema = schema.as_ref();
-        Field::try_from(schema)
-            .and_then(|field| Ok((field, from_ffi(FFI_ArrowArray::from_raw(array.as_ptr()), schema)?)))
+        Field::try_from(schema).and_then(|field| {
+            Ok((
+                field,
+                from_ffi(FFI_ArrowArray::from_raw(array.as_ptr()), schema)?,
+            ))
+        })
     };
     imported
         .and_then(|(field, data)| {
             let data = unnest_struct_offsets(data)?;
-            data.validate_full()?;
+            data.validate()?;
             Ok((field, make_array(data)))
         })
-        .map_err(|e| to_py(obj.py(), Error::invalid(format!("{what} is not valid Arrow data ({e})"))))
+        .map_err(|e| {
+            to_py(
+                obj.py(),
+                Error::invalid(format!("{what} is not valid Arrow data ({e})")),
+            )
+        })
 }
 
 /// `data` with every struct and fixed-size list at offset 0, over children cut to its

@@ -4,7 +4,7 @@
 
 use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
-use feedkit_core::encode::{encode_values, Column, KeyKind, Plan};
+use feedkit_core::encode::{encode_values, prepare_batch, Column, KeyKind, Plan};
 use feedkit_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -56,7 +56,9 @@ pub fn encode_batch<'py>(
         let invalid = |message: String| to_py(py, Error::invalid(message));
         let (field, array) = import(batch, &format!("feed '{feed}': the batch"))?;
         let DataType::Struct(fields) = field.data_type() else {
-            return Err(invalid(format!("feed '{feed}': a batch must be a struct array")));
+            return Err(invalid(format!(
+                "feed '{feed}': a batch must be a struct array"
+            )));
         };
         let columns = array.as_struct().columns();
         let position = |name: &str| fields.iter().position(|f| f.name() == name);
@@ -64,11 +66,17 @@ pub fn encode_batch<'py>(
         for name in &names {
             let j = position(name)
                 .ok_or_else(|| invalid(format!("feed '{feed}': column '{name}' is missing")))?;
-            cols.push(Column { name, array: columns[j].as_ref(), field: fields[j].as_ref() });
+            cols.push(Column {
+                name,
+                array: columns[j].as_ref(),
+                field: fields[j].as_ref(),
+            });
         }
         let record_position = |name: &String| {
             names.iter().position(|n| n == name).ok_or_else(|| {
-                invalid(format!("feed '{feed}': column '{name}' is not among the columns"))
+                invalid(format!(
+                    "feed '{feed}': column '{name}' is not among the columns"
+                ))
             })
         };
         let key_kind = match key_kind {
@@ -83,8 +91,19 @@ pub fn encode_batch<'py>(
             key_kind,
             index: index.iter().map(record_position).collect::<PyResult<_>>()?,
         };
-        let encoded = py
-            .detach(|| feedkit_core::encode::encode_batch(&cols, &plan))
+        let prepared = py
+            .detach(|| prepare_batch(&cols, &plan))
+            .map_err(|e| to_py(py, e))?;
+        // The records go straight into the bytes object Python gets, written with the GIL
+        // released: nothing else can reach the object before it is returned.
+        let mut rows = None;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let data = PyBytes::new_with(py, prepared.len(), |buf| {
+            rows = Some(py.detach(|| prepared.write(buf, &plan, &names)));
+            Ok(())
+        })?;
+        let encoded = rows
+            .expect("new_with ran its closure")
             .map_err(|e| to_py(py, e))?;
         let hashes = PyList::empty(py);
         for h in &encoded.index_hashes {
@@ -93,7 +112,7 @@ pub fn encode_batch<'py>(
         PyTuple::new(
             py,
             [
-                PyBytes::new(py, &encoded.data).into_any(),
+                data.into_any(),
                 signed_words(py, &encoded.offsets).into_any(),
                 words(py, &encoded.slot_keys).into_any(),
                 hashes.into_any(),

@@ -13,8 +13,9 @@
 //! the records by construction.
 //!
 //! The arrays come from the producer's own process (pyarrow, through the C data
-//! interface), checked by the boundary with `ArrayData::validate_full` before they get
-//! here; indexing stays bounds-checked all the same.
+//! interface), their layout checked by the boundary (`ArrayData::validate`). String
+//! bytes are copied as they are, never read as `str`, and every index is bounds-checked,
+//! so an array whose offsets lie panics (an error at the boundary), and nothing worse.
 
 use std::collections::HashMap;
 
@@ -27,9 +28,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::msgpack::{
-    str_or_bin_header_len, write_array_header, write_bin, write_bool, write_ext,
-    write_ext_header, write_f64, write_int, write_map_header, write_nil, write_str,
-    write_str_bytes, write_uint, Reader, Token,
+    str_or_bin_header_len, write_array_header, write_bin, write_bool, write_ext, write_ext_header,
+    write_f64, write_int, write_map_header, write_nil, write_str, write_str_bytes, write_uint,
+    Reader, Token,
 };
 
 /// Ext type codes (docs/FORMAT.md, section 6; `feedkit/codec.py`).
@@ -65,7 +66,10 @@ struct Prim<'a, T> {
 impl<'a, T: arrow_buffer::ArrowNativeType> Prim<'a, T> {
     fn of<P: ArrowPrimitiveType<Native = T>>(array: &'a dyn Array) -> Prim<'a, T> {
         let a = array.as_primitive::<P>();
-        Prim { values: a.values(), nulls: a.nulls() }
+        Prim {
+            values: a.values(),
+            nulls: a.nulls(),
+        }
     }
 
     #[inline(always)]
@@ -86,11 +90,16 @@ enum Offsets<'a> {
 
 impl Offsets<'_> {
     #[inline(always)]
-    fn range(&self, i: usize) -> std::ops::Range<usize> {
+    fn at(&self, i: usize) -> usize {
         match self {
-            Offsets::Small(o) => o[i] as usize..o[i + 1] as usize,
-            Offsets::Large(o) => o[i] as usize..o[i + 1] as usize,
+            Offsets::Small(o) => o[i] as usize,
+            Offsets::Large(o) => o[i] as usize,
         }
+    }
+
+    #[inline(always)]
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.at(i)..self.at(i + 1)
     }
 }
 
@@ -117,36 +126,145 @@ enum Enc<'a> {
     F32(Prim<'a, f32>),
     F64(Prim<'a, f64>),
     /// UTF-8 (str) or raw (bin) bytes between offsets.
-    Bytes { str: bool, offsets: Offsets<'a>, data: &'a [u8], nulls: Option<&'a NullBuffer> },
+    Bytes {
+        str: bool,
+        offsets: Offsets<'a>,
+        data: &'a [u8],
+        nulls: Option<&'a NullBuffer>,
+    },
     /// Fixed-size binary: bin, or ext 6 for the `arrow.uuid` extension type.
-    Fixed { uuid: bool, array: &'a FixedSizeBinaryArray },
-    Decimal { values: Decimals<'a>, scale: i8 },
+    Fixed {
+        uuid: bool,
+        array: &'a FixedSizeBinaryArray,
+    },
+    Decimal {
+        values: Decimals<'a>,
+        scale: i8,
+    },
     Date32(Prim<'a, i32>),
     Date64(Prim<'a, i64>),
     /// Times of day, `values * mult` microseconds.
-    Time32 { values: Prim<'a, i32>, mult: i64 },
+    Time32 {
+        values: Prim<'a, i32>,
+        mult: i64,
+    },
     Time64(Prim<'a, i64>),
     /// Timestamps, `values * mult` microseconds; aware ones carry their zone name.
-    Timestamp { values: Prim<'a, i64>, mult: i64, zone: Option<String> },
-    List { offsets: Offsets<'a>, nulls: Option<&'a NullBuffer>, items: Box<Enc<'a>> },
-    FixedList { size: usize, nulls: Option<&'a NullBuffer>, items: Box<Enc<'a>> },
+    Timestamp {
+        values: Prim<'a, i64>,
+        mult: i64,
+        zone: Option<String>,
+    },
+    List {
+        offsets: Offsets<'a>,
+        nulls: Option<&'a NullBuffer>,
+        items: Box<Enc<'a>>,
+    },
+    FixedList {
+        size: usize,
+        nulls: Option<&'a NullBuffer>,
+        items: Box<Enc<'a>>,
+    },
     Map {
         offsets: &'a [i32],
         nulls: Option<&'a NullBuffer>,
         keys: Box<Enc<'a>>,
         values: Box<Enc<'a>>,
     },
-    Struct { nulls: Option<&'a NullBuffer>, fields: Vec<(&'a str, Enc<'a>)> },
+    Struct {
+        nulls: Option<&'a NullBuffer>,
+        fields: Vec<(&'a str, Enc<'a>)>,
+    },
     /// A dictionary: its values encoded once, each row copies the one it points at.
-    Dict { keys: Vec<usize>, nulls: Option<&'a NullBuffer>, values: Encoded },
+    Dict {
+        keys: Vec<usize>,
+        nulls: Option<&'a NullBuffer>,
+        values: Encoded,
+    },
 }
 
-/// Values encoded back to back; an entry that could not be encoded keeps its error,
-/// raised only if a row refers to it.
+/// The values of a range of an array, encoded back to back. A value that could not be
+/// encoded (a date Python cannot hold) keeps its error, raised only if a row uses it:
+/// a list's or dictionary's child may hold values no row shows.
 struct Encoded {
     data: Vec<u8>,
-    offsets: Vec<usize>,
+    /// n + 1 offsets into `data`
+    ends: Vec<usize>,
     errors: HashMap<usize, Error>,
+}
+
+// Column buffers are taken from, and given back to, a per-thread pool: a producer encodes
+// batch after batch of the same shape, and fresh buffers of a few MiB each time would be
+// page-faulted in and trimmed away by the allocator batch after batch (a third of the
+// encode time, measured).
+thread_local! {
+    static BYTES: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ENDS: std::cell::RefCell<Vec<Vec<usize>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+const POOLED: usize = 64;
+
+fn pooled<T>(
+    pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<T>>>>,
+    capacity: usize,
+) -> Vec<T> {
+    let mut v = pool.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.reserve(capacity);
+    v
+}
+
+fn unpool<T>(pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<T>>>>, mut v: Vec<T>) {
+    v.clear();
+    pool.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED && v.capacity() > 0 {
+            p.push(v);
+        }
+    });
+}
+
+impl Drop for Encoded {
+    fn drop(&mut self) {
+        unpool(&BYTES, std::mem::take(&mut self.data));
+        unpool(&ENDS, std::mem::take(&mut self.ends));
+    }
+}
+
+impl Encoded {
+    fn with_capacity(n: usize, bytes: usize) -> Encoded {
+        let mut ends = pooled(&ENDS, n + 1);
+        ends.push(0);
+        Encoded {
+            data: pooled(&BYTES, bytes),
+            ends,
+            errors: HashMap::new(),
+        }
+    }
+
+    /// Closes the value being written.
+    #[inline(always)]
+    fn end(&mut self) {
+        self.ends.push(self.data.len());
+    }
+
+    /// Closes the value being written as failed: its bytes go, its error stays.
+    #[cold]
+    fn fail(&mut self, error: Error) {
+        let start = *self.ends.last().expect("ends starts with 0");
+        self.data.truncate(start);
+        self.errors.insert(self.ends.len() - 1, error);
+        self.ends.push(start);
+    }
+
+    /// The bytes of values `[a, b)` (indices into this range).
+    #[inline(always)]
+    fn values(&self, a: usize, b: usize) -> Result<&[u8]> {
+        if !self.errors.is_empty() {
+            if let Some(e) = (a..b).find_map(|i| self.errors.get(&i)) {
+                return Err(e.clone());
+            }
+        }
+        Ok(&self.data[self.ends[a]..self.ends[b]])
+    }
 }
 
 fn ext_name(field: &Field) -> Option<&str> {
@@ -163,12 +281,19 @@ fn unsupported(t: &DataType) -> Error {
 pub fn zone_name(tz: &str) -> String {
     let b = tz.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if b.len() == 6 && (b[0] == b'+' || b[0] == b'-') && b[3] == b':' && digits(1..3)
+    if b.len() == 6
+        && (b[0] == b'+' || b[0] == b'-')
+        && b[3] == b':'
+        && digits(1..3)
         && digits(4..6)
     {
-        let minutes: u32 = tz[1..3].parse::<u32>().unwrap_or(0) * 60
-            + tz[4..6].parse::<u32>().unwrap_or(0);
-        let sign = if b[0] == b'-' && minutes > 0 { '-' } else { '+' };
+        let minutes: u32 =
+            tz[1..3].parse::<u32>().unwrap_or(0) * 60 + tz[4..6].parse::<u32>().unwrap_or(0);
+        let sign = if b[0] == b'-' && minutes > 0 {
+            '-'
+        } else {
+            '+'
+        };
         return format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60);
     }
     tz.to_string()
@@ -235,15 +360,18 @@ impl<'a> Enc<'a> {
                     nulls: a.nulls(),
                 }
             }
-            DataType::FixedSizeBinary(_) => {
-                Enc::Fixed { uuid: ext.is_some(), array: array.as_fixed_size_binary() }
-            }
-            DataType::Decimal32(_, s) => {
-                Enc::Decimal { values: Decimals::D32(Prim::of::<Decimal32Type>(array)), scale: *s }
-            }
-            DataType::Decimal64(_, s) => {
-                Enc::Decimal { values: Decimals::D64(Prim::of::<Decimal64Type>(array)), scale: *s }
-            }
+            DataType::FixedSizeBinary(_) => Enc::Fixed {
+                uuid: ext.is_some(),
+                array: array.as_fixed_size_binary(),
+            },
+            DataType::Decimal32(_, s) => Enc::Decimal {
+                values: Decimals::D32(Prim::of::<Decimal32Type>(array)),
+                scale: *s,
+            },
+            DataType::Decimal64(_, s) => Enc::Decimal {
+                values: Decimals::D64(Prim::of::<Decimal64Type>(array)),
+                scale: *s,
+            },
             DataType::Decimal128(_, s) => Enc::Decimal {
                 values: Decimals::D128(Prim::of::<Decimal128Type>(array)),
                 scale: *s,
@@ -254,25 +382,29 @@ impl<'a> Enc<'a> {
             },
             DataType::Date32 => Enc::Date32(Prim::of::<Date32Type>(array)),
             DataType::Date64 => Enc::Date64(Prim::of::<Date64Type>(array)),
-            DataType::Time32(TimeUnit::Second) => {
-                Enc::Time32 { values: Prim::of::<Time32SecondType>(array), mult: 1_000_000 }
-            }
-            DataType::Time32(TimeUnit::Millisecond) => {
-                Enc::Time32 { values: Prim::of::<Time32MillisecondType>(array), mult: 1_000 }
-            }
+            DataType::Time32(TimeUnit::Second) => Enc::Time32 {
+                values: Prim::of::<Time32SecondType>(array),
+                mult: 1_000_000,
+            },
+            DataType::Time32(TimeUnit::Millisecond) => Enc::Time32 {
+                values: Prim::of::<Time32MillisecondType>(array),
+                mult: 1_000,
+            },
             DataType::Time64(TimeUnit::Microsecond) => {
                 Enc::Time64(Prim::of::<Time64MicrosecondType>(array))
             }
             DataType::Timestamp(unit, tz) => {
                 let (values, mult) = match unit {
                     TimeUnit::Second => (Prim::of::<TimestampSecondType>(array), 1_000_000),
-                    TimeUnit::Millisecond => {
-                        (Prim::of::<TimestampMillisecondType>(array), 1_000)
-                    }
+                    TimeUnit::Millisecond => (Prim::of::<TimestampMillisecondType>(array), 1_000),
                     TimeUnit::Microsecond => (Prim::of::<TimestampMicrosecondType>(array), 1),
                     TimeUnit::Nanosecond => return Err(unsupported(t)),
                 };
-                Enc::Timestamp { values, mult, zone: tz.as_deref().map(zone_name) }
+                Enc::Timestamp {
+                    values,
+                    mult,
+                    zone: tz.as_deref().map(zone_name),
+                }
             }
             DataType::List(item) => {
                 let a = array.as_list::<i32>();
@@ -330,171 +462,306 @@ impl<'a> Enc<'a> {
                             field.name()
                         )));
                     }
-                    out.push((field.name().as_str(), Enc::new(child.as_ref(), ext_name(field))?));
+                    out.push((
+                        field.name().as_str(),
+                        Enc::new(child.as_ref(), ext_name(field))?,
+                    ));
                 }
-                Enc::Struct { nulls: a.nulls(), fields: out }
+                Enc::Struct {
+                    nulls: a.nulls(),
+                    fields: out,
+                }
             }
             DataType::Dictionary(_, _) => {
                 let a = array.as_any_dictionary();
                 let values = a.values().as_ref();
-                let enc = Enc::new(values, ext)?;
-                let mut encoded = Encoded {
-                    data: Vec::new(),
-                    offsets: vec![0],
-                    errors: HashMap::new(),
-                };
-                for i in 0..values.len() {
-                    if let Err(e) = enc.write(i, &mut encoded.data) {
-                        encoded.data.truncate(*encoded.offsets.last().unwrap_or(&0));
-                        encoded.errors.insert(i, e);
-                    }
-                    encoded.offsets.push(encoded.data.len());
-                }
+                let encoded = Enc::new(values, ext)?.encode(0..values.len());
                 // normalized_keys refuses an empty dictionary, whose rows are all null
-                let keys =
-                    if values.is_empty() { vec![0; a.len()] } else { a.normalized_keys() };
-                Enc::Dict { keys, nulls: a.nulls(), values: encoded }
+                let keys = if values.is_empty() {
+                    vec![0; a.len()]
+                } else {
+                    a.normalized_keys()
+                };
+                Enc::Dict {
+                    keys,
+                    nulls: a.nulls(),
+                    values: encoded,
+                }
             }
             _ => return Err(unsupported(t)),
         })
     }
 
-    /// Appends the canonical bytes of value `i` to `out`.
-    fn write(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
-        macro_rules! or_nil {
-            ($value:expr, |$v:ident| $body:expr) => {
-                match $value {
-                    None => write_nil(out),
-                    Some($v) => $body,
+    /// At least the bytes values `range` of a scalar array take, so that their buffer is
+    /// allocated once (untouched capacity costs no memory); a guess for the others,
+    /// whose buffers grow once their children are encoded.
+    fn size_bound(&self, range: &std::ops::Range<usize>) -> usize {
+        let n = range.len();
+        match self {
+            Enc::Nil | Enc::Bool(_) => n,
+            Enc::I8(_) | Enc::U8(_) => 2 * n,
+            Enc::I16(_) | Enc::U16(_) => 3 * n,
+            Enc::I32(_) | Enc::U32(_) | Enc::Date32(_) | Enc::Date64(_) => 6 * n,
+            Enc::I64(_) | Enc::U64(_) | Enc::F16(_) | Enc::F32(_) | Enc::F64(_) => 9 * n,
+            Enc::Bytes { offsets, .. } => offsets.at(range.end) - offsets.at(range.start) + 5 * n,
+            Enc::Fixed { array, .. } => (array.value_length() as usize + 5) * n,
+            Enc::Time32 { .. } | Enc::Time64(_) => 10 * n,
+            Enc::Timestamp { zone, .. } => (13 + zone.as_ref().map_or(0, String::len)) * n,
+            _ => 4 * n,
+        }
+    }
+
+    /// The canonical bytes of values `range` of the array, one typed loop per column.
+    fn encode(&self, range: std::ops::Range<usize>) -> Encoded {
+        let n = range.len();
+        let mut e = Encoded::with_capacity(n, self.size_bound(&range));
+        macro_rules! each {
+            ($prim:expr, |$out:ident, $v:ident| $body:expr) => {{
+                let p = $prim;
+                for i in range {
+                    match p.get(i) {
+                        None => write_nil(&mut e.data),
+                        Some($v) => {
+                            let $out = &mut e.data;
+                            $body
+                        }
+                    }
+                    e.end();
                 }
-            };
+            }};
+        }
+        // a value that may be refused (`Err`): its error is kept for the rows that use it
+        macro_rules! each_checked {
+            ($prim:expr, |$out:ident, $v:ident| $body:expr) => {{
+                let p = $prim;
+                for i in range {
+                    match p.get(i) {
+                        None => {
+                            write_nil(&mut e.data);
+                            e.end();
+                        }
+                        Some($v) => {
+                            let $out = &mut e.data;
+                            match $body {
+                                Ok(()) => e.end(),
+                                Err(err) => e.fail(err),
+                            }
+                        }
+                    }
+                }
+            }};
         }
         match self {
-            Enc::Nil => write_nil(out),
-            Enc::Bool(a) => {
-                if a.is_null(i) {
-                    write_nil(out)
-                } else {
-                    write_bool(out, a.value(i))
+            Enc::Nil => {
+                for _ in range {
+                    write_nil(&mut e.data);
+                    e.end();
                 }
             }
-            Enc::I8(p) => or_nil!(p.get(i), |v| write_int(out, v as i64)),
-            Enc::I16(p) => or_nil!(p.get(i), |v| write_int(out, v as i64)),
-            Enc::I32(p) => or_nil!(p.get(i), |v| write_int(out, v as i64)),
-            Enc::I64(p) => or_nil!(p.get(i), |v| write_int(out, v)),
-            Enc::U8(p) => or_nil!(p.get(i), |v| write_uint(out, v as u64)),
-            Enc::U16(p) => or_nil!(p.get(i), |v| write_uint(out, v as u64)),
-            Enc::U32(p) => or_nil!(p.get(i), |v| write_uint(out, v as u64)),
-            Enc::U64(p) => or_nil!(p.get(i), |v| write_uint(out, v)),
-            Enc::F16(p) => or_nil!(p.get(i), |v| write_f64(out, v.to_f64())),
-            Enc::F32(p) => or_nil!(p.get(i), |v| write_f64(out, v as f64)),
-            Enc::F64(p) => or_nil!(p.get(i), |v| write_f64(out, v)),
-            Enc::Bytes { str, offsets, data, nulls } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else if *str {
-                    write_str_bytes(out, &data[offsets.range(i)])
-                } else {
-                    write_bin(out, &data[offsets.range(i)])
+            Enc::Bool(a) => {
+                for i in range {
+                    if a.is_null(i) {
+                        write_nil(&mut e.data)
+                    } else {
+                        write_bool(&mut e.data, a.value(i))
+                    }
+                    e.end();
+                }
+            }
+            Enc::I8(p) => each!(p, |out, v| write_int(out, v as i64)),
+            Enc::I16(p) => each!(p, |out, v| write_int(out, v as i64)),
+            Enc::I32(p) => each!(p, |out, v| write_int(out, v as i64)),
+            Enc::I64(p) => each!(p, |out, v| write_int(out, v)),
+            Enc::U8(p) => each!(p, |out, v| write_uint(out, v as u64)),
+            Enc::U16(p) => each!(p, |out, v| write_uint(out, v as u64)),
+            Enc::U32(p) => each!(p, |out, v| write_uint(out, v as u64)),
+            Enc::U64(p) => each!(p, |out, v| write_uint(out, v)),
+            Enc::F16(p) => each!(p, |out, v| write_f64(out, v.to_f64())),
+            Enc::F32(p) => each!(p, |out, v| write_f64(out, v as f64)),
+            Enc::F64(p) => each!(p, |out, v| write_f64(out, v)),
+            Enc::Bytes {
+                str,
+                offsets,
+                data,
+                nulls,
+            } => {
+                for i in range {
+                    if is_null(*nulls, i) {
+                        write_nil(&mut e.data)
+                    } else if *str {
+                        write_str_bytes(&mut e.data, &data[offsets.range(i)])
+                    } else {
+                        write_bin(&mut e.data, &data[offsets.range(i)])
+                    }
+                    e.end();
                 }
             }
             Enc::Fixed { uuid, array } => {
-                if array.is_null(i) {
-                    write_nil(out)
-                } else if *uuid {
-                    write_ext(out, EXT_UUID, array.value(i))
-                } else {
-                    write_bin(out, array.value(i))
+                for i in range {
+                    if array.is_null(i) {
+                        write_nil(&mut e.data)
+                    } else if *uuid {
+                        write_ext(&mut e.data, EXT_UUID, array.value(i))
+                    } else {
+                        write_bin(&mut e.data, array.value(i))
+                    }
+                    e.end();
                 }
             }
             Enc::Decimal { values, scale } => {
-                let digits = match values {
-                    Decimals::D32(p) => p.get(i).map(|v| v.to_string()),
-                    Decimals::D64(p) => p.get(i).map(|v| v.to_string()),
-                    Decimals::D128(p) => p.get(i).map(|v| v.to_string()),
-                    Decimals::D256(p) => p.get(i).map(|v| v.to_string()),
+                let scale = *scale as i32;
+                let text = |out: &mut Vec<u8>, digits: String| {
+                    write_ext(out, EXT_DECIMAL, decimal_str(&digits, scale).as_bytes())
                 };
-                or_nil!(digits, |d| {
-                    let text = decimal_str(&d, *scale as i32);
-                    write_ext(out, EXT_DECIMAL, text.as_bytes())
-                })
-            }
-            Enc::Date32(p) => or_nil!(p.get(i), |v| write_date(out, v as i64)?),
-            Enc::Date64(p) => or_nil!(p.get(i), |v| write_date(out, v.div_euclid(DAY_MILLIS))?),
-            Enc::Time32 { values, mult } => {
-                or_nil!(values.get(i), |v| write_time(out, v as i64 * mult)?)
-            }
-            Enc::Time64(p) => or_nil!(p.get(i), |v| write_time(out, v)?),
-            Enc::Timestamp { values, mult, zone } => or_nil!(values.get(i), |v| {
-                let micros = v.checked_mul(*mult).filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m));
-                let Some(micros) = micros else {
-                    return Err(Error::invalid(format!(
-                        "holds the timestamp {v} ({} per second), outside Python's datetime \
-                         range (years 1 to 9999)",
-                        1_000_000 / mult
-                    )));
-                };
-                match zone {
-                    None => write_ext(out, EXT_DATETIME, &micros.to_be_bytes()),
-                    Some(zone) => {
-                        write_ext_header(out, EXT_DATETIME_TZ, 8 + zone.len());
-                        out.extend_from_slice(&micros.to_be_bytes());
-                        out.extend_from_slice(zone.as_bytes());
-                    }
+                match values {
+                    Decimals::D32(p) => each!(p, |out, v| text(out, v.to_string())),
+                    Decimals::D64(p) => each!(p, |out, v| text(out, v.to_string())),
+                    Decimals::D128(p) => each!(p, |out, v| text(out, v.to_string())),
+                    Decimals::D256(p) => each!(p, |out, v| text(out, v.to_string())),
                 }
-            }),
-            Enc::List { offsets, nulls, items } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else {
-                    let range = offsets.range(i);
-                    write_array_header(out, range.len());
-                    for j in range {
-                        items.write(j, out)?;
+            }
+            Enc::Date32(p) => each_checked!(p, |out, v| write_date(out, v as i64)),
+            Enc::Date64(p) => each_checked!(p, |out, v| write_date(out, v.div_euclid(DAY_MILLIS))),
+            Enc::Time32 { values, mult } => {
+                each_checked!(values, |out, v| write_time(out, v as i64 * mult))
+            }
+            Enc::Time64(p) => each_checked!(p, |out, v| write_time(out, v)),
+            Enc::Timestamp { values, mult, zone } => {
+                each_checked!(values, |out, v| write_timestamp(
+                    out,
+                    v,
+                    *mult,
+                    zone.as_deref()
+                ))
+            }
+            Enc::List {
+                offsets,
+                nulls,
+                items,
+            } => {
+                let (first, last) = (offsets.at(range.start), offsets.at(range.end));
+                let items = items.encode(first..last);
+                e.data.reserve(items.data.len() + 5 * n);
+                for i in range {
+                    if is_null(*nulls, i) {
+                        write_nil(&mut e.data);
+                        e.end();
+                        continue;
+                    }
+                    let r = offsets.range(i);
+                    match items.values(r.start - first, r.end - first) {
+                        Ok(bytes) => {
+                            write_array_header(&mut e.data, r.len());
+                            e.data.extend_from_slice(bytes);
+                            e.end();
+                        }
+                        Err(err) => e.fail(err),
                     }
                 }
             }
             Enc::FixedList { size, nulls, items } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else {
-                    write_array_header(out, *size);
-                    for j in i * size..(i + 1) * size {
-                        items.write(j, out)?;
+                let items = items.encode(range.start * size..range.end * size);
+                e.data.reserve(items.data.len() + 5 * n);
+                for i in 0..n {
+                    if is_null(*nulls, range.start + i) {
+                        write_nil(&mut e.data);
+                        e.end();
+                        continue;
+                    }
+                    match items.values(i * size, (i + 1) * size) {
+                        Ok(bytes) => {
+                            write_array_header(&mut e.data, *size);
+                            e.data.extend_from_slice(bytes);
+                            e.end();
+                        }
+                        Err(err) => e.fail(err),
                     }
                 }
             }
-            Enc::Map { offsets, nulls, keys, values } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else {
-                    write_map(out, offsets[i] as usize..offsets[i + 1] as usize, keys, values)?
+            Enc::Map {
+                offsets,
+                nulls,
+                keys,
+                values,
+            } => {
+                let (first, last) = (offsets[range.start] as usize, offsets[range.end] as usize);
+                let keys = keys.encode(first..last);
+                let values = values.encode(first..last);
+                e.data.reserve(keys.data.len() + values.data.len() + 5 * n);
+                for i in range {
+                    if is_null(*nulls, i) {
+                        write_nil(&mut e.data);
+                        e.end();
+                        continue;
+                    }
+                    let r = offsets[i] as usize - first..offsets[i + 1] as usize - first;
+                    match write_map(&mut e.data, r, &keys, &values) {
+                        Ok(()) => e.end(),
+                        Err(err) => e.fail(err),
+                    }
                 }
             }
             Enc::Struct { nulls, fields } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else {
-                    write_map_header(out, fields.len());
-                    for (name, field) in fields {
-                        write_str(out, name);
-                        field.write(i, out)?;
+                let columns: Vec<Encoded> = fields
+                    .iter()
+                    .map(|(_, f)| f.encode(range.clone()))
+                    .collect();
+                let names: usize = fields.iter().map(|(name, _)| name.len() + 5).sum();
+                e.data
+                    .reserve(columns.iter().map(|c| c.data.len()).sum::<usize>() + (names + 3) * n);
+                for i in 0..n {
+                    if is_null(*nulls, range.start + i) {
+                        write_nil(&mut e.data);
+                        e.end();
+                        continue;
+                    }
+                    write_map_header(&mut e.data, fields.len());
+                    let mut failed = None;
+                    for ((name, _), column) in fields.iter().zip(&columns) {
+                        write_str(&mut e.data, name);
+                        match column.values(i, i + 1) {
+                            Ok(bytes) => e.data.extend_from_slice(bytes),
+                            Err(err) => {
+                                failed = Some(err);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        None => e.end(),
+                        Some(err) => e.fail(err),
                     }
                 }
             }
-            Enc::Dict { keys, nulls, values } => {
-                if is_null(*nulls, i) {
-                    write_nil(out)
-                } else {
-                    let k = keys[i];
-                    if let Some(e) = values.errors.get(&k) {
-                        return Err(e.clone());
+            Enc::Dict {
+                keys,
+                nulls,
+                values,
+            } => {
+                let widest = values
+                    .ends
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .max()
+                    .unwrap_or(1);
+                e.data.reserve(widest.max(1) * n);
+                for i in range {
+                    if is_null(*nulls, i) {
+                        write_nil(&mut e.data);
+                        e.end();
+                        continue;
                     }
-                    out.extend_from_slice(&values.data[values.offsets[k]..values.offsets[k + 1]]);
+                    match values.values(keys[i], keys[i] + 1) {
+                        Ok(bytes) => {
+                            e.data.extend_from_slice(bytes);
+                            e.end();
+                        }
+                        Err(err) => e.fail(err),
+                    }
                 }
             }
         }
-        Ok(())
+        e
     }
 }
 
@@ -522,6 +789,28 @@ fn write_date(out: &mut Vec<u8>, days: i64) -> Result<()> {
     Ok(())
 }
 
+fn write_timestamp(out: &mut Vec<u8>, v: i64, mult: i64, zone: Option<&str>) -> Result<()> {
+    let micros = v
+        .checked_mul(mult)
+        .filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m));
+    let Some(micros) = micros else {
+        return Err(Error::invalid(format!(
+            "holds the timestamp {v} ({} per second), outside Python's datetime range \
+             (years 1 to 9999)",
+            1_000_000 / mult
+        )));
+    };
+    match zone {
+        None => write_ext(out, EXT_DATETIME, &micros.to_be_bytes()),
+        Some(zone) => {
+            write_ext_header(out, EXT_DATETIME_TZ, 8 + zone.len());
+            out.extend_from_slice(&micros.to_be_bytes());
+            out.extend_from_slice(zone.as_bytes());
+        }
+    }
+    Ok(())
+}
+
 fn write_time(out: &mut Vec<u8>, micros: i64) -> Result<()> {
     if !(0..DAY_MICROS).contains(&micros) {
         return Err(Error::invalid(format!(
@@ -534,45 +823,39 @@ fn write_time(out: &mut Vec<u8>, micros: i64) -> Result<()> {
 
 /// A map as a Python dict built from its entries writes it: keys in the order they first
 /// appear, each with the value of its last entry (`{k: v for k, v in entries}`).
+/// `entries` index `keys` and `values`, the map's keys and values encoded.
 fn write_map(
     out: &mut Vec<u8>,
     entries: std::ops::Range<usize>,
-    keys: &Enc<'_>,
-    values: &Enc<'_>,
+    keys: &Encoded,
+    values: &Encoded,
 ) -> Result<()> {
-    let mut key_bytes = Vec::new();
-    // per distinct key: its bytes in key_bytes, and the entry whose value it keeps
-    let mut distinct: Vec<(std::ops::Range<usize>, usize)> = Vec::with_capacity(entries.len());
-    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
     let many = entries.len() > 16;
+    // per distinct key: its bytes, and the entry whose value it keeps
+    let mut distinct: Vec<(&[u8], usize)> = Vec::with_capacity(entries.len());
+    let mut seen: HashMap<std::borrow::Cow<'_, [u8]>, usize> = HashMap::new();
     for e in entries {
-        let start = key_bytes.len();
-        keys.write(e, &mut key_bytes)?;
-        let key = &key_bytes[start..];
-        let found = match dict_identity(key) {
-            None => None, // NaN: never equal to another key
-            Some(id) if many => seen.get(id.as_ref()).copied(),
-            Some(_) => distinct.iter().position(|(r, _)| same_key(&key_bytes[r.clone()], key)),
+        let key = keys.values(e, e + 1)?;
+        let id = dict_identity(key); // None for NaN: equal to no other key
+        let found = match &id {
+            None => None,
+            Some(id) if many => seen.get(id).copied(),
+            Some(_) => distinct.iter().position(|(k, _)| same_key(k, key)),
         };
         match found {
-            Some(j) => {
-                distinct[j].1 = e;
-                key_bytes.truncate(start);
-            }
+            Some(j) => distinct[j].1 = e,
             None => {
-                if many {
-                    if let Some(id) = dict_identity(key) {
-                        seen.insert(id.into_owned(), distinct.len());
-                    }
+                if let (true, Some(id)) = (many, id) {
+                    seen.insert(id, distinct.len());
                 }
-                distinct.push((start..key_bytes.len(), e));
+                distinct.push((key, e));
             }
         }
     }
     write_map_header(out, distinct.len());
-    for (range, e) in distinct {
-        out.extend_from_slice(&key_bytes[range]);
-        values.write(e, out)?;
+    for (key, e) in distinct {
+        out.extend_from_slice(key);
+        out.extend_from_slice(values.values(e, e + 1)?);
     }
     Ok(())
 }
@@ -582,7 +865,8 @@ fn write_map(
 fn dict_identity(key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     match as_float(key) {
         Some(f) if f.is_nan() => None,
-        Some(f) if f == 0.0 => Some(std::borrow::Cow::Owned(vec![0xcb, 0, 0, 0, 0, 0, 0, 0, 0])),
+        // a float pattern compares with ==, so -0.0 takes this arm too
+        Some(0.0) => Some(std::borrow::Cow::Owned(vec![0xcb, 0, 0, 0, 0, 0, 0, 0, 0])),
         _ => Some(std::borrow::Cow::Borrowed(key)),
     }
 }
@@ -615,7 +899,11 @@ pub fn decimal_str(digits: &str, scale: i32) -> String {
     let exp = -(scale as i64);
     let n = int.len() as i64;
     let leftdigits = exp + n;
-    let dotplace = if exp <= 0 && leftdigits > -6 { leftdigits } else { 1 };
+    let dotplace = if exp <= 0 && leftdigits > -6 {
+        leftdigits
+    } else {
+        1
+    };
     let mut s = String::with_capacity(int.len() + 16);
     s.push_str(sign);
     if dotplace <= 0 {
@@ -681,35 +969,55 @@ pub struct Batch {
 ///
 /// Errors name no column: the caller knows which one it asked for.
 pub fn encode_values(array: &dyn Array, field: &Field) -> Result<(Vec<u8>, Vec<i64>)> {
-    let enc = Enc::new(array, ext_name(field))?;
-    let mut data = Vec::with_capacity(array.len() * 2);
-    let mut offsets = Vec::with_capacity(array.len() + 1);
-    offsets.push(0);
-    for i in 0..array.len() {
-        enc.write(i, &mut data).map_err(|e| at_row(e, i))?;
-        offsets.push(data.len() as i64);
+    let encoded = Enc::new(array, ext_name(field))?.encode(0..array.len());
+    if let Some(row) = encoded.errors.keys().min() {
+        return Err(at_row(encoded.errors[row].clone(), *row));
     }
-    Ok((data, offsets))
+    Ok((
+        encoded.data.clone(),
+        encoded.ends.iter().map(|&e| e as i64).collect(),
+    ))
 }
 
 fn at_row(e: Error, row: usize) -> Error {
-    Error { message: format!("{} (row {row})", e.message), ..e }
+    Error {
+        message: format!("{} (row {row})", e.message),
+        ..e
+    }
 }
 
 fn in_column(feed: &str, name: &str, e: Error) -> Error {
-    Error { message: format!("feed '{feed}': column '{name}' {}", e.message), ..e }
+    Error {
+        message: format!("feed '{feed}': column '{name}' {}", e.message),
+        ..e
+    }
 }
 
-/// Encodes one batch: a record per row (an array of the columns' values), its slot key,
-/// its index hashes, and which rows have a null key part.
+/// A batch's columns, encoded: [`Prepared::write`] assembles them into records.
+pub struct Prepared {
+    columns: Vec<Encoded>,
+    header: Vec<u8>,
+    rows: usize,
+}
+
+/// What a batch's rows give besides their bytes.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// n + 1 offsets into the records.
+    pub offsets: Vec<i64>,
+    /// Per row: the int64 key (as its bits) or the key's 64-bit hash.
+    pub slot_keys: Vec<u64>,
+    /// Per index column of the plan, per row: xxh3-64 of the value's bytes.
+    pub index_hashes: Vec<Vec<u64>>,
+    /// Rows (within the batch) with a null key part.
+    pub null_key_rows: Vec<i64>,
+}
+
+/// Encodes each column of a batch on its own (a typed loop per column).
 ///
-/// Errors: `Invalid`, naming the feed and the column, for a type feedkit cannot carry,
-/// a value Python could not represent, or uint64 keys past `2**63 - 1`.
-pub fn encode_batch(columns: &[Column<'_>], plan: &Plan<'_>) -> Result<Batch> {
-    let encs = columns
-        .iter()
-        .map(|c| Enc::new(c.array, ext_name(c.field)).map_err(|e| in_column(plan.feed, c.name, e)))
-        .collect::<Result<Vec<_>>>()?;
+/// Errors: `Invalid`, naming the feed and the column, for a type feedkit cannot carry or
+/// a value Python could not represent.
+pub fn prepare_batch(columns: &[Column<'_>], plan: &Plan<'_>) -> Result<Prepared> {
     let n = columns.first().map_or(0, |c| c.array.len());
     if let Some(c) = columns.iter().find(|c| c.array.len() != n) {
         return Err(Error::invalid(format!(
@@ -719,69 +1027,129 @@ pub fn encode_batch(columns: &[Column<'_>], plan: &Plan<'_>) -> Result<Batch> {
             c.array.len()
         )));
     }
-    let mut out = Batch {
-        data: Vec::with_capacity(n * (1 + 4 * columns.len())),
-        offsets: Vec::with_capacity(n + 1),
-        slot_keys: Vec::with_capacity(n),
-        index_hashes: plan.index.iter().map(|_| Vec::with_capacity(n)).collect(),
-        null_key_rows: Vec::new(),
-    };
-    out.offsets.push(0);
-    let mut starts = vec![0usize; columns.len() + 1];
-    let mut scratch = Vec::new();
-    let mut too_big: Vec<u64> = Vec::new();
-    for row in 0..n {
-        let data = &mut out.data;
-        write_array_header(data, columns.len());
-        for (j, enc) in encs.iter().enumerate() {
-            starts[j] = data.len();
-            enc.write(row, data).map_err(|e| in_column(plan.feed, columns[j].name, at_row(e, row)))?;
+    let mut encoded = Vec::with_capacity(columns.len());
+    for c in columns {
+        let enc =
+            Enc::new(c.array, ext_name(c.field)).map_err(|e| in_column(plan.feed, c.name, e))?;
+        let column = enc.encode(0..n);
+        if let Some(row) = column.errors.keys().min() {
+            let e = at_row(column.errors[row].clone(), *row);
+            return Err(in_column(plan.feed, c.name, e));
         }
-        starts[columns.len()] = data.len();
-        out.offsets.push(data.len() as i64);
-        let value = |j: usize| &data[starts[j]..starts[j + 1]];
-        if plan.key.iter().any(|&j| value(j) == [0xc0]) {
-            out.null_key_rows.push(row as i64);
-        }
-        let slot = match plan.key_kind {
-            KeyKind::Int => match Reader::new(value(plan.key[0])).token() {
-                Ok(Token::Int(v)) => v as u64,
-                Ok(Token::UInt(v)) => {
-                    too_big.push(v);
-                    v
-                }
-                _ => 0, // null: reported through null_key_rows
-            },
-            KeyKind::Raw => {
-                let v = value(plan.key[0]);
-                let skip = str_or_bin_header_len(v[0]).unwrap_or(v.len()); // null: b""
-                xxh3_64(&v[skip..])
-            }
-            KeyKind::Composite => {
-                scratch.clear();
-                write_array_header(&mut scratch, plan.key.len());
-                for &j in &plan.key {
-                    scratch.extend_from_slice(value(j));
-                }
-                xxh3_64(&scratch)
-            }
+        encoded.push(column);
+    }
+    let mut header = Vec::new();
+    write_array_header(&mut header, columns.len());
+    Ok(Prepared {
+        columns: encoded,
+        header,
+        rows: n,
+    })
+}
+
+impl Prepared {
+    /// The bytes of all the batch's records.
+    pub fn len(&self) -> usize {
+        self.rows * self.header.len() + self.columns.iter().map(|c| c.data.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the records into `data` (exactly [`Prepared::len`] bytes), one msgpack
+    /// array per row, and takes each row's slot key and index hashes from its values'
+    /// bytes (`plan` must be the one the batch was prepared with).
+    ///
+    /// Errors: `Invalid` for uint64 keys past `2**63 - 1` (naming the feed, the column
+    /// and the first five).
+    pub fn write(&self, data: &mut [u8], plan: &Plan<'_>, names: &[&str]) -> Result<Rows> {
+        assert_eq!(data.len(), self.len(), "a buffer of the records' size");
+        let n = self.rows;
+        let mut out = Rows {
+            offsets: Vec::with_capacity(n + 1),
+            slot_keys: Vec::with_capacity(n),
+            index_hashes: plan.index.iter().map(|_| Vec::with_capacity(n)).collect(),
+            null_key_rows: Vec::new(),
         };
-        out.slot_keys.push(slot);
-        for (hashes, &j) in out.index_hashes.iter_mut().zip(&plan.index) {
-            hashes.push(xxh3_64(value(j)));
+        out.offsets.push(0);
+        let mut scratch = Vec::new();
+        let mut too_big: Vec<u64> = Vec::new();
+        let mut at = 0;
+        for row in 0..n {
+            let value = |j: usize| {
+                let c: &Encoded = &self.columns[j];
+                &c.data[c.ends[row]..c.ends[row + 1]]
+            };
+            let mut put = |bytes: &[u8]| {
+                data[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            };
+            put(&self.header);
+            for j in 0..self.columns.len() {
+                put(value(j));
+            }
+            out.offsets.push(at as i64);
+            if plan.key.iter().any(|&j| value(j) == [0xc0]) {
+                out.null_key_rows.push(row as i64);
+            }
+            let slot = match plan.key_kind {
+                KeyKind::Int => match Reader::new(value(plan.key[0])).token() {
+                    Ok(Token::Int(v)) => v as u64,
+                    Ok(Token::UInt(v)) => {
+                        too_big.push(v);
+                        v
+                    }
+                    _ => 0, // null: reported through null_key_rows
+                },
+                KeyKind::Raw => {
+                    let v = value(plan.key[0]);
+                    let skip = str_or_bin_header_len(v[0]).unwrap_or(v.len()); // null: b""
+                    xxh3_64(&v[skip..])
+                }
+                KeyKind::Composite => {
+                    scratch.clear();
+                    write_array_header(&mut scratch, plan.key.len());
+                    for &j in &plan.key {
+                        scratch.extend_from_slice(value(j));
+                    }
+                    xxh3_64(&scratch)
+                }
+            };
+            out.slot_keys.push(slot);
+            for (hashes, &j) in out.index_hashes.iter_mut().zip(&plan.index) {
+                hashes.push(xxh3_64(value(j)));
+            }
         }
+        if !too_big.is_empty() {
+            let shown: Vec<String> = too_big.iter().take(5).map(u64::to_string).collect();
+            return Err(Error::invalid(format!(
+                "feed '{}': key column '{}' holds values past 2**63 - 1 (integer keys are \
+                 64-bit signed): [{}]",
+                plan.feed,
+                names[plan.key[0]],
+                shown.join(", ")
+            )));
+        }
+        Ok(out)
     }
-    if !too_big.is_empty() {
-        let shown: Vec<String> = too_big.iter().take(5).map(u64::to_string).collect();
-        return Err(Error::invalid(format!(
-            "feed '{}': key column '{}' holds values past 2**63 - 1 (integer keys are 64-bit \
-             signed): [{}]",
-            plan.feed,
-            columns[plan.key[0]].name,
-            shown.join(", ")
-        )));
-    }
-    Ok(out)
+}
+
+/// Encodes one batch: a record per row (an array of the columns' values), its slot key,
+/// its index hashes, and which rows have a null key part ([`prepare_batch`], then
+/// [`Prepared::write`] into a new buffer).
+pub fn encode_batch(columns: &[Column<'_>], plan: &Plan<'_>) -> Result<Batch> {
+    let prepared = prepare_batch(columns, plan)?;
+    let mut data = vec![0; prepared.len()];
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let rows = prepared.write(&mut data, plan, &names)?;
+    Ok(Batch {
+        data,
+        offsets: rows.offsets,
+        slot_keys: rows.slot_keys,
+        index_hashes: rows.index_hashes,
+        null_key_rows: rows.null_key_rows,
+    })
 }
 
 #[cfg(test)]
@@ -798,7 +1166,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// Each value's bytes, as `encode_values` writes them.
@@ -809,7 +1180,10 @@ mod tests {
 
     fn values_with(array: &dyn Array, field: &Field) -> Vec<Vec<u8>> {
         let (data, offsets) = encode_values(array, field).unwrap();
-        offsets.windows(2).map(|w| data[w[0] as usize..w[1] as usize].to_vec()).collect()
+        offsets
+            .windows(2)
+            .map(|w| data[w[0] as usize..w[1] as usize].to_vec())
+            .collect()
     }
 
     fn error_of(array: &dyn Array) -> String {
@@ -820,12 +1194,22 @@ mod tests {
     #[test]
     fn ints_of_every_width_and_nulls() {
         let a = Int8Array::from(vec![Some(-128), None, Some(127), Some(-33)]);
-        assert_eq!(values_of(&a), [vec![0xd0, 0x80], vec![0xc0], vec![0x7f], vec![0xd0, 0xdf]]);
+        assert_eq!(
+            values_of(&a),
+            [vec![0xd0, 0x80], vec![0xc0], vec![0x7f], vec![0xd0, 0xdf]]
+        );
         let a = UInt64Array::from(vec![u64::MAX, 128, 0]);
         assert_eq!(values_of(&a)[0], hex("cfffffffffffffffff"));
         assert_eq!(values_of(&a)[1], [0xcc, 0x80]);
         let a = Int64Array::from(vec![i64::MIN, -1, 1 << 32]);
-        assert_eq!(values_of(&a), [hex("d38000000000000000"), hex("ff"), hex("cf0000000100000000")]);
+        assert_eq!(
+            values_of(&a),
+            [
+                hex("d38000000000000000"),
+                hex("ff"),
+                hex("cf0000000100000000")
+            ]
+        );
         let a = UInt16Array::from(vec![65535]);
         assert_eq!(values_of(&a), [hex("cdffff")]);
         // a slice starts at its own first value
@@ -836,7 +1220,14 @@ mod tests {
     #[test]
     fn floats_of_every_width_become_float64() {
         let a = Float32Array::from(vec![Some(1.5), None, Some(-0.0)]);
-        assert_eq!(values_of(&a), [hex("cb3ff8000000000000"), hex("c0"), hex("cb8000000000000000")]);
+        assert_eq!(
+            values_of(&a),
+            [
+                hex("cb3ff8000000000000"),
+                hex("c0"),
+                hex("cb8000000000000000")
+            ]
+        );
         let a = Float16Array::from(vec![half::f16::from_f32(1.5)]);
         assert_eq!(values_of(&a), [hex("cb3ff8000000000000")]);
         let a = Float64Array::from(vec![f64::INFINITY]);
@@ -860,7 +1251,10 @@ mod tests {
         let a = LargeBinaryArray::from(vec![&b"a"[..]]);
         assert_eq!(values_of(&a), [hex("c40161")]);
         let a = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-            vec![Some(vec![1u8, 2]), None].into_iter(), 2).unwrap();
+            vec![Some(vec![1u8, 2]), None].into_iter(),
+            2,
+        )
+        .unwrap();
         assert_eq!(values_of(&a), [hex("c4020102"), hex("c0")]);
     }
 
@@ -881,36 +1275,73 @@ mod tests {
     #[test]
     fn decimals_print_as_pythons_str_of_decimal() {
         for (digits, scale, want) in [
-            ("150", 2, "1.50"), ("0", 10, "0E-10"), ("123", -2, "1.23E+4"), ("-5", 2, "-0.05"),
-            ("5", 10, "5E-10"), ("0", -2, "0E+2"), ("-1", -3, "-1E+3"), ("123", 0, "123"),
-            ("1", 6, "0.000001"), ("1", 7, "1E-7"), ("12345", 3, "12.345"), ("0", 0, "0"),
-            ("100", 2, "1.00"), ("1", 1, "0.1"),
+            ("150", 2, "1.50"),
+            ("0", 10, "0E-10"),
+            ("123", -2, "1.23E+4"),
+            ("-5", 2, "-0.05"),
+            ("5", 10, "5E-10"),
+            ("0", -2, "0E+2"),
+            ("-1", -3, "-1E+3"),
+            ("123", 0, "123"),
+            ("1", 6, "0.000001"),
+            ("1", 7, "1E-7"),
+            ("12345", 3, "12.345"),
+            ("0", 0, "0"),
+            ("100", 2, "1.00"),
+            ("1", 1, "0.1"),
         ] {
             assert_eq!(decimal_str(digits, scale), want, "{digits} scale {scale}");
         }
-        let a = Decimal128Array::from(vec![Some(150), None]).with_precision_and_scale(5, 2).unwrap();
+        let a = Decimal128Array::from(vec![Some(150), None])
+            .with_precision_and_scale(5, 2)
+            .unwrap();
         assert_eq!(values_of(&a), [hex("d601312e3530"), hex("c0")]);
         let big = i256::from_string("-1000000000000000000000000000000000000000").unwrap();
-        let a = Decimal256Array::from(vec![big]).with_precision_and_scale(40, 0).unwrap();
+        let a = Decimal256Array::from(vec![big])
+            .with_precision_and_scale(40, 0)
+            .unwrap();
         let v = &values_of(&a)[0];
         assert_eq!(v[..3], [0xc7, 41, 1]);
         assert_eq!(&v[3..], b"-1000000000000000000000000000000000000000");
-        let a = Decimal32Array::from(vec![5]).with_precision_and_scale(5, 3).unwrap();
+        let a = Decimal32Array::from(vec![5])
+            .with_precision_and_scale(5, 3)
+            .unwrap();
         assert_eq!(values_of(&a), [b"\xc7\x05\x010.005".to_vec()]);
-        let a = Decimal64Array::from(vec![5]).with_precision_and_scale(15, 0).unwrap();
+        let a = Decimal64Array::from(vec![5])
+            .with_precision_and_scale(15, 0)
+            .unwrap();
         assert_eq!(values_of(&a), [b"\xd4\x015".to_vec()]);
     }
 
     #[test]
     fn dates_times_and_timestamps() {
-        assert_eq!(values_of(&Date32Array::from(vec![-1])), [hex("d602ffffffff")]);
+        assert_eq!(
+            values_of(&Date32Array::from(vec![-1])),
+            [hex("d602ffffffff")]
+        );
         // date64 floors its milliseconds to a day, as pyarrow's to_pylist does
         let a = Date64Array::from(vec![-1, 86_399_999, -86_400_001]);
-        assert_eq!(values_of(&a), [hex("d602ffffffff"), hex("d60200000000"), hex("d602fffffffe")]);
+        assert_eq!(
+            values_of(&a),
+            [
+                hex("d602ffffffff"),
+                hex("d60200000000"),
+                hex("d602fffffffe")
+            ]
+        );
         let time = 3_723_000_004i64; // 01:02:03.000004
-        assert_eq!(values_of(&Time64MicrosecondArray::from(vec![time])), [hex("d70300000000dde878c4")]);
-        assert_eq!(values_of(&Time32SecondArray::from(vec![1])), [hex("d70300000000000f4240")]);
-        assert_eq!(values_of(&Time32MillisecondArray::from(vec![1])), [hex("d70300000000000003e8")]);
+        assert_eq!(
+            values_of(&Time64MicrosecondArray::from(vec![time])),
+            [hex("d70300000000dde878c4")]
+        );
+        assert_eq!(
+            values_of(&Time32SecondArray::from(vec![1])),
+            [hex("d70300000000000f4240")]
+        );
+        assert_eq!(
+            values_of(&Time32MillisecondArray::from(vec![1])),
+            [hex("d70300000000000003e8")]
+        );
         let ms = 981_173_106_007i64; // 2001-02-03T04:05:06.007
         let a = TimestampMillisecondArray::from(vec![Some(ms), None]);
         assert_eq!(values_of(&a), [hex("d70400037c5f2a725bd8"), hex("c0")]);
@@ -940,7 +1371,9 @@ mod tests {
     #[test]
     fn lists_nested_large_and_fixed() {
         let a = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
-            Some(vec![Some(1), None]), None, Some(vec![]),
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
         ]);
         assert_eq!(values_of(&a), [hex("9201c0"), hex("c0"), hex("90")]);
         let sliced = a.slice(1, 2);
@@ -961,7 +1394,8 @@ mod tests {
     #[test]
     fn structs_are_maps_of_their_fields() {
         let x = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
-            Some(vec![Some(1), None]), Some(vec![]),
+            Some(vec![Some(1), None]),
+            Some(vec![]),
         ])) as ArrayRef;
         let y = Arc::new(StringArray::from(vec![Some("é"), None])) as ArrayRef;
         let fields = Fields::from(vec![
@@ -973,8 +1407,10 @@ mod tests {
         assert_eq!(values_of(&a), [hex("82a1789201c0a179a2c3a9"), hex("c0")]);
         let a = StructArray::new(fields, vec![x, y], None);
         assert_eq!(values_of(&a)[1], hex("82a17890a179c0"));
-        let dup = Fields::from(vec![Field::new("x", DataType::Int64, true),
-                                    Field::new("x", DataType::Int64, true)]);
+        let dup = Fields::from(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("x", DataType::Int64, true),
+        ]);
         let one = Arc::new(Int64Array::from(vec![1])) as ArrayRef;
         let a = StructArray::new(dup, vec![one.clone(), one], None);
         assert!(error_of(&a).contains("appears twice"));
@@ -1000,7 +1436,10 @@ mod tests {
         }
         b.append(true).unwrap();
         let got = &values_of(&b.finish())[0];
-        assert_eq!(got, &hex("83cb800000000000000002cb7ff800000000000003cb7ff800000000000004"));
+        assert_eq!(
+            got,
+            &hex("83cb800000000000000002cb7ff800000000000003cb7ff800000000000004")
+        );
         // past 16 entries the duplicates are found through a hash map
         let mut b = MapBuilder::new(None, Int64Builder::new(), Int64Builder::new());
         for i in 0..40 {
@@ -1018,8 +1457,13 @@ mod tests {
 
     #[test]
     fn dictionaries_encode_their_values() {
-        let a: DictionaryArray<Int8Type> = vec![Some("b"), None, Some("a"), Some("b")].into_iter().collect();
-        assert_eq!(values_of(&a), [hex("a162"), hex("c0"), hex("a161"), hex("a162")]);
+        let a: DictionaryArray<Int8Type> = vec![Some("b"), None, Some("a"), Some("b")]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            values_of(&a),
+            [hex("a162"), hex("c0"), hex("a161"), hex("a162")]
+        );
         // a bad value no row uses is no error
         let values = Arc::new(Date32Array::from(vec![0, 9_000_000])) as ArrayRef;
         let a = DictionaryArray::new(Int32Array::from(vec![0, 0]), values.clone());
@@ -1032,37 +1476,81 @@ mod tests {
     }
 
     fn columns<'a>(arrays: &'a [(&'a str, ArrayRef)], fields: &'a [Field]) -> Vec<Column<'a>> {
-        arrays.iter().zip(fields).map(|((name, a), field)| Column { name, array: a.as_ref(), field }).collect()
+        arrays
+            .iter()
+            .zip(fields)
+            .map(|((name, a), field)| Column {
+                name,
+                array: a.as_ref(),
+                field,
+            })
+            .collect()
     }
 
     fn fields_of(arrays: &[(&str, ArrayRef)]) -> Vec<Field> {
-        arrays.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect()
+        arrays
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect()
     }
 
     #[test]
     fn batches_hold_records_keys_and_index_hashes() {
         let arrays = [
-            ("id", Arc::new(Int64Array::from(vec![Some(3), None, Some(-7)])) as ArrayRef),
-            ("name", Arc::new(StringArray::from(vec![Some("a"), Some("bb"), None])) as ArrayRef),
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![Some(3), None, Some(-7)])) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![Some("a"), Some("bb"), None])) as ArrayRef,
+            ),
         ];
         let fields = fields_of(&arrays);
         let cols = columns(&arrays, &fields);
-        let plan = Plan { feed: "f", key: vec![0], key_kind: KeyKind::Int, index: vec![1] };
+        let plan = Plan {
+            feed: "f",
+            key: vec![0],
+            key_kind: KeyKind::Int,
+            index: vec![1],
+        };
         let b = encode_batch(&cols, &plan).unwrap();
-        assert_eq!(b.data, hex("9203a16192c0a26262" /* rows 0, 1 */).into_iter()
-            .chain(hex("92f9c0")).collect::<Vec<_>>());
+        assert_eq!(
+            b.data,
+            hex("9203a16192c0a26262" /* rows 0, 1 */)
+                .into_iter()
+                .chain(hex("92f9c0"))
+                .collect::<Vec<_>>()
+        );
         assert_eq!(b.offsets, [0, 4, 9, 12]);
         assert_eq!(b.slot_keys, [3, 0, -7i64 as u64]);
         assert_eq!(b.null_key_rows, [1]);
-        assert_eq!(b.index_hashes, [vec![xxh3_64(b"\xa1a"), xxh3_64(b"\xa2bb"), xxh3_64(b"\xc0")]]);
+        assert_eq!(
+            b.index_hashes,
+            [vec![
+                xxh3_64(b"\xa1a"),
+                xxh3_64(b"\xa2bb"),
+                xxh3_64(b"\xc0")
+            ]]
+        );
 
-        let plan = Plan { feed: "f", key: vec![1], key_kind: KeyKind::Raw, index: vec![] };
+        let plan = Plan {
+            feed: "f",
+            key: vec![1],
+            key_kind: KeyKind::Raw,
+            index: vec![],
+        };
         let b = encode_batch(&cols, &plan).unwrap();
         assert_eq!(b.slot_keys, [xxh3_64(b"a"), xxh3_64(b"bb"), xxh3_64(b"")]);
         assert_eq!(b.null_key_rows, [2]);
 
         // composite: the msgpack array of the parts, in key order
-        let plan = Plan { feed: "f", key: vec![1, 0], key_kind: KeyKind::Composite, index: vec![] };
+        let plan = Plan {
+            feed: "f",
+            key: vec![1, 0],
+            key_kind: KeyKind::Composite,
+            index: vec![],
+        };
         let b = encode_batch(&cols, &plan).unwrap();
         assert_eq!(b.slot_keys[0], xxh3_64(b"\x92\xa1a\x03"));
         assert_eq!(b.null_key_rows, [1, 2]);
@@ -1070,17 +1558,36 @@ mod tests {
 
     #[test]
     fn uint64_keys_past_i64_are_refused_naming_feed_and_column() {
-        let arrays = [("id", Arc::new(UInt64Array::from(vec![1, 1 << 63, u64::MAX])) as ArrayRef)];
+        let arrays = [(
+            "id",
+            Arc::new(UInt64Array::from(vec![1, 1 << 63, u64::MAX])) as ArrayRef,
+        )];
         let fields = fields_of(&arrays);
-        let plan = Plan { feed: "f", key: vec![0], key_kind: KeyKind::Int, index: vec![] };
+        let plan = Plan {
+            feed: "f",
+            key: vec![0],
+            key_kind: KeyKind::Int,
+            index: vec![],
+        };
         let err = encode_batch(&columns(&arrays, &fields), &plan).unwrap_err();
         assert_eq!(err.kind, crate::error::Kind::Invalid);
-        assert_eq!(err.message, "feed 'f': key column 'id' holds values past 2**63 - 1 (integer \
-            keys are 64-bit signed): [9223372036854775808, 18446744073709551615]");
-        let arrays = [("when", Arc::new(Date32Array::from(vec![0, i32::MAX])) as ArrayRef)];
+        assert_eq!(
+            err.message,
+            "feed 'f': key column 'id' holds values past 2**63 - 1 (integer \
+            keys are 64-bit signed): [9223372036854775808, 18446744073709551615]"
+        );
+        let arrays = [(
+            "when",
+            Arc::new(Date32Array::from(vec![0, i32::MAX])) as ArrayRef,
+        )];
         let fields = fields_of(&arrays);
         let err = encode_batch(&columns(&arrays, &fields), &plan).unwrap_err();
-        assert!(err.message.starts_with("feed 'f': column 'when' holds the date"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("feed 'f': column 'when' holds the date"),
+            "{}",
+            err.message
+        );
         assert!(err.message.ends_with("(row 1)"), "{}", err.message);
     }
 }
