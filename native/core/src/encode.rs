@@ -5,12 +5,13 @@
 //! gives for the Python value pyarrow's `to_pylist()` makes of it: the canonical form
 //! that key hashes, index hashes, record digests and the producer's diff rely on.
 //!
-//! A [`Column`] encoder is built once per column from the array's type (and its field,
-//! whose metadata names extension types), borrowing the array's buffers: nothing is
-//! copied or converted ahead, except a dictionary's values, encoded once. Rows are then
-//! written one after the other, each value straight into the record heap, and a row's
-//! slot key and index hashes are taken from the bytes just written, so they agree with
-//! the records by construction.
+//! An encoder is built once per column from the array's type (and its field, whose
+//! metadata names extension types), borrowing the array's buffers. Each column is then
+//! encoded on its own, in one typed loop (a list's, map's or struct's children once per
+//! range, a dictionary's values once), and [`Prepared::write`] assembles the rows from
+//! the columns' bytes: an array header, then each column's value. A row's slot key and
+//! index hashes are taken from those same bytes, so they agree with the records by
+//! construction.
 //!
 //! The arrays come from the producer's own process (pyarrow, through the C data
 //! interface), their layout checked by the boundary (`ArrayData::validate`). String
@@ -201,7 +202,10 @@ thread_local! {
     static BYTES: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
     static ENDS: std::cell::RefCell<Vec<Vec<usize>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+/// At most this many buffers, of at most this many bytes in all, stay pooled per thread
+/// (a long-lived producer keeps no more than that between cycles).
 const POOLED: usize = 64;
+const POOLED_BYTES: usize = 64 << 20;
 
 fn pooled<T>(
     pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<T>>>>,
@@ -216,7 +220,9 @@ fn unpool<T>(pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<T>>
     v.clear();
     pool.with(|p| {
         let mut p = p.borrow_mut();
-        if p.len() < POOLED && v.capacity() > 0 {
+        let bytes = |v: &Vec<T>| v.capacity() * std::mem::size_of::<T>();
+        let held: usize = p.iter().map(bytes).sum();
+        if p.len() < POOLED && v.capacity() > 0 && held + bytes(&v) <= POOLED_BYTES {
             p.push(v);
         }
     });
