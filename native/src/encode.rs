@@ -12,21 +12,24 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::arrow::import;
 use crate::errors::{guard, to_py};
 
-/// `values` as native-endian bytes (what `numpy.frombuffer(..., dtype=int64/uint64)` reads).
-fn words<'py, T: Copy + Into<u64>>(py: Python<'py>, values: &[T]) -> Bound<'py, PyBytes> {
-    let mut out = Vec::with_capacity(values.len() * 8);
-    for &v in values {
-        out.extend_from_slice(&v.into().to_ne_bytes());
-    }
-    PyBytes::new(py, &out)
+/// `values` as native-endian bytes (what `numpy.frombuffer(..., dtype=uint64)` reads).
+fn words<'py>(py: Python<'py>, values: &[u64]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, values.len() * 8, |buf| {
+        for (chunk, v) in buf.chunks_exact_mut(8).zip(values) {
+            chunk.copy_from_slice(&v.to_ne_bytes());
+        }
+        Ok(())
+    })
 }
 
-fn signed_words<'py>(py: Python<'py>, values: &[i64]) -> Bound<'py, PyBytes> {
-    let mut out = Vec::with_capacity(values.len() * 8);
-    for &v in values {
-        out.extend_from_slice(&v.to_ne_bytes());
-    }
-    PyBytes::new(py, &out)
+/// `values` as native-endian bytes (what `numpy.frombuffer(..., dtype=int64)` reads).
+fn signed_words<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, values.len() * 8, |buf| {
+        for (chunk, v) in buf.chunks_exact_mut(8).zip(values) {
+            chunk.copy_from_slice(&v.to_ne_bytes());
+        }
+        Ok(())
+    })
 }
 
 /// Encodes `batch` (a pyarrow RecordBatch, or anything with `__arrow_c_array__` giving a
@@ -107,16 +110,16 @@ pub fn encode_batch<'py>(
             .map_err(|e| to_py(py, e))?;
         let hashes = PyList::empty(py);
         for h in &encoded.index_hashes {
-            hashes.append(words(py, h))?;
+            hashes.append(words(py, h)?)?;
         }
         PyTuple::new(
             py,
             [
                 data.into_any(),
-                signed_words(py, &encoded.offsets).into_any(),
-                words(py, &encoded.slot_keys).into_any(),
+                signed_words(py, &encoded.offsets)?.into_any(),
+                words(py, &encoded.slot_keys)?.into_any(),
                 hashes.into_any(),
-                signed_words(py, &encoded.null_key_rows).into_any(),
+                signed_words(py, &encoded.null_key_rows)?.into_any(),
             ],
         )
     })
@@ -137,6 +140,6 @@ pub fn encode_array<'py>(
         let (data, offsets) = py
             .detach(|| encode_values(array.as_ref(), &field))
             .map_err(|e| to_py(py, Error::invalid(format!("the array {}", e.message))))?;
-        Ok((PyBytes::new(py, &data), signed_words(py, &offsets)))
+        Ok((PyBytes::new(py, &data), signed_words(py, &offsets)?))
     })
 }
