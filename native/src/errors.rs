@@ -8,6 +8,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 static INTEGRITY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static VALIDATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// `feedkit.errors.IntegrityError`, imported once.
 fn integrity_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
@@ -17,6 +18,24 @@ fn integrity_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
             Ok::<_, PyErr>(cls.cast_into::<PyType>()?.unbind())
         })
         .map(|cls| cls.bind(py))
+}
+
+/// `feedkit.errors.ValidationError`, imported once.
+fn validation_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    VALIDATION_ERROR
+        .get_or_try_init(py, || {
+            let cls = py.import("feedkit.errors")?.getattr("ValidationError")?;
+            Ok::<_, PyErr>(cls.cast_into::<PyType>()?.unbind())
+        })
+        .map(|cls| cls.bind(py))
+}
+
+/// A `ValidationError` saying `message`: input feedkit refuses.
+pub fn validation(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    match validation_error(py) {
+        Ok(cls) => PyErr::from_type(cls.clone(), message.into()),
+        Err(err) => err,
+    }
 }
 
 /// An `IntegrityError` saying `message`.
@@ -45,6 +64,7 @@ pub fn as_damage(py: Python<'_>, err: PyErr) -> PyErr {
 pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
     match err.kind() {
         Kind::Damaged => integrity(py, err.message()),
+        Kind::Invalid => validation(py, err.message()),
     }
 }
 

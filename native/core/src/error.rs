@@ -7,6 +7,8 @@ use std::fmt;
 pub enum Kind {
     /// Bytes that are not what the writer wrote: `IntegrityError`.
     Damaged,
+    /// Input a caller gave that feedkit refuses (a producer's table): `ValidationError`.
+    Invalid,
 }
 
 /// Boxed, so that a `Result` stays as small as its value on the hot paths (a lookup
@@ -32,6 +34,17 @@ impl Error {
 
     pub fn message(&self) -> &str {
         &self.0.message
+    }
+
+    #[cold]
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error(Box::new(Inner { kind: Kind::Invalid, message: message.into() }))
+    }
+
+    /// The same error with another message (context added by a caller).
+    pub fn with_message(mut self, message: impl Into<String>) -> Error {
+        self.0.message = message.into();
+        self
     }
 }
 

@@ -1,9 +1,11 @@
 //! feedkit's state layer in plain Rust: the format-1 layout, the slot probe, key
-//! hashing and the msgpack codec. Nothing here knows Python; `feedkit-native` is the
-//! boundary. Every input is untrusted bytes: functions return `Err` on damage and
-//! never index past a slice's end.
+//! hashing, the msgpack codec and the producer's encoder (Arrow arrays to records).
+//! Nothing here knows Python; `feedkit-native` is the boundary. Every input is
+//! untrusted bytes: functions return `Err` on damage and never index past a slice's
+//! end.
 
 pub mod diff;
+pub mod encode;
 pub mod error;
 pub mod keyhash;
 pub mod layout;

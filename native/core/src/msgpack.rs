@@ -242,17 +242,84 @@ fn write_sized(out: &mut Vec<u8>, n: usize, forms: [u8; 3]) {
 }
 
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.len() < 32 {
-        out.push(0xa0 | s.len() as u8);
-    } else {
-        write_sized(out, s.len(), [0xd9, 0xda, 0xdb]);
-    }
-    out.extend_from_slice(s.as_bytes());
+    write_str_bytes(out, s.as_bytes());
 }
 
 pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
     write_sized(out, b.len(), [0xc4, 0xc5, 0xc6]);
     out.extend_from_slice(b);
+}
+
+pub fn write_nil(out: &mut Vec<u8>) {
+    out.push(0xc0);
+}
+
+pub fn write_bool(out: &mut Vec<u8>, v: bool) {
+    out.push(if v { 0xc3 } else { 0xc2 });
+}
+
+/// A float as msgpack-python writes every Python float: float64 (`CB`), bits kept.
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&v.to_bits().to_be_bytes());
+}
+
+pub fn write_map_header(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xde);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// A str header for `n` bytes of UTF-8 (fixstr, str8, str16, str32), without the bytes.
+pub fn write_str_header(out: &mut Vec<u8>, n: usize) {
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else {
+        write_sized(out, n, [0xd9, 0xda, 0xdb]);
+    }
+}
+
+/// A str from bytes the caller holds to be UTF-8 (Arrow string data, copied as is).
+pub fn write_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    write_str_header(out, s.len());
+    out.extend_from_slice(s);
+}
+
+/// The header of an ext value whose payload is `n` bytes: fixext1/2/4/8/16 when `n` is
+/// one of those sizes, else ext8/16/32, then the type code. The payload follows.
+pub fn write_ext_header(out: &mut Vec<u8>, code: i8, n: usize) {
+    match n {
+        1 => out.push(0xd4),
+        2 => out.push(0xd5),
+        4 => out.push(0xd6),
+        8 => out.push(0xd7),
+        16 => out.push(0xd8),
+        _ => write_sized(out, n, [0xc7, 0xc8, 0xc9]),
+    }
+    out.push(code as u8);
+}
+
+pub fn write_ext(out: &mut Vec<u8>, code: i8, payload: &[u8]) {
+    write_ext_header(out, code, payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// How many bytes the header of the str or bin value starting with `first` takes (its
+/// length field included), or None if `first` starts neither.
+pub fn str_or_bin_header_len(first: u8) -> Option<usize> {
+    match first {
+        0xa0..=0xbf => Some(1),
+        0xd9 | 0xc4 => Some(2),
+        0xda | 0xc5 => Some(3),
+        0xdb | 0xc6 => Some(5),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -317,5 +384,67 @@ mod tests {
         deep.push(0xc0);
         assert!(Reader::new(&deep).skip(10).is_err());
         assert!(Reader::new(&deep).skip(200).is_ok());
+    }
+
+    fn written(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        f(&mut out);
+        out
+    }
+
+    #[test]
+    fn scalars_take_msgpack_pythons_forms() {
+        assert_eq!(written(write_nil), [0xc0]);
+        assert_eq!(written(|o| write_bool(o, true)), [0xc3]);
+        assert_eq!(written(|o| write_bool(o, false)), [0xc2]);
+        // msgpack.packb(1.5) and packb(-0.0): float64 always, the sign of zero kept
+        assert_eq!(written(|o| write_f64(o, 1.5)), [0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(written(|o| write_f64(o, -0.0)), [0xcb, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        let nan = f64::from_bits(0x7ff8_0000_0000_0001);
+        assert_eq!(written(|o| write_f64(o, nan))[1..], 0x7ff8_0000_0000_0001u64.to_be_bytes());
+        assert_eq!(written(|o| write_uint(o, u64::MAX))[0], 0xcf);
+    }
+
+    #[test]
+    fn str_and_bin_headers_switch_at_msgpacks_bounds() {
+        for (n, head) in [(0, vec![0xa0]), (31, vec![0xbf]), (32, vec![0xd9, 32]),
+                          (255, vec![0xd9, 255]), (256, vec![0xda, 1, 0]),
+                          (65535, vec![0xda, 255, 255]), (65536, vec![0xdb, 0, 1, 0, 0])] {
+            let out = written(|o| write_str_bytes(o, &vec![b'x'; n]));
+            assert_eq!(out[..head.len()], head[..], "str of {n}");
+            assert_eq!(out.len(), head.len() + n);
+            assert_eq!(str_or_bin_header_len(out[0]), Some(head.len()));
+        }
+        for (n, head) in [(0, vec![0xc4, 0]), (255, vec![0xc4, 255]), (256, vec![0xc5, 1, 0]),
+                          (65536, vec![0xc6, 0, 1, 0, 0])] {
+            let out = written(|o| write_bin(o, &vec![7; n]));
+            assert_eq!(out[..head.len()], head[..], "bin of {n}");
+            assert_eq!(str_or_bin_header_len(out[0]), Some(head.len()));
+        }
+        assert_eq!(str_or_bin_header_len(0xc0), None);
+    }
+
+    #[test]
+    fn map_headers_switch_at_msgpacks_bounds() {
+        assert_eq!(written(|o| write_map_header(o, 0)), [0x80]);
+        assert_eq!(written(|o| write_map_header(o, 15)), [0x8f]);
+        assert_eq!(written(|o| write_map_header(o, 16)), [0xde, 0, 16]);
+        assert_eq!(written(|o| write_map_header(o, 65536)), [0xdf, 0, 1, 0, 0]);
+        assert_eq!(written(|o| write_array_header(o, 65536)), [0xdd, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn ext_framing_is_fixext_for_fixed_sizes() {
+        // msgpack.packb(ExtType(1, b"1.50")) == b"\xd6\x011.50"
+        assert_eq!(written(|o| write_ext(o, 1, b"1.50")), b"\xd6\x011.50");
+        assert_eq!(written(|o| write_ext(o, 1, b"5")), b"\xd4\x015");
+        assert_eq!(written(|o| write_ext(o, 1, b"-5")), b"\xd5\x01-5");
+        assert_eq!(written(|o| write_ext(o, 3, &[0; 8]))[..2], [0xd7, 3]);
+        assert_eq!(written(|o| write_ext(o, 6, &[0; 16]))[..2], [0xd8, 6]);
+        assert_eq!(written(|o| write_ext(o, 1, b"")), [0xc7, 0, 1]);
+        assert_eq!(written(|o| write_ext(o, 5, &[0; 11]))[..3], [0xc7, 11, 5]);
+        assert_eq!(written(|o| write_ext(o, 5, &[0; 300]))[..4], [0xc8, 1, 44, 5]);
+        let mut r = Reader::new(b"\xd6\x011.50");
+        assert_eq!(r.token().unwrap(), Token::Ext(1, b"1.50"));
     }
 }
