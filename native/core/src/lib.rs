@@ -1,12 +1,14 @@
 //! feedkit's state layer in plain Rust: the format-1 layout, the slot probe, key
-//! hashing and the msgpack codec. Nothing here knows Python; `feedkit-native` is the
-//! boundary. Every input is untrusted bytes: functions return `Err` on damage and
-//! never index past a slice's end.
+//! hashing, the msgpack codec, verification and the consumer's merge arithmetic.
+//! Nothing here knows Python; `feedkit-native` is the boundary. Every input is
+//! untrusted bytes: functions return `Err` on damage and never index past a slice's end.
 
 pub mod error;
 pub mod keyhash;
 pub mod layout;
+pub mod merge;
 pub mod msgpack;
 pub mod probe;
+pub mod verify;
 
 pub use error::{Error, Result};

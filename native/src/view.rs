@@ -1,0 +1,49 @@
+//! The state files Python mapped, viewed as bytes for work done with the GIL released.
+
+use feedkit_core::layout::{Home, Table};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use crate::errors::to_py;
+
+/// A state file's numbers as `StateFile.table_args()` gives them: the mapping, then
+/// slots offset, slot count, bits, home function, empty sentinel (as u64), heap start,
+/// heap end and whether the file is an overlay.
+pub type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
+
+/// One mapped file: a read-only buffer exported by its `mmap` and its checked [`Table`].
+pub struct Mapped {
+    buf: PyBuffer<u8>,
+    pub table: Table,
+}
+
+impl Mapped {
+    /// Views `args`'s buffer; its numbers are checked against the buffer's size, so no
+    /// header can make a read leave the file.
+    pub fn new(py: Python<'_>, args: FileArgs<'_>) -> PyResult<Mapped> {
+        let (mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay) = args;
+        let buf = PyBuffer::<u8>::get(&mm)?;
+        if !buf.is_c_contiguous() || !buf.readonly() || buf.as_slice_ptr().is_none() {
+            return Err(PyTypeError::new_err("a state file's buffer must be read-only and contiguous"));
+        }
+        let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
+        let table = Table::new(
+            buf.len_bytes(), slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay,
+        )
+        .map_err(|e| to_py(py, e))?;
+        Ok(Mapped { buf, table })
+    }
+
+    /// The file's bytes, for as long as `self` lives; `Send`, so work on them may run
+    /// with the GIL released (`py.detach`).
+    pub fn bytes(&self) -> &[u8] {
+        let ptr = self.buf.as_slice_ptr().expect("checked contiguous in Mapped::new");
+        // SAFETY: the buffer is read-only (checked in `new`: a `mmap.ACCESS_READ` mapping
+        // or bytes), so no Python code can write through it, with or without the GIL;
+        // the export pins the memory (an exported mmap refuses `close()` and resizing)
+        // until `self.buf` drops, which outlives the returned borrow of `self`. The file
+        // under a mapping is not written after it was built (FORMAT.md, 8).
+        unsafe { ptr.as_ref() }
+    }
+}
