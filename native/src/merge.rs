@@ -1,12 +1,12 @@
-//! The consumer's merge arithmetic (FORMAT.md, 7) with the GIL released; see
-//! `feedkit_core::merge`.
+//! The consumer's merge arithmetic (FORMAT.md, 7) with the GIL released (unless the
+//! work is small); see `feedkit_core::merge`.
 
 use feedkit_core::merge::{delta_effect as effect, unshadowed as survivors, Layer};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::{guard, to_py};
-use crate::view::{FileArgs, Mapped};
+use crate::view::{detach_if, FileArgs, Mapped, DETACH_PROBES};
 
 /// What `delta` does to the state `current` (`[overlay, base]` or `[base]`):
 /// `(added, removed, old_digest, new_digest)`, see `feedkit_core::merge::DeltaEffect`.
@@ -22,7 +22,8 @@ pub fn delta_effect(
         let layers: Vec<Layer<'_>> =
             current.iter().map(|m| Layer { bytes: m.bytes(), table: &m.table }).collect();
         let d = Layer { bytes: delta.bytes(), table: &delta.table };
-        let e = py.detach(|| effect(&layers, &d)).map_err(|e| to_py(py, e))?;
+        let big = delta.table.slot_count >= 2 * DETACH_PROBES; // half full at most
+        let e = detach_if(py, big, || effect(&layers, &d)).map_err(|e| to_py(py, e))?;
         Ok((e.added, e.removed, e.old_digest, e.new_digest))
     })
 }
@@ -39,13 +40,13 @@ pub fn unshadowed<'py>(
         let (over, under) = (Mapped::new(py, over)?, Mapped::new(py, under)?);
         let o = Layer { bytes: over.bytes(), table: &over.table };
         let u = Layer { bytes: under.bytes(), table: &under.table };
-        let out = py
-            .detach(|| {
-                survivors(&o, &u).map(|slots| {
-                    slots.iter().flat_map(|&j| (j as i64).to_le_bytes()).collect::<Vec<u8>>()
-                })
+        let big = under.table.slot_count >= 2 * DETACH_PROBES;
+        let out = detach_if(py, big, || {
+            survivors(&o, &u).map(|slots| {
+                slots.iter().flat_map(|&j| (j as i64).to_le_bytes()).collect::<Vec<u8>>()
             })
-            .map_err(|e| to_py(py, e))?;
+        })
+        .map_err(|e| to_py(py, e))?;
         Ok(PyBytes::new(py, &out))
     })
 }

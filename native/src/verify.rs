@@ -1,12 +1,12 @@
 //! `verify_state`: `StateFile.verify`'s checks (FORMAT.md, 4.8), run with the GIL
-//! released; see `feedkit_core::verify`.
+//! released (unless the file is small); see `feedkit_core::verify`.
 
 use feedkit_core::layout::IndexTable;
 use feedkit_core::verify::{verify, Expected};
 use pyo3::prelude::*;
 
 use crate::errors::{guard, to_py};
-use crate::view::{FileArgs, Mapped};
+use crate::view::{detach_if, FileArgs, Mapped, DETACH_BYTES};
 
 /// An index as `StateFile` passes it: field name, absolute value-table offset, entries,
 /// empty sentinel, distinct values, absolute postings offset, postings.
@@ -41,7 +41,8 @@ pub fn verify_state(
             .map_err(|e| to_py(py, e))?;
         let expected = Expected { count, tombstones, width, indexes, records };
         let table = &mapped.table;
-        py.detach(|| verify(bytes, table, &expected, body_digest.as_deref()))
+        let big = bytes.len() >= DETACH_BYTES;
+        detach_if(py, big, || verify(bytes, table, &expected, body_digest.as_deref()))
             .map_err(|e| to_py(py, e))
     })
 }

@@ -47,3 +47,24 @@ impl Mapped {
         unsafe { ptr.as_ref() }
     }
 }
+
+/// Runs `f` with the GIL released if `big`, else holding it.
+///
+/// Releasing costs a thread that gives it up more than the work, when the work is
+/// short: another thread busy in Python (lookups) keeps the GIL for up to the switch
+/// interval (5 ms) before the releasing thread gets it back. So work of well under a
+/// millisecond keeps the GIL, and only longer work lets other threads run meanwhile.
+pub fn detach_if<T: Send>(py: Python<'_>, big: bool, f: impl FnOnce() -> T + Send) -> T {
+    if big {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+/// Bytes of a file below which its verification keeps the GIL (a fraction of a
+/// millisecond: hashing runs at several GB/s, the slot table at a few ns per slot).
+pub const DETACH_BYTES: usize = 2 << 20;
+/// Keys to probe below which a merge keeps the GIL (a probe into a large table misses
+/// the caches: about 0.1-0.3 us each).
+pub const DETACH_PROBES: usize = 2048;
