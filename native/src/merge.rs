@@ -22,7 +22,8 @@ pub fn delta_effect(
         let layers: Vec<Layer<'_>> =
             current.iter().map(|m| Layer { bytes: m.bytes(), table: &m.table }).collect();
         let d = Layer { bytes: delta.bytes(), table: &delta.table };
-        let big = delta.table.slot_count >= 2 * DETACH_PROBES; // half full at most
+        // a table is half full at most: slot_count / 2 bounds the keys to probe
+        let big = delta.table.slot_count / 2 >= DETACH_PROBES;
         let e = detach_if(py, big, || effect(&layers, &d)).map_err(|e| to_py(py, e))?;
         Ok((e.added, e.removed, e.old_digest, e.new_digest))
     })
@@ -40,7 +41,7 @@ pub fn unshadowed<'py>(
         let (over, under) = (Mapped::new(py, over)?, Mapped::new(py, under)?);
         let o = Layer { bytes: over.bytes(), table: &over.table };
         let u = Layer { bytes: under.bytes(), table: &under.table };
-        let big = under.table.slot_count >= 2 * DETACH_PROBES;
+        let big = under.table.slot_count / 2 >= DETACH_PROBES;
         let out = detach_if(py, big, || {
             survivors(&o, &u).map(|slots| {
                 slots.iter().flat_map(|&j| (j as i64).to_le_bytes()).collect::<Vec<u8>>()

@@ -50,10 +50,12 @@ impl Mapped {
 
 /// Runs `f` with the GIL released if `big`, else holding it.
 ///
-/// Releasing costs a thread that gives it up more than the work, when the work is
-/// short: another thread busy in Python (lookups) keeps the GIL for up to the switch
-/// interval (5 ms) before the releasing thread gets it back. So work of well under a
-/// millisecond keeps the GIL, and only longer work lets other threads run meanwhile.
+/// A release costs the releasing thread more than the work when the work is short:
+/// another thread busy in Python (lookups) keeps the GIL for up to the switch interval
+/// (`sys.getswitchinterval()`, 5 ms by default) before the releasing thread gets it
+/// back. Holding it instead stalls the other threads no longer than the releasing
+/// thread's Python code does anyway (the interpreter switches threads at that interval).
+/// So work well under the switch interval keeps the GIL; longer work releases it.
 pub fn detach_if<T: Send>(py: Python<'_>, big: bool, f: impl FnOnce() -> T + Send) -> T {
     if big {
         py.detach(f)
@@ -62,9 +64,9 @@ pub fn detach_if<T: Send>(py: Python<'_>, big: bool, f: impl FnOnce() -> T + Sen
     }
 }
 
-/// Bytes of a file below which its verification keeps the GIL (a fraction of a
-/// millisecond: hashing runs at several GB/s, the slot table at a few ns per slot).
-pub const DETACH_BYTES: usize = 2 << 20;
-/// Keys to probe below which a merge keeps the GIL (a probe into a large table misses
-/// the caches: about 0.1-0.3 us each).
-pub const DETACH_PROBES: usize = 2048;
+/// Bytes of a file from which its verification releases the GIL (about 3 ms: hashing
+/// runs at several GB/s, the slot table at a few ns per slot).
+pub const DETACH_BYTES: usize = 16 << 20;
+/// Keys to probe from which a merge releases the GIL (about 3 ms: a probe into a large
+/// table misses the caches, 0.1-0.3 us each).
+pub const DETACH_PROBES: usize = 16 << 10;
