@@ -556,7 +556,7 @@ class StateFile:
 
     def verify(self, body_digest: bytes | None = None, *, records: bool = False) -> None:
         """Check the body checksum and the structure every lookup relies on
-        (``docs/FORMAT.md``, 4.8), in compiled code with the GIL released.
+        (``docs/FORMAT.md``, 4.8), in compiled code (the GIL released for large files).
 
         ``body_digest``: the xxh3-128 of the file past its prefix, already computed while
         the file was written (see ``blobs.decompress_file``); None hashes the file here.

@@ -2,10 +2,9 @@
 
 Everything here works on slot keys and raw record bytes: vectorised with numpy, or
 compiled (``native/core/src/merge.rs``: the consumer's per-record probes and digests,
-run with the GIL released). The state digest of
-a version is the sum, modulo 2**64, of xxh3-64 over every record's bytes: a
-consumer that applies deltas recomputes it from what changed and refuses the
-result unless it equals the manifest's.
+the GIL released when the work is large). The state digest of a version is the sum,
+modulo 2**64, of xxh3-64 over every record's bytes: a consumer that applies deltas
+recomputes it from what changed and refuses the result unless it equals the manifest's.
 """
 
 from __future__ import annotations
