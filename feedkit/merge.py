@@ -9,6 +9,7 @@ recomputes it from what changed and refuses the result unless it equals the mani
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,26 +138,51 @@ def delta_records(files: list[StateFile], new: RecordSet, d: Diff,
     )
 
 
-def _file_records(sf: StateFile, slots: np.ndarray, source: int) -> dict[str, np.ndarray]:
+def _columns(sf: StateFile, slots: np.ndarray, index_fields: list[str]) -> dict[str, np.ndarray]:
+    """The RecordSet columns of ``sf``'s entries at ``slots``: keys, record starts and
+    lengths, tombstones (numpy gathers), and per index field (``#field``) the value
+    hashes the index posts them under (compiled: numpy needed an array per slot of the
+    file and several passes).
+
+    Raises:
+        IntegrityError: a slot outside the table, or a file without one of the indexes.
+    """
+    columns = _columns_py(sf, slots, [])
+    metas = [sf._index_meta(f) for f in index_fields]
+    try:
+        hashes = _native.posted_hashes(
+            sf.table_args(), np.ascontiguousarray(slots, dtype=np.int64),
+            [(sf.body_offset + m["table"], m["slots"], m["empty"], m["values"],
+              sf.body_offset + m["postings"], m["count"]) for m in metas])
+    except IntegrityError as exc:
+        raise IntegrityError(f"{sf.path}: {exc}") from None
+    columns.update({f"#{f}": np.frombuffer(h, np.uint64)
+                    for f, h in zip(index_fields, hashes, strict=True)})
+    return columns
+
+
+def _columns_py(sf: StateFile, slots: np.ndarray, index_fields: list[str]) -> dict[str, np.ndarray]:
+    """:func:`_columns` in numpy (the oracle)."""
     starts, lengths = sf.record_ranges(slots)
-    return {"keys": sf.slot_keys(slots), "starts": starts, "lengths": lengths,
-            "source": np.full(len(slots), source, np.uint8),
-            "tombstone": sf.heap[starts] == TOMBSTONE if sf.kind == "overlay"
-            else np.zeros(len(slots), bool)}
+    columns = {"keys": sf.slot_keys(slots), "starts": starts, "lengths": lengths,
+               "tombstone": sf.heap[starts] == TOMBSTONE if sf.kind == "overlay"
+               else np.zeros(len(slots), bool)}
+    columns.update({f"#{f}": sf.index_hashes(f)[slots] for f in index_fields})
+    return columns
 
 
 def _record_set(parts: list[tuple[StateFile, np.ndarray]], index_fields: list[str],
-                drop_tombstones: bool) -> RecordSet:
-    pieces = [_file_records(sf, slots, i) for i, (sf, slots) in enumerate(parts)]
+                drop_tombstones: bool, columns: Callable[..., dict[str, np.ndarray]] = _columns
+                ) -> RecordSet:
+    pieces = [columns(sf, slots, index_fields) for sf, slots in parts]
     cat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    hashes = {f: np.concatenate([sf.index_hashes(f)[slots] for sf, slots in parts])
-              for f in index_fields}
+    source = np.concatenate([np.full(len(slots), i, np.uint8) for i, (_, slots) in enumerate(parts)])
     keep = ~cat["tombstone"] if drop_tombstones else np.ones(len(cat["keys"]), bool)
     return RecordSet(
         keys=cat["keys"][keep], starts=cat["starts"][keep], lengths=cat["lengths"][keep],
-        sources=[sf.heap for sf, _ in parts], source=cat["source"][keep],
+        sources=[sf.heap for sf, _ in parts], source=source[keep],
         tombstone=None if drop_tombstones else cat["tombstone"][keep],
-        index_hashes={f: h[keep] for f, h in hashes.items()},
+        index_hashes={f: cat[f"#{f}"][keep] for f in index_fields},
     )
 
 

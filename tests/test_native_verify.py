@@ -28,6 +28,7 @@ from feedkit.codec import pack_value
 from feedkit.format import PREFIX_SIZE, RecordSet, StateFile, write_state
 from feedkit.keys import M64, KeySpec, value_hash
 from feedkit.merge import (
+    _columns_py,
     _delta_effect_py,
     _record_set,
     _unshadowed,
@@ -399,7 +400,8 @@ def _python_records(files: list[StateFile], delta: StateFile) -> RecordSet:
     parts: list[tuple[StateFile, np.ndarray]] = [(delta, delta.occupied())]
     if len(files) == 2:
         parts.append((files[0], _unshadowed_py(delta, files[0])))
-    return _record_set(parts, list(files[-1].header["index_fields"]), drop_tombstones=False)
+    return _record_set(parts, list(files[-1].header["index_fields"]), drop_tombstones=False,
+                       columns=_columns_py)
 
 
 @fuzz_settings(120)
@@ -447,6 +449,11 @@ def test_apply_delta_and_compact_match_numpy_and_the_truth(tmp_path_factory: Any
               "version": 12, "kind": "base", "record_count": len(state),
               "state_digest": f"{truth_digest(state):016x}"}
     write_state(folder / "compacted", header, rs)
+    python = _record_set([(overlay, overlay.occupied()), (base, _unshadowed_py(overlay, base))],
+                         list(base.header["index_fields"]), drop_tombstones=True,
+                         columns=_columns_py)
+    write_state(folder / "compacted-py", header, python)
+    assert (folder / "compacted").read_bytes() == (folder / "compacted-py").read_bytes()
     sf = StateFile(folder / "compacted")
     sf.verify(records=True)
     slots = sf.occupied()

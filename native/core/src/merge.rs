@@ -5,7 +5,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::layout::Table;
+use crate::layout::{IndexTable, Table};
 use crate::probe::{probe, record_at, Found};
 
 /// One state file: its bytes and where its slot table and heap lie.
@@ -142,6 +142,39 @@ pub fn unshadowed(over: &Layer<'_>, under: &Layer<'_>) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// The value hash `index` posts each of `slots` under (0 where none): an index's
+/// column of the records a merged file takes from this one.
+///
+/// Posting bounds are clipped into `[0, count]` and made ascending, and postings past
+/// the slot table ignored, so a damaged index gives wrong hashes, never an error; a
+/// slot outside the table is an error.
+pub fn posted_hashes(
+    bytes: &[u8],
+    slot_count: usize,
+    index: &IndexTable,
+    slots: &[usize],
+) -> Result<Vec<u64>> {
+    let postings: Vec<u32> = index.postings(bytes)?.collect();
+    let mut by_slot = vec![0u64; slot_count];
+    let mut entries = index.entries(bytes)?;
+    if let Some((mut hash, first)) = entries.next() {
+        let mut from = (first as usize).min(postings.len());
+        for (next_hash, next_first) in entries {
+            let to = (next_first as usize).clamp(from, postings.len());
+            for &slot in &postings[from..to] {
+                if let Some(h) = by_slot.get_mut(slot as usize) {
+                    *h = hash;
+                }
+            }
+            (hash, from) = (next_hash, to);
+        }
+    }
+    slots
+        .iter()
+        .map(|&j| by_slot.get(j).copied().ok_or_else(|| Error::damaged(format!("slot {j} outside the slot table"))))
+        .collect()
+}
+
 /// Sum (mod 2**64) of xxh3-64 over the records `bytes[start..start + length]`: the state
 /// digest of a set of records (FORMAT.md, 7).
 pub fn digest_ranges(bytes: &[u8], ranges: impl IntoIterator<Item = (usize, usize)>) -> Result<u64> {
@@ -159,7 +192,6 @@ pub fn digest_ranges(bytes: &[u8], ranges: impl IntoIterator<Item = (usize, usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::TOMBSTONE;
     use crate::verify::tests::build;
 
     fn digest<R: AsRef<[u8]>>(records: &[R]) -> u64 {
@@ -240,8 +272,32 @@ mod tests {
     }
 
     #[test]
+    fn posted_hashes_follow_the_postings() {
+        let rows = [(1, "a", false), (2, "bb", false), (7, "", true), (4, "dddd", false)];
+        let over = build(&rows, 2, true, true);
+        let layer = Layer { bytes: &over.bytes, table: &over.table };
+        let slots = layer.occupied().unwrap();
+        let index = &over.expected.indexes[0].1;
+        let hashes = posted_hashes(&over.bytes, over.table.slot_count, index, &slots).unwrap();
+        for (&j, &h) in slots.iter().zip(&hashes) {
+            let start = over.table.record_offset(&over.bytes, j).unwrap();
+            let end = over.table.record_offset(&over.bytes, j + 1).unwrap();
+            // the test index posts each live record under (its length % 7 + 1)
+            let tomb = over.table.slot_key(&over.bytes, j) == Some(7);
+            assert_eq!(h, if tomb { 0 } else { (end - start) % 7 + 1 });
+        }
+        assert!(posted_hashes(&over.bytes, over.table.slot_count, index, &[usize::MAX]).is_err());
+        // first postings past the count are clipped: no error, no posting read twice
+        let mut d = build(&rows, 2, true, true);
+        let at = d.expected.indexes[0].1.table_at + 16 * 3 + 8;
+        d.word(at, u64::MAX);
+        let index = &d.expected.indexes[0].1;
+        assert!(posted_hashes(&d.bytes, d.table.slot_count, index, &slots).is_ok());
+    }
+
+    #[test]
     fn digest_ranges_sums_and_stays_inside() {
-        let bytes = [1u8, 2, 3, 4, 5, TOMBSTONE];
+        let bytes = [1u8, 2, 3, 4, 5, crate::layout::TOMBSTONE];
         assert_eq!(digest_ranges(&bytes, [(0, 2), (2, 3)]).unwrap(), digest(&[vec![1u8, 2], vec![3, 4, 5]]));
         assert_eq!(digest_ranges(&bytes, []).unwrap(), 0);
         assert!(digest_ranges(&bytes, [(5, 2)]).is_err());
