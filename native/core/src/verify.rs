@@ -177,6 +177,7 @@ pub fn decodes(record: &[u8], width: usize, stack: &mut Vec<usize>) -> Result<()
     let (mut pos, mut pending) = match *record {
         [b @ 0x90..=0x9f, ..] => (1, (b & 0x0f) as usize),
         [0xdc, hi, lo, ..] => (3, u16::from_be_bytes([hi, lo]) as usize),
+        [0xdd, a, b, c, d, ..] => (5, u32::from_be_bytes([a, b, c, d]) as usize),
         _ => (0, usize::MAX),
     };
     if pending != width {
@@ -632,7 +633,7 @@ pub mod tests {
         rec.extend_from_slice(&[0x82, 0xa1, b'k', 0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0,
             0xc2, 0xd6, 0x05, 1, 2, 3, 4]); // {k: [1.0, nil], false: ext 5}
         let mut records = vec![rec.clone()];
-        let extras: [&[u8]; 9] = [
+        let extras: [&[u8]; 10] = [
             &[0x92, 0xc4, 0x02, 1, 2, 0xc7, 0x01, 0x07, 9], // bin8, ext8
             &[0x92, 0xca, 0, 0, 0, 0, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1],
             &[0x92, 0xdc, 0x00, 0x01, 0xc3, 0xde, 0x00, 0x01, 0x01, 0x02],
@@ -642,6 +643,7 @@ pub mod tests {
             &[0x92, 0xc8, 0x00, 0x01, 0x01, 7, 0xc9, 0, 0, 0, 1, 0x02, 8],
             &[0x92, 0xd4, 1, 1, 0xd8, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             &[0x92, 0xa2, 0xc3, 0x28, 0xd9, 0x01, 0xed], // bad UTF-8 (a lone continuation)
+            &[0xdd, 0, 0, 0, 2, 0xc0, 0xc0], // an array32 header (cargo fuzz found it)
         ];
         records.extend(extras.iter().map(|r| r.to_vec()));
         let mut stack = Vec::new();
