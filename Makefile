@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # The Rust crate (native/) compiles into feedkit/_native*.so when pip installs the
 # package; NATIVE_STAMP rebuilds it in place after a change under native/.
-NATIVE_SRC := $(shell find native -path native/target -prune -o -type f \( -name '*.rs' -o -name 'Cargo.*' \) -print)
+NATIVE_SRC := $(shell find native -name target -prune -o -type f \( -name '*.rs' -o -name 'Cargo.*' \) -print)
 NATIVE_STAMP := $(VENV)/.native-stamp
 CARGO_ENV := PYO3_PYTHON=$(abspath $(PY)) CARGO_TERM_COLOR=never
 

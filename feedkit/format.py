@@ -604,8 +604,14 @@ class StateFile:
     def tombstones(self) -> int:
         return int(self.header["tombstones"])
 
-    def verify(self, body_digest: bytes | None = None) -> None:
-        """Check the body checksum and the structure every lookup relies on.
+    def table_args(self) -> tuple[Any, ...]:
+        """The mapping and the slot-table numbers, as the native functions take a file."""
+        return (self.mm, self.body_offset, self.slot_count, self.bits, self.method,
+                self.empty & M64, self.heap_offset, self.heap_end, self.kind == "overlay")
+
+    def verify(self, body_digest: bytes | None = None, *, records: bool = False) -> None:
+        """Check the body checksum and the structure every lookup relies on
+        (``docs/FORMAT.md``, 4.8), in compiled code (the GIL released for large files).
 
         ``body_digest``: the xxh3-128 of the file past its prefix, already computed while
         the file was written (see ``blobs.decompress_file``); None hashes the file here.
@@ -614,28 +620,50 @@ class StateFile:
         computed over bad tables (a buggy or hostile writer): slot offsets ascend from the
         heap start to the heap end, every occupied slot has a record and every empty one
         none, the terminal slot is empty, the header's entry and tombstone counts hold,
-        and every index's postings lie inside its table and point at live records. After
-        ``verify`` no lookup can fail on the tables; a record's bytes are only decoded
-        when asked for (an undecodable one raises ``IntegrityError`` then).
+        tombstones are one byte and only in overlays, every record opens an array of the
+        schema's width, and every index's value table is well formed and its postings
+        point at live records. After ``verify`` no lookup can fail on the tables.
+
+        ``records``: also check that every record decodes (one msgpack array of the
+        schema's width, UTF-8 strings, nested no deeper than the decoder allows, nothing
+        after it), so that a lookup on the file can only fail on a value's meaning (an
+        ext payload, an unhashable map key). The loader asks it of every downloaded blob.
 
         Raises:
             IntegrityError: the file's bytes are not the ones its writer hashed, or its
                 tables contradict each other (names the file).
+        """
+        indexes = [(name, self.body_offset + meta["table"], meta["slots"], meta["empty"],
+                    meta["values"], self.body_offset + meta["postings"], meta["count"])
+                   for name, meta in self.header["indexes"].items()]
+        try:
+            _native.verify_state(self.table_args(), self.count, self.tombstones,
+                                 len(self.header["schema"]), indexes, body_digest, records)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.path}: {exc}") from None
+
+    def _verify_py(self, body_digest: bytes | None = None) -> None:
+        """:meth:`verify` (without ``records``) in numpy: the oracle of the native one in
+        ``tests/test_native_verify.py``, and the reference for what it checks.
+
+        Raises:
+            IntegrityError: as :meth:`verify`.
         """
         if body_digest is None:
             body_digest = xxhash.xxh3_128(memoryview(self.mm)[_PREFIX.size:]).digest()
         if body_digest != self.digest:
             raise IntegrityError(f"{self.path}: state file checksum mismatch")
         keys, offsets = self.table[0::2], self.table[1::2]
-        lengths = np.diff(offsets)
         empty = _as_i64(self.empty)
         occupied = keys[:-1] != empty
         # Offsets ascend from the heap start to its end, every occupied slot has a record
-        # and every empty one none, and the terminal slot is empty.
+        # and every empty one none, and the terminal slot is empty. Compared, never
+        # subtracted first: the int64 differences of damaged offsets could wrap around.
         if (offsets[0] != self.heap_offset or offsets[-1] != self.heap_end
-                or keys[-1] != empty or lengths.min() < 0
-                or not np.array_equal(lengths != 0, occupied)):
+                or keys[-1] != empty or (offsets[1:] < offsets[:-1]).any()
+                or not np.array_equal(offsets[1:] != offsets[:-1], occupied)):
             raise IntegrityError(f"{self.path}: record offsets do not match the slot table")
+        lengths = np.diff(offsets)  # inside [0, heap length] now
         starts = offsets[:-1][occupied]
         firsts = self.heap[starts]
         tomb = firsts == TOMBSTONE
@@ -643,6 +671,8 @@ class StateFile:
         if len(starts) != self.count or tombstones != self.tombstones:
             raise IntegrityError(f"{self.path}: {len(starts)} entries and {tombstones} "
                                  f"tombstones, the header says {self.count} and {self.tombstones}")
+        if tombstones and self.kind != "overlay":
+            raise IntegrityError(f"{self.path}: a tombstone in a base file")
         live = occupied
         if tombstones:
             live = occupied.copy()
@@ -666,11 +696,12 @@ class StateFile:
             table = self._index_table(meta)
             hashes, firsts_posted = table[0::2], table[1::2]
             filled = hashes[:-1] != np.uint64(meta["empty"])
-            per_value = np.diff(firsts_posted.astype(np.int64))
+            owns = firsts_posted[1:] != firsts_posted[:-1]  # uint64: compared, no wrap
             postings = self._postings(meta)
             if (hashes[-1] != np.uint64(meta["empty"]) or firsts_posted[0] != 0
-                    or firsts_posted[-1] != meta["count"] or (per_value < 0).any()
-                    or per_value[~filled].any() or int(filled.sum()) != meta["values"]
+                    or firsts_posted[-1] != meta["count"]
+                    or (firsts_posted[1:] < firsts_posted[:-1]).any()
+                    or owns[~filled].any() or int(filled.sum()) != meta["values"]
                     or (len(postings) and (int(postings.max()) >= len(live)
                                            or not live[postings].all()))):
                 raise IntegrityError(f"{self.path}: the index on {name!r} does not match "

@@ -206,7 +206,7 @@ class Loader:
     def _checked(self, path: Path, m: Manifest, kind: str, digest: bytes | None) -> StateFile:
         try:
             sf = StateFile(path)
-            sf.verify(digest)
+            sf.verify(digest, records=True)  # untrusted bytes: every record must decode
             h = sf.header
             expected = {"feed": self.feed, "version": m.version, "kind": kind,
                         "record_count": m.record_count}

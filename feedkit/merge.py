@@ -1,14 +1,15 @@
 """Combining state files without decoding records: diff, delta-into-overlay, compaction.
 
-Everything here works on slot keys and raw record bytes, vectorised with numpy;
-only the state digest needs one xxh3 call per changed record. The state digest of
-a version is the sum, modulo 2**64, of xxh3-64 over every record's bytes: a
-consumer that applies deltas recomputes it from what changed and refuses the
-result unless it equals the manifest's.
+Everything here works on slot keys and raw record bytes: vectorised with numpy, or
+compiled (``native/core/src/merge.rs``: the consumer's per-record probes and digests,
+the GIL released when the work is large). The state digest of a version is the sum,
+modulo 2**64, of xxh3-64 over every record's bytes: a consumer that applies deltas
+recomputes it from what changed and refuses the result unless it equals the manifest's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,52 +209,67 @@ def delta_records(files: list[StateFile], new: RecordSet, d: Diff,
     )
 
 
-def _file_records(sf: StateFile, slots: np.ndarray, source: int) -> dict[str, np.ndarray]:
+def _columns(sf: StateFile, slots: np.ndarray, index_fields: list[str]) -> dict[str, np.ndarray]:
+    """The RecordSet columns of ``sf``'s entries at ``slots``: keys, record starts and
+    lengths, tombstones (numpy gathers), and per index field (``#field``) the value
+    hashes the index posts them under (compiled: numpy needed an array per slot of the
+    file and several passes).
+
+    Raises:
+        IntegrityError: a slot outside the table, or a file without one of the indexes.
+    """
+    columns = _columns_py(sf, slots, [])
+    metas = [sf._index_meta(f) for f in index_fields]
+    try:
+        hashes = _native.posted_hashes(
+            sf.table_args(), np.ascontiguousarray(slots, dtype=np.int64),
+            [(sf.body_offset + m["table"], m["slots"], m["empty"], m["values"],
+              sf.body_offset + m["postings"], m["count"]) for m in metas])
+    except IntegrityError as exc:
+        raise IntegrityError(f"{sf.path}: {exc}") from None
+    columns.update({f"#{f}": np.frombuffer(h, np.uint64)
+                    for f, h in zip(index_fields, hashes, strict=True)})
+    return columns
+
+
+def _columns_py(sf: StateFile, slots: np.ndarray, index_fields: list[str]) -> dict[str, np.ndarray]:
+    """:func:`_columns` in numpy (the oracle)."""
     starts, lengths = sf.record_ranges(slots)
-    return {"keys": sf.slot_keys(slots), "starts": starts, "lengths": lengths,
-            "source": np.full(len(slots), source, np.uint8),
-            "tombstone": sf.heap[starts] == TOMBSTONE if sf.kind == "overlay"
-            else np.zeros(len(slots), bool)}
+    columns = {"keys": sf.slot_keys(slots), "starts": starts, "lengths": lengths,
+               "tombstone": sf.heap[starts] == TOMBSTONE if sf.kind == "overlay"
+               else np.zeros(len(slots), bool)}
+    columns.update({f"#{f}": sf.index_hashes(f)[slots] for f in index_fields})
+    return columns
 
 
 def _record_set(parts: list[tuple[StateFile, np.ndarray]], index_fields: list[str],
-                drop_tombstones: bool) -> RecordSet:
-    pieces = [_file_records(sf, slots, i) for i, (sf, slots) in enumerate(parts)]
+                drop_tombstones: bool, columns: Callable[..., dict[str, np.ndarray]] = _columns
+                ) -> RecordSet:
+    pieces = [columns(sf, slots, index_fields) for sf, slots in parts]
     cat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    hashes = {f: np.concatenate([sf.index_hashes(f)[slots] for sf, slots in parts])
-              for f in index_fields}
+    source = np.concatenate([np.full(len(slots), i, np.uint8) for i, (_, slots) in enumerate(parts)])
     keep = ~cat["tombstone"] if drop_tombstones else np.ones(len(cat["keys"]), bool)
     return RecordSet(
         keys=cat["keys"][keep], starts=cat["starts"][keep], lengths=cat["lengths"][keep],
-        sources=[sf.heap for sf, _ in parts], source=cat["source"][keep],
+        sources=[sf.heap for sf, _ in parts], source=source[keep],
         tombstone=None if drop_tombstones else cat["tombstone"][keep],
-        index_hashes={f: h[keep] for f, h in hashes.items()},
+        index_hashes={f: cat[f"#{f}"][keep] for f in index_fields},
     )
 
 
-def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
-                state_digest: int) -> RecordSet:
-    """Merge ``delta`` into the state ``files`` ([overlay,] base) as a new overlay's records.
-
-    The new state's record count and digest are recomputed from what the delta
-    changes and compared with the manifest's.
-
-    Raises:
-        IntegrityError: the merged state is not the one the producer published.
-    """
-    base = files[-1]
-    overlay = files[0] if len(files) == 2 else None
-    index_fields = list(base.header["index_fields"])
+def _delta_effect_py(files: list[StateFile], delta: StateFile) -> tuple[int, int, int, int]:
+    """What ``delta`` does to the state ``files``, in numpy: the oracle of the native
+    ``delta_effect`` (``tests/test_native_verify.py``). Returns (upserts of keys that
+    were not live, tombstones of keys that were, digest of the live records the delta's
+    keys replace or delete, digest of the delta's upserts)."""
     d_slots = delta.occupied()
     d_keys = delta.slot_keys(d_slots)
     d_starts, d_lengths = delta.record_ranges(d_slots)
     d_tomb = delta.heap[d_starts] == TOMBSTONE
-
-    # What each delta key is in the current state: its bytes, or absent.
     present = np.zeros(len(d_slots), bool)
     old_digest = 0
     pending = np.ones(len(d_slots), bool)
-    for sf in files:
+    for sf in files:  # the overlay first: a hit there, record or tombstone, decides
         slots = sf.probe_many(d_keys[pending])
         where = np.flatnonzero(pending)[slots >= 0]
         found = slots[slots >= 0]
@@ -262,29 +278,76 @@ def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
         present[where[live]] = True
         old_digest += record_digest(sf.heap, starts[live], lengths[live])
         pending[where] = False
-    count = (int(files[0].header["record_count"]) + int((~d_tomb & ~present).sum())
-             - int((d_tomb & present).sum()))
-    digest = (int(files[0].header["state_digest"], 16) - old_digest
-              + record_digest(delta.heap, d_starts[~d_tomb], d_lengths[~d_tomb])) & _M64
+    return (int((~d_tomb & ~present).sum()), int((d_tomb & present).sum()), old_digest & _M64,
+            record_digest(delta.heap, d_starts[~d_tomb], d_lengths[~d_tomb]))
+
+
+def _unshadowed_py(over: StateFile, under: StateFile) -> np.ndarray:
+    """:func:`_unshadowed` in numpy (the oracle)."""
+    slots = under.occupied()
+    return slots[over.probe_many(under.slot_keys(slots)) < 0]
+
+
+def _unshadowed(over: StateFile, under: StateFile) -> np.ndarray:
+    """Slots of ``under``'s entries (records and tombstones) whose keys ``over`` does not
+    hold, ascending: what survives of ``under`` beneath ``over``.
+
+    Raises:
+        IntegrityError: a probe met a damaged table.
+    """
+    return np.frombuffer(_native.unshadowed(over.table_args(), under.table_args()),
+                         dtype=np.int64)
+
+
+def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
+                state_digest: int) -> RecordSet:
+    """Merge ``delta`` into the state ``files`` ([overlay,] base) as a new overlay's records.
+
+    The new state's record count and digest are recomputed from what the delta
+    changes (FORMAT.md, 7: every delta key probed in the current files, xxh3-64 summed
+    over the old and new records, in compiled code with the GIL released) and compared
+    with the manifest's.
+
+    Raises:
+        IntegrityError: the merged state is not the one the producer published, or a
+            file's tables are damaged.
+    """
+    base = files[-1]
+    overlay = files[0] if len(files) == 2 else None
+    index_fields = list(base.header["index_fields"])
+    what = (f"feed {base.feed!r}: applying delta {delta.header.get('base_version')}->"
+            f"{delta.version}")
+    try:
+        added, removed, old_digest, new_digest = _native.delta_effect(
+            [sf.table_args() for sf in files], delta.table_args())
+        kept = _unshadowed(delta, overlay) if overlay is not None else None
+    except IntegrityError as exc:
+        where = " over ".join(str(sf.path) for sf in [delta, *files])
+        raise IntegrityError(f"{what} ({where}): {exc}") from None
+    count = int(files[0].header["record_count"]) + added - removed
+    digest = (int(files[0].header["state_digest"], 16) - old_digest + new_digest) & _M64
     if count != record_count or digest != state_digest:
         raise IntegrityError(
-            f"feed {base.feed!r}: applying delta {delta.header.get('base_version')}->"
-            f"{delta.version} gives {count} records (digest {digest:016x}), the manifest says "
+            f"{what} gives {count} records (digest {digest:016x}), the manifest says "
             f"{record_count} ({state_digest:016x})")
-    parts: list[tuple[StateFile, np.ndarray]] = [(delta, d_slots)]
-    if overlay is not None:
-        o_slots = overlay.occupied()
-        kept = delta.probe_many(overlay.slot_keys(o_slots)) < 0
-        parts.append((overlay, o_slots[kept]))
+    parts: list[tuple[StateFile, np.ndarray]] = [(delta, delta.occupied())]
+    if overlay is not None and kept is not None:
+        parts.append((overlay, kept))
     return _record_set(parts, index_fields, drop_tombstones=False)
 
 
 def compact(files: list[StateFile]) -> RecordSet:
-    """The records of ``[overlay, base]`` as one base: overlay entries win, tombstones go."""
+    """The records of ``[overlay, base]`` as one base: overlay entries win, tombstones go.
+
+    Raises:
+        IntegrityError: a file's tables are damaged.
+    """
     overlay, base = files
     index_fields = list(base.header["index_fields"])
-    o_slots = overlay.occupied()
-    b_slots = base.occupied()
-    shadowed = overlay.probe_many(base.slot_keys(b_slots)) >= 0
-    return _record_set([(overlay, o_slots), (base, b_slots[~shadowed])], index_fields,
+    try:
+        kept = _unshadowed(overlay, base)
+    except IntegrityError as exc:
+        raise IntegrityError(f"feed {base.feed!r}: compacting {overlay.path} over "
+                             f"{base.path}: {exc}") from None
+    return _record_set([(overlay, overlay.occupied()), (base, kept)], index_fields,
                        drop_tombstones=True)

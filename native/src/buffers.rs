@@ -28,6 +28,12 @@ impl<T: Element> Held<T> {
         Ok(Held { buf, addr, len })
     }
 
+    /// Whether the exporter promised no writes through the buffer (a `mmap.ACCESS_READ`
+    /// mapping, bytes).
+    pub fn readonly(&self) -> bool {
+        self.buf.readonly()
+    }
+
     /// The buffer's items, in place.
     #[inline(always)]
     pub fn items(&self) -> &[T] {

@@ -14,9 +14,8 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType};
 
 use crate::errors::{integrity, to_py};
 
-/// Containers nested deeper than this in one value are damage (the writer never nests
-/// deeper than a schema's types, and Python would overflow its stack building them).
-const MAX_DEPTH: usize = 256;
+/// The same bound as verify's record check: a value it passed always decodes.
+use feedkit_core::verify::MAX_DEPTH;
 
 /// The kind of one key part (FORMAT.md, 5).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -1,7 +1,10 @@
 //! `feedkit._native`: the Python boundary of the compiled state layer.
 //!
 //! Small on purpose: a [`reader::Reader`] per served state, built by `feedkit/state.py`
-//! from the files it mapped; [`encode::encode_batch`], the producer's encode. The logic lives in `feedkit-core`; this crate turns its
+//! from the files it mapped; the producer's [`encode::encode_batch`], [`diff::diff`] and
+//! [`write::write_state`]; and the refresh path's functions over mapped files
+//! ([`verify::verify_state`], [`merge::delta_effect`], [`merge::unshadowed`],
+//! [`merge::posted_hashes`]). The logic lives in `feedkit-core`; this crate turns its
 //! results into Python objects and its errors into feedkit's error tree, once, in
 //! [`errors`]. No panic crosses into Python: every entry point runs under
 //! [`errors::guard`], which raises `IntegrityError` for one.
@@ -12,7 +15,10 @@ mod decode;
 mod diff;
 mod encode;
 mod errors;
+mod merge;
 mod reader;
+mod verify;
+mod view;
 mod write;
 
 use pyo3::prelude::*;
@@ -26,6 +32,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diff::present, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_array, m)?)?;
+    m.add_function(wrap_pyfunction!(verify::verify_state, m)?)?;
+    m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
+    m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
+    m.add_function(wrap_pyfunction!(merge::posted_hashes, m)?)?;
     m.add("FORMAT_VERSION", feedkit_core::layout::FORMAT_VERSION)?;
     Ok(())
 }

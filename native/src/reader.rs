@@ -7,30 +7,19 @@
 
 use feedkit_core::error::Error;
 use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
-use feedkit_core::layout::{Home, Table};
 use feedkit_core::probe::{probe, record_at, Found};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
-use crate::buffers::Held;
+use crate::view::{FileArgs, Mapped};
 use crate::decode::{Decoder, KeyField, PartKind};
 use crate::errors::{as_damage, guard, integrity, to_py};
 
-/// One mapped state file: its bytes (a buffer exported by its read-only `mmap`, held
-/// for as long as the Reader lives: the export keeps the mapping open) and its table.
-struct File {
-    buf: Held<u8>,
-    table: Table,
-}
-
-impl File {
-    #[inline(always)]
-    fn bytes(&self) -> &[u8] {
-        self.buf.items()
-    }
-}
+/// One mapped state file (its read-only mapping, held for as long as the Reader lives,
+/// and its checked table).
+type File = Mapped;
 
 /// A probe's outcome for one key, before anything is decoded.
 enum Hit {
@@ -55,9 +44,6 @@ pub struct Reader {
     /// `(key, UnicodeEncodeError) -> KeyTypeError` for a str key that is not text.
     badkey: Py<PyAny>,
 }
-
-/// A file's numbers, as `feedkit/state.py` passes them (see `StateFile`).
-type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
 
 #[pymethods]
 impl Reader {
@@ -87,16 +73,7 @@ impl Reader {
             }
             let files = files
                 .into_iter()
-                .map(|(mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay)| {
-                    let buf = Held::<u8>::get(&mm, "a state file")?;
-                    let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
-                    let table = Table::new(
-                        buf.items().len(), slots_at, slot_count, bits, home, empty, heap_start,
-                        heap_end, overlay,
-                    )
-                    .map_err(|e| to_py(py, e))?;
-                    Ok(File { buf, table })
-                })
+                .map(|args| Mapped::new(py, args))
                 .collect::<PyResult<Vec<File>>>()?;
             Ok(Reader {
                 files,

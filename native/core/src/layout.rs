@@ -18,6 +18,21 @@ pub const TOMBSTONE: u8 = 0xC0;
 /// The body starts at a multiple of this.
 pub const BODY_ALIGN: usize = 64;
 
+/// Records are msgpack arrays (section 4.6): a fixarray header for fewer than 16
+/// columns, else array16 (`DC` + big-endian u16).
+pub const FIXARRAY: u8 = 0x90;
+pub const ARRAY16: u8 = 0xDC;
+
+/// The header every record of a `width`-column schema starts with, and its length;
+/// `None` for widths format 1 cannot hold (array32: more than 65,535 columns).
+pub fn record_header(width: usize) -> Option<([u8; 3], usize)> {
+    match width {
+        0..=15 => Some(([FIXARRAY | width as u8, 0, 0], 1)),
+        16..=0xFFFF => Some(([ARRAY16, (width >> 8) as u8, width as u8], 3)),
+        _ => None,
+    }
+}
+
 /// Reads a little-endian u64 at `at`, or `None` past the end of `bytes`.
 #[inline(always)]
 pub fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
@@ -194,6 +209,89 @@ impl Table {
         u64_at(bytes, self.slots_at + j * SLOT_SIZE + 8)
     }
 }
+
+/// `n` items of `size` bytes at `at`, or `None` if they do not all lie in `bytes`.
+fn section(bytes: &[u8], at: usize, n: usize, size: usize) -> Option<&[u8]> {
+    bytes.get(at..n.checked_mul(size)?.checked_add(at)?)
+}
+
+impl Table {
+    /// The slot table as `(slot key, record offset)` pairs, slot 0 first.
+    pub fn slots<'a>(&self, bytes: &'a [u8]) -> Result<impl ExactSizeIterator<Item = (u64, u64)> + 'a> {
+        let table = section(bytes, self.slots_at, self.slot_count, SLOT_SIZE)
+            .ok_or_else(|| Error::damaged("the slot table lies outside the file"))?;
+        Ok(table.chunks_exact(SLOT_SIZE).map(|slot| {
+            let (key, offset) = slot.split_at(8);
+            (
+                u64::from_le_bytes(key.try_into().expect("8 bytes")),
+                u64::from_le_bytes(offset.try_into().expect("8 bytes")),
+            )
+        }))
+    }
+}
+
+/// Where one secondary index's value table and postings lie (section 4.7), checked
+/// against the file's size.
+#[derive(Debug, Clone)]
+pub struct IndexTable {
+    /// Absolute offset of entry 0 of the value table.
+    pub table_at: usize,
+    /// Entries, overflow tail and terminal entry included.
+    pub slots: usize,
+    /// The empty-entry sentinel.
+    pub empty: u64,
+    /// Distinct value hashes: the entries that are not empty.
+    pub values: usize,
+    /// Absolute offset of the first posting.
+    pub postings_at: usize,
+    /// Postings.
+    pub count: usize,
+}
+
+impl IndexTable {
+    pub fn new(
+        file_size: usize,
+        table_at: usize,
+        slots: usize,
+        empty: u64,
+        values: usize,
+        postings_at: usize,
+        count: usize,
+    ) -> Result<IndexTable> {
+        let fits = |at: usize, n: usize, size: usize| {
+            n.checked_mul(size).and_then(|b| b.checked_add(at)).is_some_and(|end| end <= file_size)
+        };
+        if slots == 0 || !fits(table_at, slots, INDEX_ENTRY_SIZE)
+            || !fits(postings_at, count, POSTING_SIZE)
+        {
+            return Err(Error::damaged("an index table does not fit the file"));
+        }
+        Ok(IndexTable { table_at, slots, empty, values, postings_at, count })
+    }
+
+    /// The value table as `(value hash, first posting)` pairs, entry 0 first.
+    pub fn entries<'a>(&self, bytes: &'a [u8]) -> Result<impl ExactSizeIterator<Item = (u64, u64)> + 'a> {
+        let table = section(bytes, self.table_at, self.slots, INDEX_ENTRY_SIZE)
+            .ok_or_else(|| Error::damaged("an index table lies outside the file"))?;
+        Ok(table.chunks_exact(INDEX_ENTRY_SIZE).map(|entry| {
+            let (hash, first) = entry.split_at(8);
+            (
+                u64::from_le_bytes(hash.try_into().expect("8 bytes")),
+                u64::from_le_bytes(first.try_into().expect("8 bytes")),
+            )
+        }))
+    }
+
+    /// The postings (primary slot numbers), in file order.
+    pub fn postings<'a>(&self, bytes: &'a [u8]) -> Result<impl ExactSizeIterator<Item = u32> + 'a> {
+        let postings = section(bytes, self.postings_at, self.count, POSTING_SIZE)
+            .ok_or_else(|| Error::damaged("postings lie outside the file"))?;
+        Ok(postings
+            .chunks_exact(POSTING_SIZE)
+            .map(|p| u32::from_le_bytes(p.try_into().expect("4 bytes"))))
+    }
+}
+
 
 impl Prefix {
     /// The 48 prefix bytes the writer puts before a `header_length`-byte header.

@@ -3,15 +3,19 @@
 //! Nothing here knows Python; `feedkit-native` is the boundary. Every input is
 //! untrusted bytes: functions return `Err` on damage and never index past a slice's
 //! end.
+//! hashing, the msgpack codec, verification and the consumer's merge arithmetic.
+//! untrusted bytes: functions return `Err` on damage and never index past a slice's end.
 
 pub mod diff;
 pub mod encode;
 pub mod error;
 pub mod keyhash;
 pub mod layout;
+pub mod merge;
 pub mod msgpack;
 pub mod probe;
 pub mod records;
+pub mod verify;
 pub mod write;
 
 pub use error::{Error, Result};
