@@ -40,7 +40,7 @@ fn files(py: Python<'_>, files: Vec<FileArgs<'_>>) -> PyResult<Vec<File>> {
 }
 
 fn layers(files: &[File]) -> Vec<Layer<'_>> {
-    files.iter().map(|f| Layer { bytes: f.buf.items(), table: f.table.clone() }).collect()
+    files.iter().map(|f| Layer { bytes: f.buf.items(), table: &f.table }).collect()
 }
 
 /// Little-endian int64s, for `numpy.frombuffer`.

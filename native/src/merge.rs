@@ -24,8 +24,8 @@ pub fn delta_effect(
         let current = current.into_iter().map(|f| Mapped::new(py, f)).collect::<PyResult<Vec<_>>>()?;
         let delta = Mapped::new(py, delta)?;
         let layers: Vec<Layer<'_>> =
-            current.iter().map(|m| Layer { bytes: m.bytes(), table: &m.table }).collect();
-        let d = Layer { bytes: delta.bytes(), table: &delta.table };
+            current.iter().map(|m| m.layer()).collect();
+        let d = delta.layer();
         // a table is half full at most: slot_count / 2 bounds the keys to probe
         let big = delta.table.slot_count / 2 >= DETACH_PROBES;
         let e = detach_if(py, big, || effect(&layers, &d)).map_err(|e| to_py(py, e))?;
@@ -43,8 +43,8 @@ pub fn unshadowed<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     guard(py, || {
         let (over, under) = (Mapped::new(py, over)?, Mapped::new(py, under)?);
-        let o = Layer { bytes: over.bytes(), table: &over.table };
-        let u = Layer { bytes: under.bytes(), table: &under.table };
+        let o = over.layer();
+        let u = under.layer();
         let big = under.table.slot_count / 2 >= DETACH_PROBES;
         let slots = detach_if(py, big, || survivors(&o, &u)).map_err(|e| to_py(py, e))?;
         let slots: Vec<u64> = slots.into_iter().map(|j| j as u64).collect();

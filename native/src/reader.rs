@@ -7,7 +7,8 @@
 
 use feedkit_core::error::Error;
 use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
-use feedkit_core::probe::{probe, record_at, Found};
+use feedkit_core::probe::{record_at, Found};
+use feedkit_core::state::{live_at, lookup, Layer};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -203,29 +204,19 @@ impl Reader {
 impl Reader {
     /// The live slots among `slots` of file `file`, as little-endian int64 bytes.
     fn live(&self, py: Python<'_>, file: usize, slots: impl Iterator<Item = i64> + Send) -> PyResult<Vec<u8>> {
-        let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
-        let bytes = f.bytes();
-        // Only the last file (a base) sits under another: the overlay before it.
-        let shadow = (file + 1 == self.files.len() && file > 0)
-            .then(|| (self.files[0].bytes(), &self.files[0].table));
-        let table = &f.table;
+        if file >= self.files.len() {
+            return Err(integrity(py, "no such file in the state"));
+        }
+        let layers: Vec<Layer<'_>> = self.files.iter().map(Mapped::layer).collect();
         py.detach(|| {
             let mut out = Vec::new();
+            let layer = &layers[file];
             for j in slots {
                 let j = usize::try_from(j).map_err(|_| Error::damaged(format!("slot {j}")))?;
-                let key = table.slot_key(bytes, j).ok_or_else(|| Error::damaged(format!("slot {j}")))?;
-                if key == table.empty {
-                    continue;
+                let key = layer.table.slot_key(layer.bytes, j).ok_or_else(|| Error::damaged(format!("slot {j}")))?;
+                if key != layer.table.empty && live_at(&layers, file, j, key)?.is_some() {
+                    out.extend_from_slice(&(j as i64).to_le_bytes());
                 }
-                if let Found::Deleted = record_at(bytes, table, j)? {
-                    continue;
-                }
-                if let Some((over, over_table)) = shadow {
-                    if probe(over, over_table, key)? != Found::Miss {
-                        continue;
-                    }
-                }
-                out.extend_from_slice(&(j as i64).to_le_bytes());
             }
             Ok(out)
         })
@@ -307,14 +298,12 @@ impl Reader {
 
     #[inline]
     fn probe_silent(&self, slot_key: u64) -> feedkit_core::Result<Hit> {
-        for (i, f) in self.files.iter().enumerate() {
-            match probe(f.bytes(), &f.table, slot_key)? {
-                Found::Miss => continue,
-                Found::Deleted => return Ok(Hit::Miss),
-                Found::Record { start, end, .. } => return Ok(Hit::Record { file: i, start, end }),
-            }
-        }
-        Ok(Hit::Miss)
+        let found = match &self.files[..] {
+            [only] => lookup(&[only.layer()], slot_key)?,
+            [over, base] => lookup(&[over.layer(), base.layer()], slot_key)?,
+            _ => None, // Reader::new takes one or two files
+        };
+        Ok(found.map_or(Hit::Miss, |l| Hit::Record { file: l.file, start: l.start, end: l.end }))
     }
 
     /// Decodes a probe's record; for hashed keys, None unless its key is `nkey` (a key

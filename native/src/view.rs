@@ -1,6 +1,7 @@
 //! The state files Python mapped, viewed as bytes for work done with the GIL released.
 
 use feedkit_core::layout::{Home, Table};
+use feedkit_core::state::Layer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
@@ -41,6 +42,12 @@ impl Mapped {
     #[inline(always)]
     pub fn bytes(&self) -> &[u8] {
         self.buf.items()
+    }
+
+    /// The file as a layer of a state (`feedkit_core::state`).
+    #[inline(always)]
+    pub fn layer(&self) -> Layer<'_> {
+        Layer { bytes: self.bytes(), table: &self.table }
     }
 }
 

@@ -5,30 +5,10 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::layout::Table;
-use crate::probe::{probe, record_at, Found};
 use crate::records::Records;
 
-/// One file of a state: its bytes and where its tables lie.
-#[derive(Debug, Clone)]
-pub struct Layer<'a> {
-    pub bytes: &'a [u8],
-    pub table: Table,
-}
-
-/// Where a key lives in a state: the first file holding it decides (the overlay hides
-/// the base), and a tombstone there means it lives nowhere.
-#[inline]
-fn lookup(layers: &[Layer<'_>], key: u64) -> Result<Option<(usize, usize, usize, usize)>> {
-    for (f, layer) in layers.iter().enumerate() {
-        match probe(layer.bytes, &layer.table, key)? {
-            Found::Miss => continue,
-            Found::Deleted => return Ok(None),
-            Found::Record { slot, start, end } => return Ok(Some((f, slot, start, end))),
-        }
-    }
-    Ok(None)
-}
+pub use crate::state::Layer;
+use crate::state::{live_at, lookup, Live};
 
 /// Per key: is it a live record of the state `layers`?
 pub fn present(layers: &[Layer<'_>], keys: &[u64]) -> Result<Vec<bool>> {
@@ -85,7 +65,7 @@ pub fn diff(layers: &[Layer<'_>], keys: &[u64], records: &Records<'_>) -> Result
     let mut matched: Vec<Marks> = layers.iter().map(|l| Marks::new(l.table.slot_count)).collect();
     for (i, &key) in keys.iter().enumerate() {
         let new = records.get(i);
-        if let Some((f, slot, start, end)) = lookup(layers, key)? {
+        if let Some(Live { file: f, slot, start, end }) = lookup(layers, key)? {
             matched[f].set(slot);
             let old = &layers[f].bytes[start..end];
             if old == new {
@@ -105,13 +85,8 @@ pub fn diff(layers: &[Layer<'_>], keys: &[u64], records: &Records<'_>) -> Result
             if key == t.empty || matched[f].get(j) {
                 continue;
             }
-            let Found::Record { start, end, .. } = record_at(layer.bytes, t, j)? else {
-                continue; // a tombstone: nothing lives there
-            };
-            // A base record the overlay replaced or deleted is not live.
-            if f > 0 && probe(layers[0].bytes, &layers[0].table, key)? != Found::Miss {
-                continue;
-            }
+            // Not a tombstone, nor a base record the overlay replaced or deleted.
+            let Some(Live { start, end, .. }) = live_at(layers, f, j, key)? else { continue };
             out.deleted[f].push(j);
             out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(&layer.bytes[start..end]));
         }
@@ -122,7 +97,8 @@ pub fn diff(layers: &[Layer<'_>], keys: &[u64], records: &Records<'_>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Home;
+    use crate::layout::{Home, Table};
+    use crate::probe::{probe, Found};
     use crate::write::{place_int, free_sentinel};
 
     /// A state file's slot table and heap in memory (body at 0, no header): enough for
@@ -159,7 +135,7 @@ mod tests {
     }
 
     fn slot_of(layer: &Layer<'_>, key: i64) -> usize {
-        match probe(layer.bytes, &layer.table, key as u64).unwrap() {
+        match probe(layer.bytes, layer.table, key as u64).unwrap() {
             Found::Record { slot, .. } => slot,
             _ => panic!("{key} is not a record"),
         }
@@ -171,7 +147,7 @@ mod tests {
         // the overlay changed 2, deleted 3 and added 5
         let (over, ot) = file(&[(2, b"\x91\x12"), (3, b"\xc0"), (5, b"\x91\x05")], true);
         assert_eq!(bt.home, Home::Low);
-        let layers = [Layer { bytes: &over, table: ot }, Layer { bytes: &base, table: bt }];
+        let layers = [Layer { bytes: &over, table: &ot }, Layer { bytes: &base, table: &bt }];
         // new state: 1 same, 2 same as the overlay's, 3 back, 4 changed, 5 gone, 6 new
         let heap: &[u8] = b"\x91\x01\x91\x12\x91\x03\x91\x44\x91\x06";
         let keys: Vec<u64> = [1i64, 2, 3, 4, 6].iter().map(|&k| k as u64).collect();

@@ -15,6 +15,7 @@ pub mod merge;
 pub mod msgpack;
 pub mod probe;
 pub mod records;
+pub mod state;
 pub mod verify;
 pub mod write;
 

@@ -5,35 +5,11 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::layout::{IndexTable, Table};
-use crate::probe::{probe, record_at, Found};
+use crate::layout::IndexTable;
+use crate::probe::{record_at, Found};
 
-/// One state file: its bytes and where its slot table and heap lie.
-#[derive(Clone, Copy)]
-pub struct Layer<'a> {
-    pub bytes: &'a [u8],
-    pub table: &'a Table,
-}
-
-impl Layer<'_> {
-    /// Slots of every entry (record or tombstone), ascending; the terminal slot is never
-    /// one, even on a damaged file.
-    pub fn occupied(&self) -> Result<Vec<usize>> {
-        let mut out = Vec::new();
-        for (j, (key, _)) in self.table.slots(self.bytes)?.enumerate() {
-            if key != self.table.empty && j + 1 < self.table.slot_count {
-                out.push(j);
-            }
-        }
-        Ok(out)
-    }
-
-    /// What the layer holds for `slot_key`.
-    #[inline]
-    fn probe(&self, slot_key: u64) -> Result<Found> {
-        probe(self.bytes, self.table, slot_key)
-    }
-}
+pub use crate::state::{unshadowed, Layer};
+use crate::state::lookup;
 
 /// What applying a delta changes, to be added to the current state's header values.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -101,18 +77,13 @@ pub fn delta_effect(current: &[Layer<'_>], delta: &Layer<'_>) -> Result<DeltaEff
                 Found::Deleted => false,
                 Found::Miss => return Err(Error::damaged(format!("delta slot {j} holds no entry"))),
             };
-            let mut was_live = false;
-            for (i, layer) in current.iter().enumerate() {
-                match layer.probe(key)? {
-                    Found::Miss => continue,
-                    Found::Deleted => break,
-                    Found::Record { start, end, .. } => {
-                        old.push((i, start, end));
-                        was_live = true;
-                        break;
-                    }
+            let was_live = match lookup(current, key)? {
+                Some(live) => {
+                    old.push((live.file, live.start, live.end));
+                    true
                 }
-            }
+                None => false,
+            };
             match (upsert, was_live) {
                 (true, false) => effect.added += 1,
                 (false, true) => effect.removed += 1,
@@ -125,21 +96,6 @@ pub fn delta_effect(current: &[Layer<'_>], delta: &Layer<'_>) -> Result<DeltaEff
         }
     }
     Ok(effect)
-}
-
-/// Slots of `under`'s entries whose keys `over` does not hold (as a record or a
-/// tombstone), ascending: what survives of `under` beneath `over`.
-pub fn unshadowed(over: &Layer<'_>, under: &Layer<'_>) -> Result<Vec<usize>> {
-    let mut out = Vec::new();
-    for (j, (key, _)) in under.table.slots(under.bytes)?.enumerate() {
-        if key == under.table.empty || j + 1 >= under.table.slot_count {
-            continue;
-        }
-        if over.probe(key)? == Found::Miss {
-            out.push(j);
-        }
-    }
-    Ok(out)
 }
 
 /// The value hash `index` posts each of `slots` under (0 where none): an index's
