@@ -339,15 +339,27 @@ def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
 def compact(files: list[StateFile]) -> RecordSet:
     """The records of ``[overlay, base]`` as one base: overlay entries win, tombstones go.
 
+    The records' count and digest are checked against the state's (the overlay's
+    header), so a damaged cached file is refused rather than rewritten as a base that
+    would pass ``verify``.
+
     Raises:
-        IntegrityError: a file's tables are damaged.
+        IntegrityError: a file's tables are damaged, or the records are not the state's.
     """
     overlay, base = files
     index_fields = list(base.header["index_fields"])
+    where = f"feed {base.feed!r}: compacting {overlay.path} over {base.path}"
     try:
         kept = _unshadowed(overlay, base)
+        rs = _record_set([(overlay, overlay.occupied()), (base, kept)], index_fields,
+                         drop_tombstones=True)
+        source = rs.source if rs.source is not None else np.zeros(len(rs), np.uint8)
+        digest = sum(record_digest(heap, rs.starts[source == i], rs.lengths[source == i])
+                     for i, heap in enumerate(rs.sources)) & _M64
     except IntegrityError as exc:
-        raise IntegrityError(f"feed {base.feed!r}: compacting {overlay.path} over "
-                             f"{base.path}: {exc}") from None
-    return _record_set([(overlay, overlay.occupied()), (base, kept)], index_fields,
-                       drop_tombstones=True)
+        raise IntegrityError(f"{where}: {exc}") from None
+    count, want = int(overlay.header["record_count"]), int(overlay.header["state_digest"], 16)
+    if len(rs) != count or digest != want:
+        raise IntegrityError(f"{where} gives {len(rs)} records (digest {digest:016x}), the "
+                             f"state has {count} ({want:016x})")
+    return rs

@@ -483,3 +483,19 @@ def test_apply_delta_over_a_damaged_cached_file_is_an_integrity_error(tmp_path: 
     base = write(tmp_path / "base2", rows, width=2)
     with pytest.raises(IntegrityError, match="compacting"):
         compact([damaged(tmp_path / "delta", delta), base])
+
+
+def test_compacting_over_a_lying_cached_base_is_refused(tmp_path: Path) -> None:
+    """A cached base whose records are not its state's (behind a valid checksum, so
+    verify passes it) is not rewritten into a base that would pass verify too: compact
+    checks the records' count and digest against the state's."""
+    truth = {1: (1, "a"), 2: (2, "B")}
+    overlay = write(tmp_path / "o", {2: (2, "B")}, width=2, kind="overlay", state=truth)
+    honest = write(tmp_path / "b", {1: (1, "a"), 2: (2, "b")}, width=2)
+    rs = compact([overlay, honest])
+    assert len(rs) == 2
+    lying = write(tmp_path / "lying", {1: (1, "x"), 2: (2, "b")}, width=2,
+                  state={1: (1, "a"), 2: (2, "b")})
+    lying.verify(records=True)  # nothing a reader checks is wrong with it alone
+    with pytest.raises(IntegrityError, match=r"t\.native.*compacting.*2 records \(digest"):
+        compact([overlay, lying])
