@@ -403,12 +403,6 @@ def _write_state_py(path: str | os.PathLike[str], header: dict[str, Any],
     return full
 
 
-def native_file(sf: StateFile) -> tuple[Any, ...]:
-    """``sf`` as the compiled layer takes a state file: its mapping and its table's numbers."""
-    return (sf.mm, sf.body_offset, sf.slot_count, sf.bits, sf.method, sf.empty & M64,
-            sf.heap_offset, sf.heap_end, sf.kind == "overlay")
-
-
 DESCRIPTIVE = ("feed", "key", "schema", "index_fields", "use_list")
 
 

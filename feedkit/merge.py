@@ -16,7 +16,7 @@ import numpy as np
 
 from feedkit import _native
 from feedkit.errors import IntegrityError
-from feedkit.format import TOMBSTONE, RecordSet, StateFile, arrow_records, native_file
+from feedkit.format import TOMBSTONE, RecordSet, StateFile, arrow_records
 from feedkit.keys import xxh3
 
 __all__ = ["Diff", "apply_delta", "compact", "diff", "present", "record_digest"]
@@ -95,7 +95,7 @@ def diff(files: list[StateFile], new: RecordSet) -> Diff:
         IntegrityError: a damaged state file, or a record outside its source.
     """
     upserts, deleted, changed_old, removed, added = _native.diff(
-        [native_file(sf) for sf in files], _slot_bits(new.keys),
+        [sf.table_args() for sf in files], _slot_bits(new.keys),
         np.ascontiguousarray(new.starts, dtype=np.int64),
         np.ascontiguousarray(new.lengths, dtype=np.int64),
         [np.ascontiguousarray(s, dtype=np.uint8)
@@ -113,7 +113,7 @@ def present(files: list[StateFile], keys: np.ndarray) -> np.ndarray:
     Raises:
         IntegrityError: a damaged state file.
     """
-    found = _native.present([native_file(sf) for sf in files], _slot_bits(keys))
+    found = _native.present([sf.table_args() for sf in files], _slot_bits(keys))
     return np.frombuffer(found, dtype=bool)
 
 

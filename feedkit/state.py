@@ -16,7 +16,7 @@ import numpy as np
 from feedkit import _native, codec
 from feedkit.errors import ConfigurationError, IntegrityError, KeyTypeError
 from feedkit.format import StateFile, damaged_record
-from feedkit.keys import M64, unencodable_key, value_hash
+from feedkit.keys import unencodable_key, value_hash
 
 __all__ = ["State"]
 
@@ -43,8 +43,7 @@ class State:
         # refers back to self: State -> get -> self would be a reference cycle, keeping
         # every old version mapped until the cyclic collector runs.
         self._reader = _native.Reader(
-            [(sf.mm, sf.body_offset, sf.slot_count, sf.bits, sf.method, sf.empty & M64,
-              sf.heap_offset, sf.heap_end, sf.kind == "overlay") for sf in files],
+            [sf.table_args() for sf in files],
             self.Record, len(self.names), list(self.spec.parts), self._key_pos, self.use_list,
             codec.decode_ext, partial(self.spec.normalize, feed=self.feed),
             partial(damaged_record, list(files)), partial(unencodable_key, self.feed))

@@ -2,45 +2,25 @@
 //! (feedkit/merge.py's `diff` and `present`).
 
 use feedkit_core::diff::{diff as diff_layers, present as present_in, Layer};
-use feedkit_core::layout::{Home, Table};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::buffers::Held;
 use crate::errors::{guard, to_py};
+use crate::view::{FileArgs, Mapped};
 use crate::write::RecordArgs;
 
-/// A state file as `feedkit/merge.py` passes it: its mmap and the numbers `StateFile`
-/// read from its header (the same tuple as `Reader`'s).
-type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
-
-struct File {
-    buf: Held<u8>,
-    table: Table,
-}
-
-fn files(py: Python<'_>, files: Vec<FileArgs<'_>>) -> PyResult<Vec<File>> {
+/// The state `[overlay, base]` or `[base]` as `feedkit/merge.py` passes it.
+fn files(py: Python<'_>, files: Vec<FileArgs<'_>>) -> PyResult<Vec<Mapped>> {
     if files.is_empty() || files.len() > 2 {
         return Err(PyTypeError::new_err("a state is [overlay, base] or [base]"));
     }
-    files
-        .into_iter()
-        .map(|(mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay)| {
-            let buf = Held::<u8>::get(&mm, "a state file")?;
-            let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
-            let table = Table::new(
-                buf.items().len(), slots_at, slot_count, bits, home, empty, heap_start, heap_end,
-                overlay,
-            )
-            .map_err(|e| to_py(py, e))?;
-            Ok(File { buf, table })
-        })
-        .collect()
+    files.into_iter().map(|args| Mapped::new(py, args)).collect()
 }
 
-fn layers(files: &[File]) -> Vec<Layer<'_>> {
-    files.iter().map(|f| Layer { bytes: f.buf.items(), table: &f.table }).collect()
+fn layers(files: &[Mapped]) -> Vec<Layer<'_>> {
+    files.iter().map(Mapped::layer).collect()
 }
 
 /// Little-endian int64s, for `numpy.frombuffer`.

@@ -180,16 +180,22 @@ fn short() -> Error {
     Error::damaged("msgpack data ends early")
 }
 
-pub fn write_array_header(out: &mut Vec<u8>, n: usize) {
+/// A container header: the fix form (`fix | n`) below 16 items, else the 16- or 32-bit
+/// length form.
+fn write_container(out: &mut Vec<u8>, n: usize, [fix, form16, form32]: [u8; 3]) {
     if n < 16 {
-        out.push(0x90 | n as u8);
+        out.push(fix | n as u8);
     } else if n <= u16::MAX as usize {
-        out.push(0xdc);
+        out.push(form16);
         out.extend_from_slice(&(n as u16).to_be_bytes());
     } else {
-        out.push(0xdd);
+        out.push(form32);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
+}
+
+pub fn write_array_header(out: &mut Vec<u8>, n: usize) {
+    write_container(out, n, [0x90, 0xdc, 0xdd]);
 }
 
 /// An int in msgpack-python's canonical form: unsigned forms for `>= 0`.
@@ -265,15 +271,7 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 }
 
 pub fn write_map_header(out: &mut Vec<u8>, n: usize) {
-    if n < 16 {
-        out.push(0x80 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.push(0xde);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdf);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
+    write_container(out, n, [0x80, 0xde, 0xdf]);
 }
 
 /// A str header for `n` bytes of UTF-8 (fixstr, str8, str16, str32), without the bytes.

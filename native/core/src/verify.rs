@@ -296,6 +296,38 @@ fn check_index(bytes: &[u8], index: &IndexTable, live: &Live) -> Result<()> {
     Ok(())
 }
 
+/// What [`decodes`] must accept, walked through the msgpack Reader's tokens: the slow
+/// reference the cargo tests and the fuzz target compare `decodes` with.
+pub fn decodes_by_tokens(record: &[u8], width: usize) -> bool {
+    use crate::msgpack::{Reader, Token};
+    let mut r = Reader::new(record);
+    if !matches!(r.token(), Ok(Token::Array(n)) if n == width) {
+        return false;
+    }
+    let (mut stack, mut pending) = (Vec::new(), width);
+    loop {
+        while pending == 0 {
+            match stack.pop() {
+                Some(p) => pending = p,
+                None => return r.remaining() == 0,
+            }
+        }
+        pending -= 1;
+        let items = match r.token() {
+            Err(_) => return false,
+            Ok(Token::Array(n)) => n,
+            Ok(Token::Map(n)) => 2 * n,
+            Ok(Token::Str(s)) if std::str::from_utf8(s).is_err() => return false,
+            Ok(_) => continue,
+        };
+        if stack.len() >= MAX_DEPTH {
+            return false;
+        }
+        stack.push(pending);
+        pending = items;
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -587,37 +619,6 @@ pub mod tests {
         assert!(decodes(&[0x92, 0x81, 0x01], 2, &mut stack).is_err());
         assert!(decodes(&[0x92, 0x01, 0x02, 0x03], 2, &mut stack).is_err());
         assert!(decodes(&[0x91, 0xd9, 0x02, b'a'], 1, &mut stack).is_err());
-    }
-
-    /// The walk `decodes` replaced, through the Reader's tokens: the reference.
-    fn decodes_by_tokens(record: &[u8], width: usize) -> bool {
-        use crate::msgpack::{Reader, Token};
-        let mut r = Reader::new(record);
-        if !matches!(r.token(), Ok(Token::Array(n)) if n == width) {
-            return false;
-        }
-        let (mut stack, mut pending) = (Vec::new(), width);
-        loop {
-            while pending == 0 {
-                match stack.pop() {
-                    Some(p) => pending = p,
-                    None => return r.remaining() == 0,
-                }
-            }
-            pending -= 1;
-            let items = match r.token() {
-                Err(_) => return false,
-                Ok(Token::Array(n)) => n,
-                Ok(Token::Map(n)) => 2 * n,
-                Ok(Token::Str(s)) if std::str::from_utf8(s).is_err() => return false,
-                Ok(_) => continue,
-            };
-            if stack.len() >= MAX_DEPTH {
-                return false;
-            }
-            stack.push(pending);
-            pending = items;
-        }
     }
 
     #[test]
