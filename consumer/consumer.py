@@ -208,6 +208,10 @@ class Consumer:
         except FeedkitError as exc:  # polling still follows the feed
             log.warning("feed %s: cannot watch the announcement, polling only: %s", self.feed, exc)
             self._watch = None
+        if self._watch is not None:
+            # A version announced before the watch existed raised no event (a forked
+            # child arms it well after the fork): look once now, not a poll later.
+            wake.set()
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks, and a refresher and watch of its own.

@@ -20,6 +20,8 @@ from feedkit.keys import unencodable_key, value_hash
 
 __all__ = ["State"]
 
+_CHUNK = 4096  # records decoded per call while iterating
+
 
 class State:
     """Lookups over ``files`` (``[overlay, base]`` or ``[base]``) at one version."""
@@ -71,10 +73,11 @@ class State:
 
     # -- many keys ----------------------------------------------------------------------
 
-    def _decode_many(self, sf: StateFile, slots: np.ndarray) -> list[Any]:
+    def _decode_many(self, sf: StateFile, slots: np.ndarray, what: str = "records") -> list[Any]:
+        """``what`` (the Reader's ``records``, ``keys`` or ``items``) of ``slots`` of ``sf``."""
         try:
-            return self._reader.records(self.files.index(sf),  # type: ignore[no-any-return]
-                                        np.ascontiguousarray(slots, dtype=np.int64))
+            return getattr(self._reader, what)(  # type: ignore[no-any-return]
+                self.files.index(sf), np.ascontiguousarray(slots, dtype=np.int64))
         except IntegrityError as exc:  # record bytes that are not what the writer packed
             raise IntegrityError(f"feed {self.feed!r}: unreadable records in {sf.path}: {exc}") from exc
 
@@ -98,11 +101,6 @@ class State:
         if isinstance(keys, np.ndarray):
             keys = keys.tolist()
         return self._reader.get_many(keys)  # type: ignore[no-any-return]
-
-    def _record_key(self, rec: Any) -> Any:
-        if len(self._key_pos) == 1:
-            return rec[self._key_pos[0]]
-        return tuple(rec[p] for p in self._key_pos)
 
     # -- secondary indexes ------------------------------------------------------------------
 
@@ -147,16 +145,15 @@ class State:
         for sf, slots in self.live_slots():
             if self.spec.slot_kind == "int":
                 yield from sf.slot_keys(slots).tolist()
-            else:
-                for start in range(0, len(slots), 4096):
-                    yield from map(self._record_key, self._decode_many(sf, slots[start:start + 4096]))
+            else:  # the slots hold hashes: the keys come out of the records
+                for start in range(0, len(slots), _CHUNK):
+                    yield from self._decode_many(sf, slots[start:start + _CHUNK], "keys")
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """(key, record) pairs, in no particular order."""
         for sf, slots in self.live_slots():
-            for start in range(0, len(slots), 4096):
-                for rec in self._decode_many(sf, slots[start:start + 4096]):
-                    yield self._record_key(rec), rec
+            for start in range(0, len(slots), _CHUNK):
+                yield from self._decode_many(sf, slots[start:start + _CHUNK], "items")
 
     def __iter__(self) -> Iterator[Any]:
         return self.keys()

@@ -175,3 +175,20 @@ def _check(feed: feedkit.Consumer, kind: str, table: pa.Table, indexes: list[str
         for value in {rec[pos] for rec in want.values()}:
             found = sorted(feed.find(field, value), key=repr)
             assert found == sorted((r for r in want.values() if r[pos] == value), key=repr)
+
+
+def test_keys_and_items_follow_the_primary_keys_order_not_the_columns(tmp_path: Path) -> None:
+    """A composite key named in another order than its columns: keys() and items() give
+    the parts in the key's order, decoded from the records (the slots hold hashes)."""
+    table = pa.table({"id": pa.array([3, 1, 2], pa.int64()), "name": ["c", "a", "b"],
+                      "year": pa.array([2001, 1999, 2000], pa.int32())})
+    store = feedkit.open_store(f"file://{tmp_path}/store")
+    with feedkit.Producer(store, feed="order.feed", primary_key=("year", "name"),
+                          work_dir=tmp_path / "work") as producer:
+        producer.publish(table)
+    with feedkit.Consumer(store, feed="order.feed", cache_dir=tmp_path / "cache",
+                          watch=False) as feed:
+        want = {(r["year"], r["name"]): tuple(r.values()) for r in table.to_pylist()}
+        assert sorted(feed.keys()) == sorted(want)
+        assert {k: tuple(r) for k, r in feed.items()} == want
+        assert all(type(k) is tuple for k in feed)

@@ -7,6 +7,8 @@
 
 use feedkit_core::error::Error;
 use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
+use feedkit_core::msgpack::{Reader as Tokens, Token};
+use feedkit_core::verify::MAX_DEPTH;
 use feedkit_core::probe::{record_at, Found};
 use feedkit_core::state::{live_at, lookup, Layer};
 use pyo3::buffer::PyBuffer;
@@ -224,9 +226,89 @@ impl Reader {
             PyList::new(py, out)
         })
     }
+
+    /// The keys of the records of slots `slots` of file `file`, tombstones as None: for
+    /// `keys()` of a hashed-key feed, whose slots hold hashes. Only the key fields are
+    /// decoded; the others are skipped.
+    fn keys<'py>(&self, py: Python<'py>, file: usize, slots: PyBuffer<i64>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+            let mut out = Vec::with_capacity(slots.item_count());
+            for j in slots.to_vec(py)? {
+                let j = usize::try_from(j).map_err(|_| integrity(py, format!("slot {j}")))?;
+                match record_at(f.bytes(), &f.table, j).map_err(|e| to_py(py, e))? {
+                    Found::Record { start, end, .. } => {
+                        let key = self.key_of(py, &f.bytes()[start..end]);
+                        out.push(key.map_err(|e| as_damage(py, e))?)
+                    }
+                    _ => out.push(py.None().into_bound(py)),
+                }
+            }
+            PyList::new(py, out)
+        })
+    }
+
+    /// `(key, record)` pairs for the records of slots `slots` of file `file` (live slots:
+    /// a tombstone is damage here): for `items()`.
+    fn items<'py>(&self, py: Python<'py>, file: usize, slots: PyBuffer<i64>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+            let record = self.record.bind(py);
+            let mut out = Vec::with_capacity(slots.item_count());
+            for j in slots.to_vec(py)? {
+                let j = usize::try_from(j).map_err(|_| integrity(py, format!("slot {j}")))?;
+                let Found::Record { start, end, .. } = record_at(f.bytes(), &f.table, j).map_err(|e| to_py(py, e))?
+                else {
+                    return Err(integrity(py, format!("slot {j} holds no record")));
+                };
+                let bytes = &f.bytes()[start..end];
+                let rec = self.decoder.record(py, record, self.width, bytes).map_err(|e| as_damage(py, e))?;
+                let rec = rec.cast_into::<PyTuple>()?;
+                let key = match self.key_pos[..] {
+                    [pos] => rec.get_item(pos)?,
+                    _ => {
+                        let parts: Vec<Bound<'py, PyAny>> =
+                            self.key_pos.iter().map(|&p| rec.get_item(p)).collect::<PyResult<_>>()?;
+                        PyTuple::new(py, parts)?.into_any()
+                    }
+                };
+                out.push(PyTuple::new(py, [key, rec.into_any()])?);
+            }
+            PyList::new(py, out)
+        })
+    }
 }
 
 impl Reader {
+    /// The key of one record: its key fields decoded (one value, or a tuple in key order),
+    /// the other fields skipped.
+    fn key_of<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let mut r = Tokens::new(bytes);
+        match r.token().map_err(|e| to_py(py, e))? {
+            Token::Array(n) if n == self.width => {}
+            _ => return Err(integrity(py, format!("a record that is not an array of {} fields", self.width))),
+        }
+        let mut parts: Vec<Option<Bound<'py, PyAny>>> = vec![None; self.key_pos.len()];
+        let mut left = parts.len();
+        for i in 0..self.width {
+            match self.key_pos.iter().position(|&p| p == i) {
+                Some(k) => {
+                    parts[k] = Some(self.decoder.value(py, &mut r, 0)?);
+                    left -= 1;
+                    if left == 0 {
+                        break; // the fields after the last key field are not needed
+                    }
+                }
+                None => r.skip(MAX_DEPTH).map_err(|e| to_py(py, e))?,
+            }
+        }
+        let mut parts = parts.into_iter().map(|p| p.ok_or_else(|| integrity(py, "a key field is missing")));
+        if self.key_pos.len() == 1 {
+            return parts.next().expect("one key part");
+        }
+        Ok(PyTuple::new(py, parts.collect::<PyResult<Vec<_>>>()?)?.into_any())
+    }
+
     /// Reads the home slot of each key in each file, and drops what it read: a software
     /// prefetch without the prefetch intrinsics' `unsafe`, so the probes that follow find
     /// their first slots cached.

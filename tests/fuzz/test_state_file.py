@@ -140,6 +140,8 @@ def _lookups(sf: StateFile, below: StateFile | None, seed: Seed, verified: bool)
             assert all(isinstance(r, state.Record) for r in state.find(field, value))
     with contextlib.suppress(FeedkitError):
         assert all(isinstance(r, state.Record) for _, r in state.items())
+    with contextlib.suppress(FeedkitError):
+        assert all(k is not None for k in state)  # keys()
 
 
 def test_the_seeds_are_valid_and_answer(seeds: list[Seed], check: Any) -> None:
