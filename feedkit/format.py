@@ -627,9 +627,7 @@ class StateFile:
             IntegrityError: the file's bytes are not the ones its writer hashed, or its
                 tables contradict each other (names the file).
         """
-        indexes = [(name, self.body_offset + meta["table"], meta["slots"], meta["empty"],
-                    meta["values"], self.body_offset + meta["postings"], meta["count"])
-                   for name, meta in self.header["indexes"].items()]
+        indexes = [(name, *self.index_args(name)) for name in self.header["indexes"]]
         try:
             _native.verify_state(self.table_args(), self.count, self.tombstones,
                                  len(self.header["schema"]), indexes, body_digest, records)
@@ -759,6 +757,17 @@ class StateFile:
             return self.header["indexes"][name]  # type: ignore[no-any-return]
         except KeyError:
             raise IntegrityError(f"{self.path}: no index on {name!r} in this file") from None
+
+    def index_args(self, name: str) -> tuple[int, int, int, int, int, int]:
+        """Index ``name``'s numbers as the native functions take them: value table offset,
+        entries, empty sentinel, distinct values, postings offset, postings.
+
+        Raises:
+            IntegrityError: the file has no index on ``name``.
+        """
+        meta = self._index_meta(name)
+        return (self.body_offset + meta["table"], meta["slots"], meta["empty"], meta["values"],
+                self.body_offset + meta["postings"], meta["count"])
 
     def _index_table(self, meta: dict[str, Any]) -> np.ndarray:
         return np.frombuffer(self.mm, dtype=np.uint64, count=2 * meta["slots"],

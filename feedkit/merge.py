@@ -219,12 +219,10 @@ def _columns(sf: StateFile, slots: np.ndarray, index_fields: list[str]) -> dict[
         IntegrityError: a slot outside the table, or a file without one of the indexes.
     """
     columns = _columns_py(sf, slots, [])
-    metas = [sf._index_meta(f) for f in index_fields]
     try:
         hashes = _native.posted_hashes(
             sf.table_args(), np.ascontiguousarray(slots, dtype=np.int64),
-            [(sf.body_offset + m["table"], m["slots"], m["empty"], m["values"],
-              sf.body_offset + m["postings"], m["count"]) for m in metas])
+            [sf.index_args(f) for f in index_fields])
     except IntegrityError as exc:
         raise IntegrityError(f"{sf.path}: {exc}") from None
     columns.update({f"#{f}": np.frombuffer(h, np.uint64)

@@ -73,8 +73,8 @@ class State:
 
     # -- many keys ----------------------------------------------------------------------
 
-    def _decode_many(self, sf: StateFile, slots: np.ndarray, what: str = "records") -> list[Any]:
-        """``what`` (the Reader's ``records``, ``keys`` or ``items``) of ``slots`` of ``sf``."""
+    def _decode_many(self, sf: StateFile, slots: np.ndarray, what: str) -> list[Any]:
+        """``what`` (the Reader's ``keys`` or ``items``) of ``slots`` of ``sf``."""
         try:
             return getattr(self._reader, what)(  # type: ignore[no-any-return]
                 self.files.index(sf), np.ascontiguousarray(slots, dtype=np.int64))
@@ -122,11 +122,12 @@ class State:
         pos = self.names.index(field)
         out: list[Any] = []
         for i, sf in enumerate(self.files):
-            slots = sf.postings(field, vh).astype(np.int64)
-            if len(slots):
-                slots = self._live(self._reader.live_among(i, slots))
-            if len(slots):
-                out.extend(r for r in self._decode_many(sf, slots) if r[pos] == value)
+            bits = sf._index_meta(field)["bits"]
+            try:
+                out.extend(self._reader.find(i, sf.index_args(field), bits, vh, pos, value))
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"feed {self.feed!r}: unreadable records in {sf.path}: {exc}") from exc
         return out
 
     # -- iteration ------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 use feedkit_core::error::Error;
 use feedkit_core::keyhash::{hash_bytes, hash_composite, Part};
+use feedkit_core::layout::IndexTable;
 use feedkit_core::msgpack::{Reader as Tokens, Token};
 use feedkit_core::verify::MAX_DEPTH;
 use feedkit_core::probe::{record_at, Found};
@@ -190,37 +191,47 @@ impl Reader {
         })
     }
 
-    /// Those of `slots` (int64) of file `file` that hold live records (see `live_slots`):
-    /// for `find`, whose postings name every record of a file.
-    fn live_among<'py>(&self, py: Python<'py>, file: usize, slots: PyBuffer<i64>) -> PyResult<Bound<'py, PyBytes>> {
-        guard(py, || {
-            let slots = slots.to_vec(py)?;
-            let live = self.live(py, file, slots.into_iter())?;
-            Ok(PyBytes::new(py, &live))
-        })
-    }
-
-    /// The records of slots `slots` of file `file` (0 is the first of the state's files),
-    /// tombstones as None: for `find`, iteration and `items()`.
-    fn records<'py>(
+    /// The live records of file `file` that its secondary index `index` posts under the
+    /// value hash `vhash` and whose field `pos` equals `value` (values of other hashes
+    /// may share `vhash`): one file's part of `find`. `index` is the index's
+    /// `(value table offset, entries, empty, values, postings offset, postings)`.
+    #[allow(clippy::too_many_arguments)]
+    fn find<'py>(
         &self,
         py: Python<'py>,
         file: usize,
-        slots: PyBuffer<i64>,
+        index: (usize, usize, u64, usize, usize, usize),
+        bits: u32,
+        vhash: u64,
+        pos: usize,
+        value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         guard(py, || {
             let f = self.files.get(file).ok_or_else(|| integrity(py, "no such file in the state"))?;
+            let (table_at, entries, empty, values, postings_at, count) = index;
+            let posted = IndexTable::new(f.bytes().len(), table_at, entries, empty, values, postings_at, count)
+                .and_then(|t| t.postings_of(f.bytes(), bits, vhash))
+                .map_err(|e| to_py(py, e))?;
+            let layers: Vec<Layer<'_>> = self.files.iter().map(Mapped::layer).collect();
             let record = self.record.bind(py);
-            let mut out = Vec::with_capacity(slots.item_count());
-            for j in slots.to_vec(py)? {
-                let j = usize::try_from(j).map_err(|_| integrity(py, format!("slot {j}")))?;
-                match record_at(f.bytes(), &f.table, j).map_err(|e| to_py(py, e))? {
-                    Found::Record { start, end, .. } => {
-                        let bytes = &f.bytes()[start..end];
-                        let rec = self.decoder.record(py, record, self.width, bytes);
-                        out.push(rec.map_err(|e| as_damage(py, e))?)
-                    }
-                    _ => out.push(py.None().into_bound(py)),
+            let mut out = Vec::new();
+            for j in posted.into_iter().map(|j| j as usize) {
+                // A posting past the table (damage) names no record; slot_count - 1 is
+                // the terminal slot, never a record's.
+                if j + 1 >= f.table.slot_count {
+                    continue;
+                }
+                let key = f.table.slot_key(f.bytes(), j).ok_or_else(|| integrity(py, format!("slot {j}")))?;
+                if key == f.table.empty {
+                    continue;
+                }
+                let Some(live) = live_at(&layers, file, j, key).map_err(|e| to_py(py, e))? else {
+                    continue;
+                };
+                let bytes = &f.bytes()[live.start..live.end];
+                let rec = self.decoder.record(py, record, self.width, bytes).map_err(|e| as_damage(py, e))?;
+                if rec.cast::<PyTuple>()?.get_item(pos)?.eq(value)? {
+                    out.push(rec);
                 }
             }
             PyList::new(py, out)

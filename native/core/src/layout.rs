@@ -282,6 +282,38 @@ impl IndexTable {
         }))
     }
 
+    /// The postings of the values hashing to `vhash` (section 4.7): the value table is
+    /// walked from entry `vhash >> (64 - bits)` to the entry holding `vhash` (none when
+    /// an empty entry or the terminal one comes first); its postings run to the next
+    /// entry's first posting. The bounds are clipped into the postings, so a damaged
+    /// table yields wrong slots at worst (the caller checks each against its slot table),
+    /// never a read outside them.
+    pub fn postings_of(&self, bytes: &[u8], bits: u32, vhash: u64) -> Result<Vec<u32>> {
+        if !(1..64).contains(&bits) {
+            return Err(Error::damaged(format!("an index table of {bits} bits")));
+        }
+        let entry = |i: usize, word: usize| {
+            u64_at(bytes, self.table_at + i * INDEX_ENTRY_SIZE + 8 * word)
+                .ok_or_else(|| Error::damaged("an index table lies outside the file"))
+        };
+        let last = self.slots - 1; // the terminal entry, empty in a valid table
+        let mut i = (vhash >> (64 - bits)) as usize;
+        while i < last {
+            let hash = entry(i, 0)?;
+            if hash == self.empty {
+                break;
+            }
+            if hash == vhash {
+                let clip = |v: u64, low: usize| (v.min(self.count as u64) as usize).max(low);
+                let from = clip(entry(i, 1)?, 0);
+                let to = clip(entry(i + 1, 1)?, from);
+                return Ok(self.postings(bytes)?.skip(from).take(to - from).collect());
+            }
+            i += 1;
+        }
+        Ok(Vec::new())
+    }
+
     /// The postings (primary slot numbers), in file order.
     pub fn postings<'a>(&self, bytes: &'a [u8]) -> Result<impl ExactSizeIterator<Item = u32> + 'a> {
         let postings = section(bytes, self.postings_at, self.count, POSTING_SIZE)
@@ -376,6 +408,54 @@ impl BodyLayout {
 
 #[cfg(test)]
 mod tests {
+
+    /// A value table of 2**2 homes plus overflow and terminal entries: hashes whose top
+    /// two bits are 1 (home 1), two of them (the second walks to entry 2), then empty.
+    fn index_file() -> (Vec<u8>, IndexTable) {
+        let h = |top: u64, low: u64| (top << 62) | low;
+        let entries = [(0u64, 0u64), (h(1, 5), 0), (h(1, 9), 2), (0, 3), (0, 3), (0, 3)];
+        let mut bytes = Vec::new();
+        for (hash, first) in entries {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&first.to_le_bytes());
+        }
+        let postings_at = bytes.len();
+        for p in [4u32, 7, 1] {
+            bytes.extend_from_slice(&p.to_le_bytes());
+        }
+        let index = IndexTable::new(bytes.len(), 0, entries.len(), 0, 2, postings_at, 3).unwrap();
+        (bytes, index)
+    }
+
+    #[test]
+    fn postings_of_walks_from_the_home_entry() {
+        let (bytes, index) = index_file();
+        let h = |top: u64, low: u64| (top << 62) | low;
+        assert_eq!(index.postings_of(&bytes, 2, h(1, 5)).unwrap(), vec![4, 7]);
+        assert_eq!(index.postings_of(&bytes, 2, h(1, 9)).unwrap(), vec![1]);
+        assert!(index.postings_of(&bytes, 2, h(1, 6)).unwrap().is_empty()); // walks to an empty entry
+        assert!(index.postings_of(&bytes, 2, h(2, 5)).unwrap().is_empty()); // its home is empty
+        assert!(index.postings_of(&bytes, 0, h(1, 5)).is_err());
+        assert!(index.postings_of(&bytes, 64, h(1, 5)).is_err());
+    }
+
+    #[test]
+    fn postings_of_clips_damaged_bounds() {
+        let (mut bytes, index) = index_file();
+        bytes[2 * INDEX_ENTRY_SIZE + 8..3 * INDEX_ENTRY_SIZE].copy_from_slice(&u64::MAX.to_le_bytes());
+        let h = |top: u64, low: u64| (top << 62) | low;
+        assert_eq!(index.postings_of(&bytes, 2, h(1, 5)).unwrap(), vec![4, 7, 1]); // clipped to the count
+        assert!(index.postings_of(&bytes, 2, h(1, 9)).unwrap().is_empty()); // from past the count
+        // a walk that runs to the terminal entry without meeting an empty one ends there
+        let full = [(1u64 << 62) | 5; 6];
+        let mut walked = Vec::new();
+        for hash in full {
+            walked.extend_from_slice(&hash.to_le_bytes());
+            walked.extend_from_slice(&0u64.to_le_bytes());
+        }
+        let index = IndexTable::new(walked.len(), 0, 6, 0, 1, walked.len(), 0).unwrap();
+        assert!(index.postings_of(&walked, 2, (1u64 << 62) | 6).unwrap().is_empty());
+    }
     use super::*;
 
     fn prefix(format: u32, header: u32, body: u64, size: u64) -> Vec<u8> {
