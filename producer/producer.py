@@ -478,7 +478,7 @@ class Producer:
         data = np.memmap(spill, dtype=np.uint8, mode="r") if written else np.empty(0, np.uint8)
         dtype = np.int64 if plan.spec.slot_kind == "int" else np.uint64
         rs = RecordSet(
-            keys=np.concatenate(keys).astype(dtype) if keys else np.empty(0, dtype),
+            keys=np.concatenate(keys).astype(dtype, copy=False) if keys else np.empty(0, dtype),
             starts=np.concatenate(starts) if starts else np.empty(0, np.int64),
             lengths=np.concatenate(lengths) if lengths else np.empty(0, np.int64),
             sources=[data],
@@ -601,12 +601,18 @@ class Producer:
                 tmp_blobs.append(delta_state)
                 write_state(delta_state, dict(header, kind="overlay",
                                               base_version=last.manifest.version), change.delta)
-            if change.state is not None:  # 5: a whole new state -> a new base file
+            since = last.since_snapshot + 1 if last else 0
+            due = self._snapshot_due(last, delta_state, since)
+            if delta_state is None or (change.state is not None and (
+                    due or self._outgrows(last, change.delta))):  # type: ignore[arg-type]
+                # 5: a whole new state -> a new base file: the first version, a new shape,
+                # or a snapshot due anyway (written from the new records, not compacted)
+                assert change.state is not None
                 created.append(self._base_path(version))
                 write_state(created[-1], dict(header, kind="base"), change.state)
                 files = [StateFile(created[-1])]
-            else:  # an append: the last state plus the delta, as a new overlay
-                assert last is not None and delta_state is not None
+            else:  # the last state plus the delta, as a new overlay over the same base
+                assert last is not None
                 base = last.base
                 created.append(self._overlay_path(version))
                 write_state(created[-1], derived_header(
@@ -623,10 +629,6 @@ class Producer:
                 tmp_blobs.append(delta_blob)
                 delta_info = compress_file(delta_state, delta_blob, names.delta_key(
                     self.feed, last.manifest.version, version), self.compression_level)
-            since = last.since_snapshot + 1 if last else 0
-            due = (last is None or change.delta is None or since >= self.snapshot_every
-                   or (delta_info is not None and delta_info.raw_size
-                       > self.max_delta_ratio * os.path.getsize(files[-1].path)))
             if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
                 created.append(self._base_path(version))
                 write_state(created[-1], dict(header, kind="base"), compact(files))
@@ -677,6 +679,23 @@ class Producer:
         report.seconds["total"] = clock.total()
         log.info("event=published %s", report.log_fields())
         return version
+
+    def _snapshot_due(self, last: _Published | None, delta_state: Path | None,
+                      since: int) -> bool:
+        """Whether this version gets a snapshot blob: the first one, one without a delta
+        (a new shape), ``snapshot_every`` versions after the last snapshot, or a delta
+        larger than ``max_delta_ratio`` of the base the state sits on."""
+        return (last is None or delta_state is None or since >= self.snapshot_every
+                or os.path.getsize(delta_state)
+                > self.max_delta_ratio * os.path.getsize(last.base.path))
+
+    @staticmethod
+    def _outgrows(last: _Published, delta: RecordSet) -> bool:
+        """Whether an overlay of the last one's entries and ``delta``'s may pass
+        _COMPACT_RATIO of the base: then a whole publish writes a base at once, rather
+        than an overlay and its compaction."""
+        overlay = last.files[0].count if len(last.files) == 2 else 0
+        return overlay + len(delta) > _COMPACT_RATIO * last.base.count
 
     def _base_path(self, version: int) -> Path:
         return self.work_dir / f"{version:020d}.state"
