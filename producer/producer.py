@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import zstandard
 
-from feedkit import codec, names
+from feedkit import _native, codec, names
 from feedkit.blobs import compress_file
 from feedkit.errors import (
     BlobExistsError,
@@ -503,6 +503,10 @@ class Producer:
         return out
 
     def _check_unique(self, rs: RecordSet, plan: ColumnPlan) -> None:
+        slot_keys = np.ascontiguousarray(rs.keys)
+        if not _native.has_duplicate_keys(slot_keys, slot_keys.dtype.kind == "i"):  # no GIL
+            return
+        # The failure path: which rows, and the keys they hold, for the message.
         order = np.argsort(rs.keys, kind="stable")
         sorted_keys = rs.keys[order]
         dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])

@@ -32,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diff::present, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_array, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::has_duplicate_keys, m)?)?;
     m.add_function(wrap_pyfunction!(verify::verify_state, m)?)?;
     m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
