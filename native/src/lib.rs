@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::Reader>()?;
+    m.add_class::<diff::Differ>()?;
     m.add_function(wrap_pyfunction!(write::write_state, m)?)?;
     m.add_function(wrap_pyfunction!(write::record_digest, m)?)?;
     m.add_function(wrap_pyfunction!(diff::diff, m)?)?;

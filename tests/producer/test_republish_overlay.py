@@ -163,3 +163,36 @@ def test_a_duplicate_key_is_refused_with_the_keys_named(store: feedkit.BlobStore
                                  r"duplicate row\(s\); first keys: 10, 11"):
             p.publish(twice)
         assert state_files(work) == before
+
+
+def test_null_and_duplicate_keys_over_a_last_version_name_the_keys(
+        store: feedkit.BlobStore, tmp_path: Path) -> None:
+    """A publish over a last version diffs batch by batch: its messages still name the keys."""
+    work = tmp_path / "work"
+    rows = [{"country": c, "movie_id": i, "title": f"t{i}"} for i in range(300)
+            for c in ("DE", "US")]
+    table = pa.Table.from_pylist(rows)
+    with feedkit.Producer(store, feed="titles", primary_key=("country", "movie_id"),
+                          work_dir=work, batch_rows=64) as p:
+        p.publish(table)
+        before = state_files(work)
+        again = pa.concat_tables([table, table.slice(450, 2)])  # two rows repeated
+        with pytest.raises(feedkit.ValidationError,
+                           match=r"duplicate keys in column\(s\) country, movie_id: 2 duplicate "
+                                 r"row\(s\); first keys: \('DE', 225\), \('US', 225\)"):
+            p.publish(again)
+        nulls = pa.Table.from_pylist([*rows, {"country": None, "movie_id": 7, "title": "x"}],
+                                     schema=table.schema)
+        with pytest.raises(feedkit.ValidationError,
+                           match=r"null in key column\(s\) country, movie_id at 1 row\(s\); "
+                                 r"first keys: \[\(None, 7\)\]"):
+            p.publish(nulls)
+        assert state_files(work) == before
+        changed = table.set_column(2, "title", pa.array([f"u{i}" if i % 2 else r["title"]
+                                                         for i, r in enumerate(rows)]))
+        version = p.publish(changed)
+        assert p.last_report.changed == len(rows) // 2
+    with feedkit.Consumer(store, feed="titles", cache_dir=tmp_path / "cache",
+                          watch=False) as feed:
+        assert feed.version == version
+        assert served(feed) == truth(changed, ("country", "movie_id"))
