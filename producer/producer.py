@@ -6,11 +6,18 @@ The cycle is a numbered pipeline; a failed step announces nothing:
 2. encode    the table (or the appended rows), batch by batch, spilled to a work file
 3. check     non-null, unique keys (an appended key must be new)
 4. diff      against the last published state; nothing changed -> no version
-5. write     the new state file
+5. write     the new state: a base file, or the delta merged into a new overlay over
+             the last base (compacted into a base when it outgrows it or a snapshot is due)
 6. validate  change ratio, record count, custom validators -> RefusedError
 7. write     the delta blob, the snapshot blob (when due)
 8. publish   blobs, then the manifest (create-only)
 9. announce  compare-and-swap of the announcement
+
+A whole-table publish over a last version of the same shape runs 2 to 4 batch by batch
+(``Producer._streamed``): each batch is diffed as it is encoded and only its changed
+records are spilled, so the cycle costs the read plus the change, not a copy of the
+table; the first version, a new shape, and a version with a snapshot due by count keep
+every record, to write the new base from them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -34,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import zstandard
 
-from feedkit import codec, names
+from feedkit import _native, codec, names
 from feedkit.blobs import compress_file
 from feedkit.errors import (
     BlobExistsError,
@@ -49,7 +56,7 @@ from feedkit.errors import (
 )
 from feedkit.format import RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
-from feedkit.merge import apply_delta, compact, delta_records, diff, present, record_digest
+from feedkit.merge import Diff, apply_delta, compact, delta_records, diff, present, record_digest
 from feedkit.signing import signer_from
 from feedkit.store import BlobStore
 
@@ -443,10 +450,15 @@ class Producer:
                 f"from version {report.previous_version}'s; publish the whole table instead")
         spill = self.work_dir / f".spill.{uuid.uuid4().hex[:8]}"
         try:
-            rs, report.rows_read = self._encode(batches, plan, spill)  # 2 + 3
-            report.seconds["encode"] = clock.lap()
-            change = self._appended(rs, plan) if append else self._diffed(rs, describe)  # 4
-            report.seconds["diff"] = clock.lap()
+            if not append and self._streams(describe):
+                # 2 + 3 + 4, batch by batch: only the changed records are kept (spilled)
+                change, report.rows_read = self._streamed(batches, plan, spill, report, clock)
+                report.seconds["diff"] = clock.lap()  # its last step: the keys that are gone
+            else:
+                rs, report.rows_read = self._encode(batches, plan, spill)  # 2 + 3
+                report.seconds["encode"] = clock.lap()
+                change = self._appended(rs, plan) if append else self._diffed(rs, describe)  # 4
+                report.seconds["diff"] = clock.lap()
             if change is None:
                 report.record_count = last.manifest.record_count  # type: ignore[union-attr]
                 report.seconds["total"] = clock.total()
@@ -478,7 +490,7 @@ class Producer:
         data = np.memmap(spill, dtype=np.uint8, mode="r") if written else np.empty(0, np.uint8)
         dtype = np.int64 if plan.spec.slot_kind == "int" else np.uint64
         rs = RecordSet(
-            keys=np.concatenate(keys).astype(dtype) if keys else np.empty(0, dtype),
+            keys=np.concatenate(keys).astype(dtype, copy=False) if keys else np.empty(0, dtype),
             starts=np.concatenate(starts) if starts else np.empty(0, np.int64),
             lengths=np.concatenate(lengths) if lengths else np.empty(0, np.int64),
             sources=[data],
@@ -486,11 +498,86 @@ class Producer:
                           for k, v in hashes.items()},
         )
         if len(nulls):
-            raise ValidationError(
-                f"feed {self.feed!r}: null in key column(s) {', '.join(plan.spec.columns)} at "
-                f"{len(nulls)} row(s); first keys: {self._keys_at(rs, plan, nulls[:5])}")
-        self._check_unique(rs, plan)
+            raise self._null_keys(plan, len(nulls), self._keys_at(rs, plan, nulls[:5]))
+        self._check_unique(rs.keys, plan, lambda rows: self._keys_at(rs, plan, rows))
         return rs, rows
+
+    def _streams(self, describe: dict[str, Any]) -> bool:
+        """Whether a whole publish diffs batch by batch (:meth:`_streamed`): over a last
+        version of the same shape, unless a snapshot is due by count, when the cycle
+        writes a base from every new record anyway."""
+        last = self._last
+        return (last is not None and self._same_shape(describe)
+                and last.since_snapshot + 1 < self.snapshot_every)
+
+    def _streamed(self, batches: Iterable[pa.RecordBatch], plan: ColumnPlan, spill: Path,
+                  report: CycleReport, clock: _Clock) -> tuple[_Change | None, int]:
+        """Encode and diff each batch against the last state as it comes; keep (spill) the
+        upserts' records only, and every slot key (for the uniqueness check).
+
+        The change has no whole state: the cycle merges the delta into a new overlay,
+        compacted when it outgrows the base or a snapshot is due after all.
+        """
+        last = self._last
+        assert last is not None
+        differ = _native.Differ([sf.table_args() for sf in last.files])
+        slot_keys, null_rows, key_parts = [], [], []
+        up_keys, up_starts, up_lengths = [], [], []
+        up_hashes: dict[str, list[np.ndarray]] = {f: [] for f in plan.index_fields}
+        written = rows = 0
+        with open(spill, "wb") as f:
+            for batch in batches:
+                enc = encode_batch(batch, plan)
+                starts = np.ascontiguousarray(enc.offsets[:-1])
+                lengths = np.diff(enc.offsets)
+                slot_keys.append(enc.slot_keys)
+                null_rows.append(enc.null_key_rows + rows)
+                key_parts.append(batch.select(list(plan.spec.columns)))  # for messages
+                up = np.frombuffer(differ.batch(enc.slot_keys.view(np.uint64), enc.data, starts,
+                                                lengths), dtype=np.int64)
+                if len(up):
+                    data = _gather(enc.data, starts[up], lengths[up])
+                    f.write(data.data)
+                    up_keys.append(enc.slot_keys[up])
+                    up_lengths.append(lengths[up])
+                    up_starts.append(np.cumsum(lengths[up]) - lengths[up] + written)
+                    for name in plan.index_fields:
+                        up_hashes[name].append(enc.index_hashes[name][up])
+                    written += len(data)
+                rows += batch.num_rows
+        report_keys = _KeyValues(key_parts, plan)
+        nulls = np.concatenate(null_rows) if null_rows else np.empty(0, np.int64)
+        if len(nulls):
+            raise self._null_keys(plan, len(nulls), report_keys(nulls[:5]))
+        dtype = np.int64 if plan.spec.slot_kind == "int" else np.uint64
+        self._check_unique(np.concatenate(slot_keys).astype(dtype, copy=False)
+                           if slot_keys else np.empty(0, dtype), plan, report_keys)
+        report.seconds["encode"] = clock.lap()
+        deleted, changed_old, removed_digest, added_digest = differ.finish()
+        d = Diff(upserts=np.arange(sum(len(k) for k in up_keys), dtype=np.int64),
+                 deleted=[np.frombuffer(b, dtype=np.int64) for b in deleted],
+                 changed_old=[np.frombuffer(b, dtype=np.int64) for b in changed_old],
+                 removed_digest=int(removed_digest), added_digest=int(added_digest))
+        if d.empty:
+            return None, rows
+        heap = np.memmap(spill, dtype=np.uint8, mode="r") if written else np.empty(0, np.uint8)
+        upserts = RecordSet(
+            keys=np.concatenate(up_keys).astype(dtype, copy=False) if up_keys
+            else np.empty(0, dtype),
+            starts=np.concatenate(up_starts) if up_starts else np.empty(0, np.int64),
+            lengths=np.concatenate(up_lengths) if up_lengths else np.empty(0, np.int64),
+            sources=[heap],
+            index_hashes={k: np.concatenate(v) if v else np.empty(0, np.uint64)
+                          for k, v in up_hashes.items()},
+        )
+        digest = (last.manifest.state_digest - d.removed_digest + d.added_digest) & _M64
+        return _Change(None, delta_records(last.files, upserts, d, self.indexes), digest, rows,
+                       len(d.upserts) - d.changed, d.changed, d.removed), rows
+
+    def _null_keys(self, plan: ColumnPlan, count: int, first: list[Any]) -> ValidationError:
+        return ValidationError(
+            f"feed {self.feed!r}: null in key column(s) {', '.join(plan.spec.columns)} at "
+            f"{count} row(s); first keys: {first}")
 
     def _keys_at(self, rs: RecordSet, plan: ColumnPlan, rows: np.ndarray) -> list[Any]:
         positions = [plan.names.index(c) for c in plan.spec.columns]
@@ -502,14 +589,20 @@ class Producer:
             out.append(parts[0] if len(parts) == 1 else parts)
         return out
 
-    def _check_unique(self, rs: RecordSet, plan: ColumnPlan) -> None:
-        order = np.argsort(rs.keys, kind="stable")
-        sorted_keys = rs.keys[order]
+    def _check_unique(self, slot_keys: np.ndarray, plan: ColumnPlan,
+                      keys_at: Callable[[np.ndarray], list[Any]]) -> None:
+        """Refuse a repeated slot key; ``keys_at(rows)`` gives the key values of rows."""
+        slot_keys = np.ascontiguousarray(slot_keys)
+        if not _native.has_duplicate_keys(slot_keys, slot_keys.dtype.kind == "i"):  # no GIL
+            return
+        # The failure path: which rows, and the keys they hold, for the message.
+        order = np.argsort(slot_keys, kind="stable")
+        sorted_keys = slot_keys[order]
         dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
         if not len(dup):
             return
         rows = np.unique(np.concatenate([order[dup], order[dup + 1]]))
-        keys = self._keys_at(rs, plan, rows)
+        keys = keys_at(rows)
         distinct = list(dict.fromkeys(repr(k) for k in keys))
         if plan.spec.slot_kind == "hash" and len(distinct) == len(keys):
             raise ValidationError(
@@ -601,12 +694,18 @@ class Producer:
                 tmp_blobs.append(delta_state)
                 write_state(delta_state, dict(header, kind="overlay",
                                               base_version=last.manifest.version), change.delta)
-            if change.state is not None:  # 5: a whole new state -> a new base file
+            since = last.since_snapshot + 1 if last else 0
+            due = self._snapshot_due(last, delta_state, since)
+            if delta_state is None or (change.state is not None and (
+                    due or self._outgrows(last, change.delta))):  # type: ignore[arg-type]
+                # 5: a whole new state -> a new base file: the first version, a new shape,
+                # or a snapshot due anyway (written from the new records, not compacted)
+                assert change.state is not None
                 created.append(self._base_path(version))
                 write_state(created[-1], dict(header, kind="base"), change.state)
                 files = [StateFile(created[-1])]
-            else:  # an append: the last state plus the delta, as a new overlay
-                assert last is not None and delta_state is not None
+            else:  # the last state plus the delta, as a new overlay over the same base
+                assert last is not None
                 base = last.base
                 created.append(self._overlay_path(version))
                 write_state(created[-1], derived_header(
@@ -623,10 +722,6 @@ class Producer:
                 tmp_blobs.append(delta_blob)
                 delta_info = compress_file(delta_state, delta_blob, names.delta_key(
                     self.feed, last.manifest.version, version), self.compression_level)
-            since = last.since_snapshot + 1 if last else 0
-            due = (last is None or change.delta is None or since >= self.snapshot_every
-                   or (delta_info is not None and delta_info.raw_size
-                       > self.max_delta_ratio * os.path.getsize(files[-1].path)))
             if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
                 created.append(self._base_path(version))
                 write_state(created[-1], dict(header, kind="base"), compact(files))
@@ -677,6 +772,23 @@ class Producer:
         report.seconds["total"] = clock.total()
         log.info("event=published %s", report.log_fields())
         return version
+
+    def _snapshot_due(self, last: _Published | None, delta_state: Path | None,
+                      since: int) -> bool:
+        """Whether this version gets a snapshot blob: the first one, one without a delta
+        (a new shape), ``snapshot_every`` versions after the last snapshot, or a delta
+        larger than ``max_delta_ratio`` of the base the state sits on."""
+        return (last is None or delta_state is None or since >= self.snapshot_every
+                or os.path.getsize(delta_state)
+                > self.max_delta_ratio * os.path.getsize(last.base.path))
+
+    @staticmethod
+    def _outgrows(last: _Published, delta: RecordSet) -> bool:
+        """Whether an overlay of the last one's entries and ``delta``'s may pass
+        _COMPACT_RATIO of the base: then a whole publish writes a base at once, rather
+        than an overlay and its compaction."""
+        overlay = last.files[0].count if len(last.files) == 2 else 0
+        return overlay + len(delta) > _COMPACT_RATIO * last.base.count
 
     def _base_path(self, version: int) -> Path:
         return self.work_dir / f"{version:020d}.state"
@@ -863,6 +975,26 @@ class _Clock:
 
     def total(self) -> float:
         return time.monotonic() - self.start
+
+
+def _gather(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The byte ranges ``data[starts[i]:starts[i] + lengths[i]]``, back to back."""
+    ends = np.cumsum(lengths)
+    return data[np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]))]
+
+
+class _KeyValues:
+    """The key values of rows of a streamed table (from its batches' key columns, kept
+    for messages): what ``Producer._keys_at`` gives from records."""
+
+    def __init__(self, parts: list[pa.RecordBatch], plan: ColumnPlan) -> None:
+        self.parts, self.columns = parts, list(plan.spec.columns)
+
+    def __call__(self, rows: np.ndarray) -> list[Any]:
+        table = pa.Table.from_batches(self.parts).combine_chunks()
+        picked = table.take(pa.array(rows, pa.int64())).to_pylist()
+        return [r[self.columns[0]] if len(self.columns) == 1
+                else tuple(r[c] for c in self.columns) for r in picked]
 
 
 def _batches(table: TableLike, batch_rows: int) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:

@@ -1,7 +1,8 @@
 //! The producer's diff against the state it published last, with the GIL released
 //! (feedkit/merge.py's `diff` and `present`).
 
-use feedkit_core::diff::{diff as diff_layers, present as present_in, Layer};
+use feedkit_core::diff::{diff as diff_layers, present as present_in, Differ as Batches, Layer};
+use feedkit_core::records::Records;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -79,4 +80,77 @@ pub fn present<'py>(py: Python<'py>, files: Vec<FileArgs<'py>>, keys: &Bound<'py
             Ok(())
         })
     })
+}
+
+/// A diff against the state `files`, batch by batch as the producer encodes a table
+/// (`producer/producer.py`): the new records need not all be kept, only the changed ones.
+#[pyclass(module = "feedkit._native")]
+pub struct Differ {
+    files: Vec<Mapped>,
+    state: Option<Batches>,
+}
+
+#[pymethods]
+impl Differ {
+    #[new]
+    fn new(py: Python<'_>, files: Vec<FileArgs<'_>>) -> PyResult<Differ> {
+        guard(py, || {
+            let files = self::files(py, files)?;
+            let state = Batches::new(&layers(&files));
+            Ok(Differ { files, state: Some(state) })
+        })
+    }
+
+    /// One batch of new records (`keys`: uint64 slot keys; the records are
+    /// `data[starts[i]:starts[i] + lengths[i]]`): its upserts, as int64 row numbers.
+    fn batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyAny>,
+        starts: &Bound<'py, PyAny>,
+        lengths: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        guard(py, || {
+            let keys = Held::<u64>::get(keys, "keys")?;
+            let data = Held::<u8>::get(data, "records")?;
+            let starts = Held::<i64>::get(starts, "starts")?;
+            let lengths = Held::<i64>::get(lengths, "lengths")?;
+            let (files, state) = (&self.files, &mut self.state);
+            let state = state
+                .as_mut()
+                .ok_or_else(|| PyTypeError::new_err("the diff is finished"))?;
+            let upserts = py
+                .detach(|| {
+                    let records =
+                        Records::new(vec![data.items()], None, starts.items(), lengths.items())?;
+                    state.batch(&layers(files), keys.items(), &records)
+                })
+                .map_err(|e| to_py(py, e))?;
+            int64s(py, &upserts)
+        })
+    }
+
+    /// The end of the diff: (deleted per file, changed_old per file, removed digest,
+    /// added digest), as `diff` gives them.
+    #[allow(clippy::type_complexity)]
+    fn finish<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, u64, u64)> {
+        guard(py, || {
+            let state = self
+                .state
+                .take()
+                .ok_or_else(|| PyTypeError::new_err("the diff is finished"))?;
+            let files = &self.files;
+            let d = py
+                .detach(|| state.finish(&layers(files)))
+                .map_err(|e| to_py(py, e))?;
+            let per_file = |lists: &[Vec<usize>]| {
+                PyList::new(py, lists.iter().map(|s| int64s(py, s)).collect::<PyResult<Vec<_>>>()?)
+            };
+            Ok((per_file(&d.deleted)?, per_file(&d.changed_old)?, d.removed_digest, d.added_digest))
+        })
+    }
 }

@@ -4,12 +4,13 @@
 
 use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
-use feedkit_core::encode::{encode_values, prepare_batch, Column, KeyKind, Plan};
+use feedkit_core::encode::{encode_values, has_duplicates, prepare_batch, Column, KeyKind, Plan};
 use feedkit_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::arrow::import;
+use crate::buffers::Held;
 use crate::errors::{guard, to_py};
 
 /// `values` as native-endian bytes (what `numpy.frombuffer(..., dtype=uint64)` reads).
@@ -141,5 +142,20 @@ pub fn encode_array<'py>(
             .detach(|| encode_values(array.as_ref(), &field))
             .map_err(|e| to_py(py, Error::invalid(format!("the array {}", e.message()))))?;
         Ok((PyBytes::new(py, &data), signed_words(py, &offsets)?))
+    })
+}
+
+/// Whether a slot key occurs twice in `keys` (a numpy int64 array of keys when `signed`,
+/// else uint64 key hashes), with the GIL released (`feedkit_core::encode::has_duplicates`).
+#[pyfunction]
+pub fn has_duplicate_keys(py: Python<'_>, keys: &Bound<'_, PyAny>, signed: bool) -> PyResult<bool> {
+    guard(py, || {
+        if signed {
+            let keys = Held::<i64>::get(keys, "keys")?;
+            Ok(py.detach(|| has_duplicates(keys.items())))
+        } else {
+            let keys = Held::<u64>::get(keys, "keys")?;
+            Ok(py.detach(|| has_duplicates(keys.items())))
+        }
     })
 }

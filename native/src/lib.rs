@@ -26,12 +26,14 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::Reader>()?;
+    m.add_class::<diff::Differ>()?;
     m.add_function(wrap_pyfunction!(write::write_state, m)?)?;
     m.add_function(wrap_pyfunction!(write::record_digest, m)?)?;
     m.add_function(wrap_pyfunction!(diff::diff, m)?)?;
     m.add_function(wrap_pyfunction!(diff::present, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_array, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::has_duplicate_keys, m)?)?;
     m.add_function(wrap_pyfunction!(verify::verify_state, m)?)?;
     m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;

@@ -51,7 +51,7 @@ def test_appends_overlay_then_full_cycle_and_snapshot_compact(store, tmp_path: P
         with pytest.raises(feedkit.ValidationError, match="already"):
             producer.append(titles_table(1, start=10_100))
 
-        # A full cycle diffs against base and overlay: changes and deletions in both.
+        # A full cycle diffs against base and overlay: changes and deletions in both ...
         changed = table.set_column(1, "title", pa.array(
             [t + "!" if i % 10 == 0 else t for i, t in enumerate(table["title"].to_pylist())]))
         gone = {3, 11, 10_001, 10_103}  # two in the base, two in the overlay
@@ -61,7 +61,8 @@ def test_appends_overlay_then_full_cycle_and_snapshot_compact(store, tmp_path: P
         assert report.removed == 4 and report.added == 0
         assert report.changed == sum(1 for i, k in enumerate(table["movie_id"].to_pylist())
                                      if i % 10 == 0 and k not in gone)
-        assert work_files(work) == [".state"]
+        # ... and, like an append, leaves the delta merged into a new overlay over the base.
+        assert work_files(work) == [".overlay", ".state"]
         assert feed.refresh() and served(feed) == truth(changed, "movie_id")
 
         # The fourth version since the snapshot is due: the overlay is merged, a snapshot written.

@@ -36,6 +36,7 @@ pub struct Diff {
 }
 
 /// A word per 64 slots: which slots a new key matched.
+#[derive(Debug)]
 struct Marks(Vec<u64>);
 
 impl Marks {
@@ -50,47 +51,99 @@ impl Marks {
     }
 }
 
+/// A diff taken batch by batch, as the producer encodes a table: [`Differ::batch`] per
+/// batch of new records (a probe per key, a byte comparison per match), then
+/// [`Differ::finish`] (a pass over each file's slots for the keys that are gone). Every
+/// call gets the same `layers`.
+#[derive(Debug)]
+pub struct Differ {
+    slot_counts: Vec<usize>,
+    matched: Vec<Marks>,
+    changed_old: Vec<Vec<usize>>,
+    removed_digest: u64,
+    added_digest: u64,
+}
+
+impl Differ {
+    pub fn new(layers: &[Layer<'_>]) -> Differ {
+        Differ {
+            slot_counts: layers.iter().map(|l| l.table.slot_count).collect(),
+            matched: layers.iter().map(|l| Marks::new(l.table.slot_count)).collect(),
+            changed_old: vec![Vec::new(); layers.len()],
+            removed_digest: 0,
+            added_digest: 0,
+        }
+    }
+
+    fn check(&self, layers: &[Layer<'_>]) -> Result<()> {
+        if layers.iter().map(|l| l.table.slot_count).ne(self.slot_counts.iter().copied()) {
+            return Err(Error::damaged("a diff continued over other state files"));
+        }
+        Ok(())
+    }
+
+    /// Compares one batch of new records (slot keys `keys`) with the state; returns the
+    /// batch's upserts (added or changed records), ascending.
+    pub fn batch(&mut self, layers: &[Layer<'_>], keys: &[u64], records: &Records<'_>) -> Result<Vec<usize>> {
+        self.check(layers)?;
+        if records.len() != keys.len() {
+            return Err(Error::damaged(format!("{} keys, {} records", keys.len(), records.len())));
+        }
+        let mut upserts = Vec::new();
+        for (i, &key) in keys.iter().enumerate() {
+            let new = records.get(i);
+            if let Some(Live { file: f, slot, start, end }) = lookup(layers, key)? {
+                self.matched[f].set(slot);
+                let old = &layers[f].bytes[start..end];
+                if old == new {
+                    continue;
+                }
+                self.changed_old[f].push(slot);
+                self.removed_digest = self.removed_digest.wrapping_add(xxh3_64(old));
+            }
+            upserts.push(i);
+            self.added_digest = self.added_digest.wrapping_add(xxh3_64(new));
+        }
+        Ok(upserts)
+    }
+
+    /// The deleted records (live, unmatched by any new key) and the digests; `upserts`
+    /// is left empty (each batch returned its own).
+    pub fn finish(self, layers: &[Layer<'_>]) -> Result<Diff> {
+        self.check(layers)?;
+        let mut out = Diff {
+            upserts: Vec::new(),
+            deleted: vec![Vec::new(); layers.len()],
+            changed_old: self.changed_old,
+            removed_digest: self.removed_digest,
+            added_digest: self.added_digest,
+        };
+        for (f, layer) in layers.iter().enumerate() {
+            let t = &layer.table;
+            // The terminal slot is empty in every valid file: it is no entry.
+            for j in 0..t.slot_count.saturating_sub(1) {
+                let key = t.slot_key(layer.bytes, j).ok_or_else(|| Error::damaged("a slot lies outside the file"))?;
+                if key == t.empty || self.matched[f].get(j) {
+                    continue;
+                }
+                // Not a tombstone, nor a base record the overlay replaced or deleted.
+                let Some(Live { start, end, .. }) = live_at(layers, f, j, key)? else { continue };
+                out.deleted[f].push(j);
+                out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(&layer.bytes[start..end]));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Compares the new records `records` with slot keys `keys` against the state `layers`
 /// (overlay first): one probe per new key, one byte comparison per matched pair, then
 /// one pass over each file's slots for the keys that are gone.
 pub fn diff(layers: &[Layer<'_>], keys: &[u64], records: &Records<'_>) -> Result<Diff> {
-    if records.len() != keys.len() {
-        return Err(Error::damaged(format!("{} keys, {} records", keys.len(), records.len())));
-    }
-    let mut out = Diff {
-        deleted: vec![Vec::new(); layers.len()],
-        changed_old: vec![Vec::new(); layers.len()],
-        ..Diff::default()
-    };
-    let mut matched: Vec<Marks> = layers.iter().map(|l| Marks::new(l.table.slot_count)).collect();
-    for (i, &key) in keys.iter().enumerate() {
-        let new = records.get(i);
-        if let Some(Live { file: f, slot, start, end }) = lookup(layers, key)? {
-            matched[f].set(slot);
-            let old = &layers[f].bytes[start..end];
-            if old == new {
-                continue;
-            }
-            out.changed_old[f].push(slot);
-            out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(old));
-        }
-        out.upserts.push(i);
-        out.added_digest = out.added_digest.wrapping_add(xxh3_64(new));
-    }
-    for (f, layer) in layers.iter().enumerate() {
-        let t = &layer.table;
-        // The terminal slot is empty in every valid file: it is no entry.
-        for j in 0..t.slot_count.saturating_sub(1) {
-            let key = t.slot_key(layer.bytes, j).ok_or_else(|| Error::damaged("a slot lies outside the file"))?;
-            if key == t.empty || matched[f].get(j) {
-                continue;
-            }
-            // Not a tombstone, nor a base record the overlay replaced or deleted.
-            let Some(Live { start, end, .. }) = live_at(layers, f, j, key)? else { continue };
-            out.deleted[f].push(j);
-            out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(&layer.bytes[start..end]));
-        }
-    }
+    let mut differ = Differ::new(layers);
+    let upserts = differ.batch(layers, keys, records)?;
+    let mut out = differ.finish(layers)?;
+    out.upserts = upserts;
     Ok(out)
 }
 
@@ -169,5 +222,26 @@ mod tests {
         assert_eq!(d.deleted[1], base_gone);
         assert_eq!(d.deleted[0].len(), 2);
         assert_eq!(record_digest([&b"a"[..], b"b"]), h(b"a").wrapping_add(h(b"b")));
+    }
+
+    #[test]
+    fn a_diff_in_batches_is_the_whole_diff() {
+        let (base, bt) = file(&[(1, b"\x91\x01"), (2, b"\x91\x02"), (3, b"\x91\x03"), (4, b"\x91\x04")], false);
+        let (over, ot) = file(&[(2, b"\x91\x12"), (3, b"\xc0"), (5, b"\x91\x05")], true);
+        let layers = [Layer { bytes: &over, table: &ot }, Layer { bytes: &base, table: &bt }];
+        let heap: &[u8] = b"\x91\x01\x91\x12\x91\x03\x91\x44\x91\x06";
+        let keys: Vec<u64> = [1i64, 2, 3, 4, 6].iter().map(|&k| k as u64).collect();
+        let all = Records::new(vec![heap], None, &[0, 2, 4, 6, 8], &[2; 5]).unwrap();
+        let whole = diff(&layers, &keys, &all).unwrap();
+        let mut differ = Differ::new(&layers);
+        let first = Records::new(vec![heap], None, &[0, 2], &[2; 2]).unwrap();
+        let second = Records::new(vec![heap], None, &[4, 6, 8], &[2; 3]).unwrap();
+        assert_eq!(differ.batch(&layers, &keys[..2], &first).unwrap(), Vec::<usize>::new());
+        assert_eq!(differ.batch(&layers, &keys[2..], &second).unwrap(), vec![0, 1, 2]);
+        let parts = differ.finish(&layers).unwrap();
+        assert_eq!(Diff { upserts: whole.upserts.clone(), ..parts }, whole);
+        // Other files than the ones the diff began with are refused, not indexed blindly.
+        let mut differ = Differ::new(&layers);
+        assert!(differ.batch(&layers[1..], &keys[..2], &first).is_err());
     }
 }

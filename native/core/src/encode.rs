@@ -1154,6 +1154,19 @@ pub fn encode_batch(columns: &[Column<'_>], plan: &Plan<'_>) -> Result<Batch> {
     })
 }
 
+/// Whether a slot key occurs twice in `keys` (int64 keys, or uint64 key hashes): one pass
+/// when they are strictly increasing (a table sorted by its key gives them so), else a
+/// sort of a copy. It answers only yes or no: the producer's message naming the keys is
+/// built in numpy, on the failure path alone.
+pub fn has_duplicates<T: Ord + Copy>(keys: &[T]) -> bool {
+    if keys.windows(2).all(|w| w[0] < w[1]) {
+        return false;
+    }
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[0] == w[1])
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -1591,5 +1604,21 @@ mod tests {
             err.message()
         );
         assert!(err.message().ends_with("(row 1)"), "{}", err.message());
+    }
+
+    #[test]
+    fn duplicates_are_found_in_sorted_and_unsorted_keys() {
+        assert!(!has_duplicates::<i64>(&[]));
+        assert!(!has_duplicates(&[5i64]));
+        assert!(!has_duplicates(&[-3i64, 0, 7, 9]));
+        assert!(has_duplicates(&[-3i64, 0, 0, 9]));
+        assert!(!has_duplicates(&[9i64, -3, 7, 0]));
+        assert!(has_duplicates(&[9i64, -3, 7, 0, 7]));
+        assert!(!has_duplicates(&[u64::MAX, 0, 1 << 63]));
+        assert!(has_duplicates(&[u64::MAX, 0, 1 << 63, u64::MAX]));
+        let mut many: Vec<u64> = (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        assert!(!has_duplicates(&many));
+        many.push(many[1234]);
+        assert!(has_duplicates(&many));
     }
 }
