@@ -548,10 +548,10 @@ class StateFile:
             raise
 
     @classmethod
-    def from_mapping(cls, path: str | os.PathLike[str], mm: mmap.mmap) -> StateFile:
-        """The state file ``path`` from its read-only mapping ``mm`` (``_native.map_file``:
-        mapped with one call into Python, where opening here takes four, each of which
-        gives the GIL up). Checked as :class:`StateFile` checks a file it opens.
+    def from_mapping(cls, path: str | os.PathLike[str], mm: Any) -> StateFile:
+        """The state file ``path`` from its read-only mapping ``mm`` (a
+        ``_native.Mapping``, made without giving the GIL up; opening the file here gives
+        it up four times). Checked as :class:`StateFile` checks a file it opens.
 
         Raises:
             IntegrityError: as :class:`StateFile`.

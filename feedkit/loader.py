@@ -290,7 +290,7 @@ class Loader:
                                 state_digest=m.state_digest)
         final = self.cache.overlay_path(base.version, m.version)
         try:
-            _native.apply_delta_blob(
+            mapped = _native.apply_delta_blob(
                 (blob, info.key, info.size, info.sha256, info.raw_size),
                 ([sf.table_args() for sf in files],
                  [(overlay.body_offset + meta["table"], meta["slots"], meta["empty"],  # type: ignore[union-attr]
@@ -310,7 +310,7 @@ class Loader:
             if info.key not in message:
                 message += f" (delta blob {info.key})"
             raise IntegrityError(message) from None
-        return [StateFile.from_mapping(final, _native.map_file(final)), base]
+        return [StateFile.from_mapping(final, mapped), base]
 
     def _apply_py(self, files: list[StateFile], m: Manifest) -> list[StateFile]:
         """:meth:`_apply` in Python and numpy: the oracle of its differential test."""

@@ -123,18 +123,3 @@ impl FileLock {
         self.file = None;
     }
 }
-
-/// Opens `path` for reading and maps it with Python's `mmap.mmap(fd, 0,
-/// access=ACCESS_READ)`, closing the descriptor after (the mapping keeps its own): a
-/// state file mapped with one call into Python's mmap instead of open, fstat and close.
-#[pyfunction]
-pub fn map_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-    let file = File::open(&path).map_err(|e| os_error(e, &path))?;
-    let mmap = py.import("mmap")?;
-    let access = mmap.getattr("ACCESS_READ")?;
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("access", access)?;
-    let mapped = mmap.getattr("mmap")?.call((file.as_raw_fd(), 0), Some(&kwargs))?;
-    drop(file);
-    Ok(mapped)
-}

@@ -17,6 +17,7 @@ mod encode;
 mod errors;
 mod files;
 mod load;
+mod mapping;
 mod merge;
 mod reader;
 mod verify;
@@ -43,7 +44,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::list_dir, m)?)?;
     m.add_function(wrap_pyfunction!(files::remove_file, m)?)?;
     m.add_function(wrap_pyfunction!(files::copy_file, m)?)?;
-    m.add_function(wrap_pyfunction!(files::map_file, m)?)?;
+    m.add_function(wrap_pyfunction!(mapping::map_file, m)?)?;
+    m.add_class::<mapping::Mapping>()?;
     m.add_class::<files::FileLock>()?;
     m.add("FORMAT_VERSION", feedkit_core::layout::FORMAT_VERSION)?;
     Ok(())

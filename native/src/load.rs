@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 use crate::errors::{guard, integrity, to_py};
 use crate::files::os_error;
+use crate::mapping::{map, Mapping};
 use crate::view::{FileArgs, Mapped};
 
 /// The delta blob as the loader has it: its file, then the manifest's key, size,
@@ -31,8 +32,9 @@ type TargetArgs = (String, u64, u64, u64, u64);
 /// Decompresses and checks the delta blob `blob`, merges it into `state` and writes the
 /// new overlay file (header fields `fields`, name and JSON text, plus the layout)
 /// at `tmp`, verifies it under `part` and renames it to `target`; the blob file is
-/// removed. Raises `IntegrityError` for damage (the blob, or the state held) and
-/// `OSError` for the cache folder; nothing is then left under `target`.
+/// removed. Returns the new file mapped (in the same release). Raises `IntegrityError`
+/// for damage (the blob, or the state held) and `OSError` for the cache folder; nothing
+/// is then left under `target`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 pub fn apply_delta_blob(
@@ -45,7 +47,7 @@ pub fn apply_delta_blob(
     tmp: PathBuf,
     part: PathBuf,
     final_path: PathBuf,
-) -> PyResult<()> {
+) -> PyResult<Mapping> {
     guard(py, || {
         let (path, key, size, sha256, raw_size) = blob;
         let info = BlobInfo::new(&key, size, &sha256, raw_size).map_err(|e| to_py(py, e))?;
@@ -81,10 +83,11 @@ pub fn apply_delta_blob(
                 record_count,
                 state_digest,
             };
-            apply(&info, &current, &shape, &target, &fields, &paths)
+            apply(&info, &current, &shape, &target, &fields, &paths)?;
+            map(&final_path).map_err(|e| LoadError::Io(e, final_path.clone()))
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(mapped) => Ok(Mapping::new(mapped)),
             Err(LoadError::Damaged(e)) => Err(to_py(py, e)),
             Err(LoadError::Io(e, at)) => Err(os_error(e, &at)),
         }

@@ -242,10 +242,9 @@ fn merge_and_write(
         .map_err(|e| LoadError::Io(e, paths.tmp.to_path_buf()))?;
     // What reaches the final name is what was verified: the written file, read back.
     let written = fs::read(paths.part).map_err(|e| LoadError::Io(e, paths.part.to_path_buf()))?;
-    let check = parse(&written, shape.int_keys)
+    parse(&written, shape.int_keys)
         .and_then(|w| verify(&written, &w.table, &w.expected, None))
         .map_err(|e| Error::damaged(format!("{}: the overlay written: {}", what(), e.message())))?;
-    let () = check;
     fs::rename(paths.part, paths.target).map_err(|e| LoadError::Io(e, paths.target.to_path_buf()))
 }
 

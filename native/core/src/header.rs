@@ -7,6 +7,11 @@
 //! (types, ranges, the sections inside the body), so that no later use can fail or read
 //! outside the file; the descriptive fields (schema, key) are compared with the state
 //! the delta applies to by its caller.
+//!
+//! The parsing is serde_json's; the rendering is written here because it must be
+//! Python's bytes exactly (keys sorted by code point, no spaces, `ensure_ascii`
+//! escapes), so that the file is the one `write_state` writes: the descriptive fields
+//! come rendered by Python, the layout is integers and three fixed ASCII names.
 
 use serde_json::{Map, Value};
 
