@@ -180,8 +180,12 @@ class Loader:
                         self.feed, version, exc)
             return self._execute(fallback, current)
 
-    def _download(self, info: BlobInfo, name: str) -> tuple[Path, bytes | None]:
-        """Fetch, check and decompress a blob; return the state file and its body digest."""
+    def _download(self, info: BlobInfo, name: str, *, native: bool = True) -> tuple[Path, bytes | None]:
+        """Fetch, check and decompress a blob; return the state file and its body digest.
+
+        ``native``: decompress in compiled code with the GIL released once
+        (``_native.decompress_blob``, the checks and messages of
+        ``blobs.decompress_file``, which ``native=False`` uses: the oracle's path)."""
         blob = self.cache.scratch_path(name + ".zst")
         try:
             self.store.download(info.key, blob)
@@ -194,7 +198,12 @@ class Loader:
             raise
         out = self.cache.scratch_path(name)
         try:
-            digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
+            digest: bytes | None
+            if native:
+                digest = bytes(_native.decompress_blob(
+                    (blob, info.key, info.size, info.sha256, info.raw_size), out))
+            else:
+                digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
         except BaseException:
             with contextlib.suppress(OSError):
                 out.unlink()
@@ -247,7 +256,7 @@ class Loader:
         self._checked(scratch, m, "base", digest)
         final = self.cache.base_path(m.version)
         os.replace(scratch, final)
-        return [StateFile(final)]
+        return [StateFile.from_mapping(final, _native.map_file(final))]
 
     def _fetch_blob(self, info: BlobInfo, name: str) -> Path:
         """Download a blob into a scratch file of the cache folder (nothing checked yet)."""
@@ -318,7 +327,8 @@ class Loader:
         if files[0].version != m.parent:
             raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
                                  f"the state held is {files[0].version}")
-        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta")
+        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta",
+                                         native=False)
         try:
             delta = self._checked(scratch, m, "overlay", digest)
             records = apply_delta(files, delta, m.record_count, m.state_digest)

@@ -40,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
     m.add_function(wrap_pyfunction!(merge::posted_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(load::apply_delta_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(load::decompress_blob, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_small, m)?)?;
     m.add_function(wrap_pyfunction!(files::list_dir, m)?)?;
     m.add_function(wrap_pyfunction!(files::remove_file, m)?)?;

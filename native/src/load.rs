@@ -3,12 +3,16 @@
 //! for up to the switch interval each time the refreshing thread gives it up, so the
 //! refresh's cost beside lookups is its number of releases, not its work.
 
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use feedkit_core::apply::{apply_delta_blob as apply, Current, LoadError, Paths, Shape, Target};
-use feedkit_core::blob::BlobInfo;
-use feedkit_core::layout::IndexTable;
+use feedkit_core::blob::{decompress, BlobInfo, Failure};
+use feedkit_core::layout::{IndexTable, PREFIX_SIZE};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::errors::{guard, integrity, to_py};
 use crate::files::os_error;
@@ -88,6 +92,40 @@ pub fn apply_delta_blob(
         });
         match result {
             Ok(mapped) => Ok(Mapping::new(mapped)),
+            Err(LoadError::Damaged(e)) => Err(to_py(py, e)),
+            Err(LoadError::Io(e, at)) => Err(os_error(e, &at)),
+        }
+    })
+}
+
+/// Checks and decompresses the blob file `blob` into `out` (created owner-only),
+/// streaming, with the GIL released once: `blobs.decompress_file` in one call (a
+/// snapshot's load; `feedkit_core::blob::decompress`). Returns the xxh3-128 of the output
+/// past its prefix (the state file's body checksum, for `StateFile.verify`). Raises
+/// `IntegrityError` for a damaged blob (`out` may then hold part of it: callers write to
+/// a scratch name) and `OSError` for either file.
+#[pyfunction]
+pub fn decompress_blob<'py>(py: Python<'py>, blob: BlobArgs, out: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
+    guard(py, || {
+        let (path, key, size, sha256, raw_size) = blob;
+        let info = BlobInfo::new(&key, size, &sha256, raw_size).map_err(|e| to_py(py, e))?;
+        let result = py.detach(|| -> Result<[u8; 16], LoadError> {
+            let at = |p: &PathBuf| { let p = p.clone(); move |e| LoadError::Io(e, p) };
+            let src = File::open(&path).map_err(at(&path))?;
+            let actual = src.metadata().map_err(at(&path))?.len();
+            let dst = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600)
+                .open(&out).map_err(at(&out))?;
+            let mut writer = BufWriter::with_capacity(1 << 20, dst);
+            let reader = BufReader::with_capacity(1 << 20, src);
+            match decompress(reader, actual, &info, &mut writer, PREFIX_SIZE) {
+                Ok(digest) => writer.flush().map(|()| digest).map_err(at(&out)),
+                Err(Failure::Damaged(e)) => Err(LoadError::Damaged(e)),
+                Err(Failure::Read(e)) => Err(LoadError::Io(e, path.clone())),
+                Err(Failure::Write(e)) => Err(LoadError::Io(e, out.clone())),
+            }
+        });
+        match result {
+            Ok(digest) => Ok(PyBytes::new(py, &digest)),
             Err(LoadError::Damaged(e)) => Err(to_py(py, e)),
             Err(LoadError::Io(e, at)) => Err(os_error(e, &at)),
         }

@@ -169,7 +169,9 @@ fn inflate<R: Read, W: Write>(
     let corrupt = |e: io::Error| Failure::Damaged(Error::damaged(format!("blob {key}: corrupt zstd data: {e}")));
     let window_log = window_limit(info.raw_size).trailing_zeros();
     let input = io::BufReader::with_capacity(CHUNK, head.chain(source));
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?.single_frame();
+    // Across frames, as python-zstandard's reader goes: bytes after the first frame are
+    // decoded too (and a blob is one frame, so they are refused one way or another).
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
     decoder.window_log_max(window_log).map_err(corrupt)?;
     let mut chunk = vec![0u8; CHUNK];
     loop {
