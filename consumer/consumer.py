@@ -657,6 +657,9 @@ class Consumer:
     def _run(self, stop: threading.Event, wake: threading.Event, arm_watch: bool) -> None:
         if arm_watch:
             self._arm_watch(wake)
+            # A forked child: the announcement may have moved between the fork and the
+            # watch's arming (a busy machine), and the watch reports only later moves.
+            wake.set()
         failures = 0
         while not stop.is_set():
             if failures:
