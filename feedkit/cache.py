@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from feedkit import _native
 from feedkit.errors import ConfigurationError, StoreError, StoreTimeoutError
 from feedkit.forks import on_fork_in_child
 from feedkit.names import validate_feed
@@ -102,10 +103,12 @@ class FeedCache:
             raise
 
     def _read_small(self, path: Path) -> bytes | None:
-        """A small file's bytes; None when missing, unreadable or implausibly large."""
+        """A small file's bytes; None when missing, unreadable or implausibly large.
+
+        Read in compiled code holding the GIL (``native/src/files.rs``): microseconds,
+        where Python's open, read and close would each give it up."""
         try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_SMALL + 1)
+            data: bytes = _native.read_small(path, _MAX_SMALL)
         except OSError:
             return None
         return data if len(data) <= _MAX_SMALL else None
@@ -141,19 +144,24 @@ class FeedCache:
         return self.dir / f".{name}.{os.getpid()}.part"
 
     def entries(self) -> list[tuple[int, int | None, Path]]:
-        """(version, base version or None, path) of every complete file."""
+        """(version, base version or None, path) of every complete file.
+
+        Listed in compiled code holding the GIL (``native/src/files.rs``): ``os.scandir``
+        gives it up for every entry, and a refresh lists the folder several times."""
         out: list[tuple[int, int | None, Path]] = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.dir):
-                if m := _BASE.fullmatch(entry.name):
-                    out.append((int(m[1]), None, Path(entry.path)))
-                elif m := _OVERLAY.fullmatch(entry.name):
-                    out.append((int(m[2]), int(m[1]), Path(entry.path)))
+        try:
+            listed: list[str] = _native.list_dir(self.dir)
+        except FileNotFoundError:
+            return out
+        for name in listed:
+            if m := _BASE.fullmatch(name):
+                out.append((int(m[1]), None, self.dir / name))
+            elif m := _OVERLAY.fullmatch(name):
+                out.append((int(m[2]), int(m[1]), self.dir / name))
         return out
 
-    def find(self, version: int) -> list[Path] | None:
-        """The files of ``version`` ([overlay, base] or [base]), if cached."""
-        entries = self.entries()
+    @staticmethod
+    def _find(entries: list[tuple[int, int | None, Path]], version: int) -> list[Path] | None:
         bases = {v: p for v, b, p in entries if b is None}
         if version in bases:
             return [bases[version]]
@@ -162,9 +170,14 @@ class FeedCache:
                 return [p, bases[b]]
         return None
 
+    def find(self, version: int) -> list[Path] | None:
+        """The files of ``version`` ([overlay, base] or [base]), if cached."""
+        return self._find(self.entries(), version)
+
     def versions(self) -> list[int]:
         """Versions that can be served from the cache, newest first."""
-        return sorted({v for v, _, _ in self.entries() if self.find(v)}, reverse=True)
+        entries = self.entries()
+        return sorted({v for v, _, _ in entries if self._find(entries, v)}, reverse=True)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -177,6 +190,23 @@ class FeedCache:
             StoreError: the lock file cannot be opened (a read-only folder).
             StoreTimeoutError: the deadline passed while another process held the lock.
         """
+        # Taken in compiled code when it is free (no GIL release: open and flock are
+        # microseconds); a lock another process holds is waited for as before.
+        try:
+            handle = _native.FileLock.try_new(self.dir / ".lock")
+        except FileNotFoundError:  # the folder is gone (a tmp cleaner): make it again
+            self.ensure()
+            handle = None
+        except OSError:
+            handle = None  # reported by the path below, with its message
+        if handle is not None:
+            token = _held.add(handle)
+            try:
+                yield
+            finally:
+                if _held.discard(token):
+                    handle.close()
+            return
         self.ensure()
         try:
             fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -197,30 +227,35 @@ class FeedCache:
 
         Deleting a file another process has mapped is safe: its mapping stays valid.
         """
-        versions = set(self.versions()[:keep])
+        # Listings and removals in compiled code, holding the GIL (see entries()).
+        try:
+            listed: list[str] = _native.list_dir(self.dir)
+        except OSError:
+            return
+        entries = self.entries()
+        cached = sorted({v for v, _, _ in entries if self._find(entries, v)}, reverse=True)
+        versions = set(cached[:keep])
         if serving is not None:
             versions.add(serving)
-        needed = {p for v in versions for p in (self.find(v) or [])}
-        for _, _, path in self.entries():
+        needed = {p for v in versions for p in (self._find(entries, v) or [])}
+        for _, _, path in entries:
             if path not in needed:
+                _native.remove_file(path)
+        if ".manifests" in listed:
+            with contextlib.suppress(OSError):
+                for name in _native.list_dir(self.dir / ".manifests"):
+                    m = _MANIFEST.fullmatch(name)
+                    if m is None or int(m[1]) not in versions:
+                        _native.remove_file(self.dir / ".manifests" / name)
+        for name in listed:
+            if name.endswith(".tmp"):  # a writer that died before its rename
                 with contextlib.suppress(OSError):
-                    path.unlink()
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self.dir / ".manifests"):
-                m = _MANIFEST.fullmatch(entry.name)
-                if m is None or int(m[1]) not in versions:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
-        for entry in os.scandir(self.dir):
-            if entry.name.endswith(".tmp"):  # a writer that died before its rename
-                with contextlib.suppress(OSError):
-                    if time.time() - entry.stat().st_mtime > _STALE_TMP_SECONDS:
-                        os.unlink(entry.path)
-            elif entry.name.endswith(".part"):
-                pid = entry.name.rsplit(".", 2)[-2]
+                    if time.time() - (self.dir / name).stat().st_mtime > _STALE_TMP_SECONDS:
+                        os.unlink(self.dir / name)
+            elif name.endswith(".part"):
+                pid = name.rsplit(".", 2)[-2]
                 if pid.isdigit() and not _alive(int(pid)):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+                    _native.remove_file(self.dir / name)
 
 
 def check_cache_dir(cache_dir: object, feed: str) -> None:
@@ -266,11 +301,11 @@ class _HeldLocks:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.fds: dict[int, int] = {}
+        self.fds: dict[int, int | _native.FileLock] = {}
         self.next = 0
         on_fork_in_child(self, _HeldLocks.after_fork)
 
-    def add(self, fd: int) -> int:
+    def add(self, fd: int | _native.FileLock) -> int:
         with self.lock:
             self.next += 1
             self.fds[self.next] = fd
@@ -284,7 +319,10 @@ class _HeldLocks:
         self.lock = threading.Lock()
         for fd in self.fds.values():
             with contextlib.suppress(OSError):
-                os.close(fd)
+                if isinstance(fd, int):
+                    os.close(fd)
+                else:
+                    fd.close()
         self.fds.clear()
 
 

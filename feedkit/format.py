@@ -547,6 +547,26 @@ class StateFile:
             self.mm.close()  # nothing refers to the mapping yet: do not wait for the collector
             raise
 
+    @classmethod
+    def from_mapping(cls, path: str | os.PathLike[str], mm: Any) -> StateFile:
+        """The state file ``path`` from its read-only mapping ``mm`` (a
+        ``_native.Mapping``, made without giving the GIL up; opening the file here gives
+        it up four times). Checked as :class:`StateFile` checks a file it opens.
+
+        Raises:
+            IntegrityError: as :class:`StateFile`.
+        """
+        sf = cls.__new__(cls)
+        sf.path, sf.mm = Path(path), mm
+        try:
+            if len(mm) < _PREFIX.size:
+                raise IntegrityError(f"{sf.path}: not a feedkit state file (too short)")
+            sf._open(len(mm))
+        except BaseException:
+            mm.close()
+            raise
+        return sf
+
     def _open(self, size: int) -> None:
         magic, fmt, header_length, body_offset, file_size, digest = _PREFIX.unpack_from(self.mm)
         if magic != MAGIC:

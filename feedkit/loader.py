@@ -9,11 +9,12 @@ digest against the manifest.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
 
-from feedkit import names
+from feedkit import _native, names
 from feedkit.blobs import BlobInfo, decompress_file
 from feedkit.cache import FeedCache
 from feedkit.errors import (
@@ -179,8 +180,12 @@ class Loader:
                         self.feed, version, exc)
             return self._execute(fallback, current)
 
-    def _download(self, info: BlobInfo, name: str) -> tuple[Path, bytes | None]:
-        """Fetch, check and decompress a blob; return the state file and its body digest."""
+    def _download(self, info: BlobInfo, name: str, *, native: bool = True) -> tuple[Path, bytes | None]:
+        """Fetch, check and decompress a blob; return the state file and its body digest.
+
+        ``native``: decompress in compiled code with the GIL released once
+        (``_native.decompress_blob``, the checks and messages of
+        ``blobs.decompress_file``, which ``native=False`` uses: the oracle's path)."""
         blob = self.cache.scratch_path(name + ".zst")
         try:
             self.store.download(info.key, blob)
@@ -193,7 +198,12 @@ class Loader:
             raise
         out = self.cache.scratch_path(name)
         try:
-            digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
+            digest: bytes | None
+            if native:
+                digest = bytes(_native.decompress_blob(
+                    (blob, info.key, info.size, info.sha256, info.raw_size), out))
+            else:
+                digest = decompress_file(blob, out, info, hash_after=PREFIX_SIZE)
         except BaseException:
             with contextlib.suppress(OSError):
                 out.unlink()
@@ -246,14 +256,79 @@ class Loader:
         self._checked(scratch, m, "base", digest)
         final = self.cache.base_path(m.version)
         os.replace(scratch, final)
-        return [StateFile(final)]
+        return [StateFile.from_mapping(final, _native.map_file(final))]
+
+    def _fetch_blob(self, info: BlobInfo, name: str) -> Path:
+        """Download a blob into a scratch file of the cache folder (nothing checked yet)."""
+        blob = self.cache.scratch_path(name + ".zst")
+        try:
+            self.store.download(info.key, blob)
+        except BaseException as exc:
+            _native.remove_file(blob)  # a partial download (a full cache folder)
+            if isinstance(exc, BlobNotFoundError):
+                raise IntegrityError(f"feed {self.feed!r}: blob {info.key} named by a manifest "
+                                     "is missing from the store") from exc
+            raise
+        return blob
 
     def _apply(self, files: list[StateFile], m: Manifest) -> list[StateFile]:
+        """Apply the delta of ``m`` to the state ``files``: a new overlay over their base.
+
+        One compiled call (``native/core/src/apply.rs``) with the GIL released once makes
+        every check of the Python path (:meth:`_apply_py`, kept as the tests' oracle): the
+        blob's size and SHA-256, its zstd frame, the state file it holds (checksum,
+        tables, every record) and its header against the manifest, the merged count and
+        digest against the manifest; it writes the new overlay under a scratch name,
+        verifies it there and only then gives it its final name. A refresh beside a
+        thread busy with lookups waits up to the switch interval each time it gives the
+        GIL up, so the number of releases, not the work, sets its cost there.
+        """
         assert m.delta is not None
         if files[0].version != m.parent:
             raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
                                  f"the state held is {files[0].version}")
-        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta")
+        info = m.delta
+        stem = f"{m.parent:020d}-{m.version:020d}.delta"
+        blob = self._fetch_blob(info, stem)
+        base = files[-1]
+        overlay = files[0] if len(files) == 2 else None
+        index_fields = list(base.header["index_fields"])
+        metas = [overlay._index_meta(f) for f in index_fields] if overlay is not None else []
+        header = derived_header(base.header, version=m.version, kind="overlay",
+                                base_version=base.version, record_count=m.record_count,
+                                state_digest=m.state_digest)
+        final = self.cache.overlay_path(base.version, m.version)
+        try:
+            mapped = _native.apply_delta_blob(
+                (blob, info.key, info.size, info.sha256, info.raw_size),
+                ([sf.table_args() for sf in files],
+                 [(overlay.body_offset + meta["table"], meta["slots"], meta["empty"],  # type: ignore[union-attr]
+                   meta["values"], overlay.body_offset + meta["postings"],  # type: ignore[union-attr]
+                   meta["count"]) for meta in metas],
+                 int(files[0].header["record_count"]), int(files[0].header["state_digest"], 16)),
+                (base.spec.slot_kind == "int", len(base.header["schema"]),
+                 json.dumps(base.header["key"]), index_fields),
+                (self.feed, m.version, m.parent, m.record_count, m.state_digest),
+                [(k, json.dumps(v, separators=(",", ":"), sort_keys=True))
+                 for k, v in header.items()],
+                self.cache.scratch_path(stem + ".w"), self.cache.scratch_path(stem), final)
+        except IntegrityError as exc:
+            message = str(exc)  # named the feed and the blob
+            if not message.startswith("feed "):
+                message = f"feed {self.feed!r}: {message}"
+            if info.key not in message:
+                message += f" (delta blob {info.key})"
+            raise IntegrityError(message) from None
+        return [StateFile.from_mapping(final, mapped), base]
+
+    def _apply_py(self, files: list[StateFile], m: Manifest) -> list[StateFile]:
+        """:meth:`_apply` in Python and numpy: the oracle of its differential test."""
+        assert m.delta is not None
+        if files[0].version != m.parent:
+            raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
+                                 f"the state held is {files[0].version}")
+        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta",
+                                         native=False)
         try:
             delta = self._checked(scratch, m, "overlay", digest)
             records = apply_delta(files, delta, m.record_count, m.state_digest)

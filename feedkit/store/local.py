@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import feedkit._native as _native
 from feedkit import names
 from feedkit.errors import (
     BlobExistsError,
@@ -40,6 +41,7 @@ _CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 # errnos that only writing the destination of a download can raise
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 # What :meth:`LocalStore._temp` names a write in progress: ``.{name}.{12 hex}.tmp``
+_SMALL = 1 << 20  # objects read without giving the GIL up: announcements, manifests
 _TEMP_RE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
@@ -132,15 +134,24 @@ class LocalStore(BlobStore):
             tmp.write_bytes(data)
             self._link_new(key, path, tmp)
 
-    def get_bytes(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
+        """The object's bytes. Small objects (announcements, manifests) are read in
+        compiled code holding the GIL: microseconds, where Python's open, read and close
+        would each give it up (a refresh beside a thread busy with lookups then waits up
+        to the switch interval for it each time)."""
+        path = self._path(key)
         with self._errors(key):
-            return self._path(key).read_bytes()
+            data: bytes = _native.read_small(path, _SMALL)
+            return data if len(data) <= _SMALL else path.read_bytes()
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._read(key)
 
     def download(self, key: str, dest: str | os.PathLike[str]) -> int:
         path = self._path(key)
         try:
-            shutil.copyfile(path, dest)
-            return os.path.getsize(dest)
+            # Compiled, holding the GIL unless the blob is large (see _read).
+            return int(_native.copy_file(path, dest))
         except OSError as exc:
             if exc.errno in _WRITE_ERRNOS or (exc.filename is not None
                                               and os.fspath(exc.filename) == os.fspath(dest)):
@@ -171,8 +182,7 @@ class LocalStore(BlobStore):
             self._path(key).unlink()
 
     def read_if_changed(self, key: str, etag: str | None = None) -> tuple[bytes, str] | None:
-        with self._errors(key):
-            data = self._path(key).read_bytes()
+        data = self._read(key)
         tag = _etag(data)
         return None if tag == etag else (data, tag)
 

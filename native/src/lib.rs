@@ -15,6 +15,9 @@ mod decode;
 mod diff;
 mod encode;
 mod errors;
+mod files;
+mod load;
+mod mapping;
 mod merge;
 mod reader;
 mod verify;
@@ -38,6 +41,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
     m.add_function(wrap_pyfunction!(merge::posted_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(load::apply_delta_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(load::decompress_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(files::read_small, m)?)?;
+    m.add_function(wrap_pyfunction!(files::list_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(files::remove_file, m)?)?;
+    m.add_function(wrap_pyfunction!(files::copy_file, m)?)?;
+    m.add_function(wrap_pyfunction!(mapping::map_file, m)?)?;
+    m.add_class::<mapping::Mapping>()?;
+    m.add_class::<files::FileLock>()?;
     m.add("FORMAT_VERSION", feedkit_core::layout::FORMAT_VERSION)?;
     Ok(())
 }

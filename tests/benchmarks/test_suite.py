@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MEASURES = {
     "get_median", "get_p99", "get_median_str_key", "get_median_composite_key", "get_many",
     "open_cached", "memory_pss", "snapshot_load",
-    "delta_refresh", "get_p99_during_refresh", "producer_full_cycle", "producer_append_cycle",
+    "delta_refresh", "get_p99_during_refresh", "refresh_beside_lookups",
+    "producer_full_cycle", "producer_append_cycle",
     "blob_size", "propagation_local", "propagation_s3",
 }
 PEERS = {"dict", "lmdb+msgpack", "sqlite3+msgpack", "rocksdict+msgpack", "get loop",
          "dict comprehension", "zstd decompress", "snapshot_load", "idle", "pyarrow scan",
-         "full cycle", "parquet-zstd"}
+         "full cycle", "parquet-zstd", "alone"}
 NO_REDIS = "feedkit-test-no-such-redis-server"
 KEYS = {"name", "unit", "feedkit", "peer", "peer_value", "ratio", "goal", "met"}
 

@@ -6,9 +6,12 @@
 //! hashing, the msgpack codec, verification and the consumer's merge arithmetic.
 //! untrusted bytes: functions return `Err` on damage and never index past a slice's end.
 
+pub mod apply;
+pub mod blob;
 pub mod diff;
 pub mod encode;
 pub mod error;
+pub mod header;
 pub mod keyhash;
 pub mod layout;
 pub mod merge;
