@@ -9,8 +9,8 @@ bytes exactly those of ``feedkit.codec.pack_value`` applied to the value pyarrow
 row or per value. This module keeps what is decided per schema: which types feedkit
 carries, how they are described in manifests, and the key spec.
 
-The Python encoder it replaced lives on in ``encode_py`` as the oracle of the
-differential tests.
+The Python encoder it replaced lives on in ``tests/oracles/encode.py`` as the oracle
+of the differential tests.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ import pytest
 
 from feedkit import IntegrityError
 from feedkit.codec import record_class
-from feedkit.format import RecordSet, StateFile, make_get, write_state
+from feedkit.format import RecordSet, StateFile, write_state
 from feedkit.keys import KeySpec
+from tests.oracles.lookup import make_get
 
 SCHEMA = [{"name": "k", "kind": "int", "type": "int64", "nullable": False},
           {"name": "v", "kind": "str", "type": "string", "nullable": True}]
@@ -88,7 +89,7 @@ def test_arrow_gather_copies_the_same_bytes_as_the_numpy_gather() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feedkit.format import RecordSet, _ArrowGather, _gather
+    from tests.oracles.write import _ArrowGather, _gather
 
     rng = np.random.default_rng(7)
     sources, starts, lengths, source = [], [], [], []

@@ -7,7 +7,7 @@ consumer serves ``[overlay, base]``. Every lookup form (``get``, ``[]``, ``in``,
 ``keys()``, ``items()``) must agree with:
 
 - the Arrow table itself (``to_pylist()`` of the version's rows), and
-- the pure-Python lookup the compiled one replaced (``format.make_get``), run over the
+- the pure-Python lookup the compiled one replaced (``tests/oracles/lookup.py``), run over the
   very same mapped files.
 """
 
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import feedkit
-from feedkit.format import make_get
+from tests.oracles.lookup import make_get
 
 TYPES: dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]] = {
     "i": (pa.int64(), st.integers(-2**63, 2**63 - 1)),

@@ -1,7 +1,7 @@
 """The refresh path's compiled code against its numpy oracles, on random files.
 
 ``StateFile.verify`` (native/core/src/verify.rs) must accept exactly the files
-``StateFile._verify_py`` accepts, and refuse the others with the same message; with
+``tests.oracles.write.verify_py`` accepts, and refuse the others with the same message; with
 ``records=True`` it also refuses a file with a record that does not decode, as the
 walker below (an independent msgpack reader following the decoder's rules) says.
 ``apply_delta`` and ``compact`` (native/core/src/merge.rs) must give the record counts,
@@ -27,15 +27,7 @@ from feedkit import IntegrityError, _native
 from feedkit.codec import pack_value
 from feedkit.format import PREFIX_SIZE, RecordSet, StateFile, write_state
 from feedkit.keys import M64, KeySpec, value_hash
-from feedkit.merge import (
-    _columns_py,
-    _delta_effect_py,
-    _record_set,
-    _unshadowed,
-    _unshadowed_py,
-    apply_delta,
-    compact,
-)
+from feedkit.merge import _numpy_columns, _record_set, _unshadowed, apply_delta, compact
 from tests.fuzz.support import (
     HUGE_INTS,
     Seed,
@@ -46,6 +38,8 @@ from tests.fuzz.support import (
     split_state,
     state_seeds,
 )
+from tests.oracles.merge import delta_effect_py, unshadowed_py
+from tests.oracles.write import verify_py
 
 MAX_DEPTH = 256  # native/src/decode.rs: containers nested deeper in a value are damage
 
@@ -189,7 +183,7 @@ def outcome(call: Any) -> str:
 
 
 def live_records(sf: StateFile) -> Iterator[tuple[int, bytes]]:
-    """(slot, bytes) of every live record of a file that passed ``_verify_py``."""
+    """(slot, bytes) of every live record of a file that passed ``verify_py``."""
     slots = sf.occupied()
     starts, lengths = sf.record_ranges(slots)
     for j, a, n in zip(slots.tolist(), starts.tolist(), lengths.tolist(), strict=True):
@@ -205,10 +199,10 @@ def agree(path: Path, data: bytes) -> str:
         sf = StateFile(path)
     except IntegrityError:
         return "refused on open"
-    expected = outcome(sf._verify_py)
+    expected = outcome(lambda: verify_py(sf))
     assert outcome(sf.verify) == expected
     digest = xxhash.xxh3_128(data[PREFIX_SIZE:]).digest()
-    assert outcome(lambda: sf.verify(digest)) == outcome(lambda: sf._verify_py(digest))
+    assert outcome(lambda: sf.verify(digest)) == outcome(lambda: verify_py(sf, digest))
     deep = outcome(lambda: sf.verify(records=True))
     if expected != "ok":
         assert deep == expected
@@ -331,7 +325,7 @@ def test_a_base_holding_a_tombstone_is_refused(scratch: Any) -> None:
     with pytest.raises(IntegrityError, match="a tombstone in a base file"):
         sf.verify()
     with pytest.raises(IntegrityError, match="a tombstone in a base file"):
-        sf._verify_py()
+        verify_py(sf)
 
 
 def test_records_true_refuses_what_lookups_could_not_decode(seeds: list[Seed],
@@ -399,9 +393,9 @@ def _python_records(files: list[StateFile], delta: StateFile) -> RecordSet:
     """apply_delta's records through the numpy oracle."""
     parts: list[tuple[StateFile, np.ndarray]] = [(delta, delta.occupied())]
     if len(files) == 2:
-        parts.append((files[0], _unshadowed_py(delta, files[0])))
+        parts.append((files[0], unshadowed_py(delta, files[0])))
     return _record_set(parts, list(files[-1].header["index_fields"]), drop_tombstones=False,
-                       columns=_columns_py)
+                       columns=_numpy_columns)
 
 
 @fuzz_settings(120)
@@ -423,7 +417,7 @@ def test_apply_delta_and_compact_match_numpy_and_the_truth(tmp_path_factory: Any
                       index=index, state=state, str_keys=str_keys)
         delta.verify(records=True)
         native = _native.delta_effect([sf.table_args() for sf in files], delta.table_args())
-        assert native == _delta_effect_py(files, delta)
+        assert native == delta_effect_py(files, delta)
         records = apply_delta(files, delta, len(state), truth_digest(state))
         with pytest.raises(IntegrityError, match="the manifest says"):
             apply_delta(files, delta, len(state) + 1, truth_digest(state))
@@ -437,21 +431,21 @@ def test_apply_delta_and_compact_match_numpy_and_the_truth(tmp_path_factory: Any
         write_state(folder / f"p{n}", header, _python_records(files, delta))
         assert (folder / f"o{n}").read_bytes() == (folder / f"p{n}").read_bytes()
         if len(files) == 2:
-            assert _unshadowed(delta, files[0]).tolist() == _unshadowed_py(delta, files[0]).tolist()
+            assert _unshadowed(delta, files[0]).tolist() == unshadowed_py(delta, files[0]).tolist()
         files = [StateFile(folder / f"o{n}"), base]
         files[0].verify(records=True)
     # compaction: the truth, and what the numpy oracle keeps of the base
     overlay = files[0]
-    assert _unshadowed(overlay, base).tolist() == _unshadowed_py(overlay, base).tolist()
+    assert _unshadowed(overlay, base).tolist() == unshadowed_py(overlay, base).tolist()
     rs = compact(files)
     header = {**{k: base.header[k] for k in ("feed", "key", "schema", "index_fields",
                                               "use_list")},
               "version": 12, "kind": "base", "record_count": len(state),
               "state_digest": f"{truth_digest(state):016x}"}
     write_state(folder / "compacted", header, rs)
-    python = _record_set([(overlay, overlay.occupied()), (base, _unshadowed_py(overlay, base))],
+    python = _record_set([(overlay, overlay.occupied()), (base, unshadowed_py(overlay, base))],
                          list(base.header["index_fields"]), drop_tombstones=True,
-                         columns=_columns_py)
+                         columns=_numpy_columns)
     write_state(folder / "compacted-py", header, python)
     assert (folder / "compacted").read_bytes() == (folder / "compacted-py").read_bytes()
     sf = StateFile(folder / "compacted")

@@ -1,9 +1,9 @@
 """The compiled writer and diff against their numpy oracles (issue 12).
 
 ``write_state`` (native/core/src/write.rs) must write the very bytes
-``format._write_state_py`` writes for the same RecordSet, and ``merge.diff``,
+``tests.oracles.write.write_state_py`` writes for the same RecordSet, and ``merge.diff``,
 ``merge.present`` and ``merge.record_digest`` (native/core/src/diff.rs) must answer as
-``merge._diff_py``, ``merge._present_py`` and ``merge._record_digest_py`` do.
+``diff_py``, ``present_py`` and ``record_digest_py`` (``tests/oracles/merge.py``) do.
 """
 
 from __future__ import annotations
@@ -19,17 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedkit import IntegrityError
-from feedkit.format import RecordSet, StateFile, _write_state_py, write_state
+from feedkit.format import RecordSet, StateFile, write_state
 from feedkit.keys import KeySpec
-from feedkit.merge import (
-    Diff,
-    _diff_py,
-    _present_py,
-    _record_digest_py,
-    diff,
-    present,
-    record_digest,
-)
+from feedkit.merge import Diff, diff, present, record_digest
+from tests.oracles.merge import diff_py, present_py, record_digest_py
+from tests.oracles.write import write_state_py
 
 from .fuzz.support import fuzz_settings
 
@@ -83,7 +77,7 @@ def record_set(keys: list[int], values: list[bytes], tomb: list[bool], hashes: d
 def assert_same_file(tmp_path: Path, head: dict[str, Any], rs: RecordSet) -> bytes:
     rust, py = tmp_path / "rust.state", tmp_path / "py.state"
     full = write_state(rust, head, rs)
-    assert full == _write_state_py(py, head, rs)
+    assert full == write_state_py(py, head, rs)
     data = rust.read_bytes()
     assert data == py.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["py.state", "rust.state"]  # no temp file left
@@ -214,10 +208,10 @@ def test_the_compiled_diff_answers_as_the_numpy_diff(
     # One source, as the producer's RecordSets have (the numpy diff needs it).
     rs = record_set(keys, [new[k] for k in keys], [False] * len(keys), {},
                     np.uint64 if hashed else np.int64, False, seed)
-    assert_same_diff(diff(files, rs), _diff_py(files, rs))
+    assert_same_diff(diff(files, rs), diff_py(files, rs))
     probe = np.array(list(base) + list(overlay or {}) + keys + [3, -3], dtype=np.int64)
     probe = probe.astype(np.uint64) if hashed else probe
-    assert present(files, probe).tolist() == _present_py(files, probe).tolist()
+    assert present(files, probe).tolist() == present_py(files, probe).tolist()
 
 
 def test_record_digest_matches_its_oracle() -> None:
@@ -225,7 +219,7 @@ def test_record_digest_matches_its_oracle() -> None:
     heap = rng.integers(0, 256, size=10_000, dtype=np.uint8)
     starts = rng.integers(0, 9_000, size=500)
     lengths = rng.integers(0, 1_000, size=500)
-    assert record_digest(heap, starts, lengths) == _record_digest_py(heap, starts, lengths)
+    assert record_digest(heap, starts, lengths) == record_digest_py(heap, starts, lengths)
     assert record_digest(heap, starts[:0], lengths[:0]) == 0
     with pytest.raises(IntegrityError, match="outside"):
         record_digest(heap, np.array([9_999]), np.array([2]))

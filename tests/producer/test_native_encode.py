@@ -1,7 +1,7 @@
 """The compiled encoder against the Python one it replaced, on random Arrow tables.
 
 ``feedkit.producer.encode.encode_batch`` runs in Rust (``native/core/src/encode.rs``);
-``feedkit.producer.encode_py.encode_batch`` is the Python encoder as it was, kept as the
+``tests.oracles.encode.encode_batch`` is the Python encoder as it was, kept as the
 oracle. Both must give the same records (byte for byte), offsets, slot keys (int64 keys
 or uint64 hashes), index hashes and null-key rows for every type feedkit carries:
 integers of every width, floats of every width, booleans, strings, binaries (large and
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from feedkit.errors import ValidationError
 from feedkit.keys import KeySpec
-from feedkit.producer import encode_py
 from feedkit.producer.encode import ColumnPlan, EncodedBatch, encode_batch, encode_column
+from tests.oracles import encode as oracle
 
 # FEEDKIT_FUZZ=deep (as make fuzz sets it) runs 50 times the examples, randomised.
 DEEP = os.environ.get("FEEDKIT_FUZZ", "") == "deep"
@@ -279,7 +279,7 @@ def assert_same(got: EncodedBatch, want: EncodedBatch) -> None:
 def test_random_batches_encode_as_the_python_encoder_does(case: tuple[pa.RecordBatch, ColumnPlan]
                                                           ) -> None:
     batch, plan = case
-    assert_same(encode_batch(batch, plan), encode_py.encode_batch(batch, plan))
+    assert_same(encode_batch(batch, plan), oracle.encode_batch(batch, plan))
 
 
 @SETTINGS
@@ -288,7 +288,7 @@ def test_random_columns_encode_as_the_python_encoder_does(data: st.DataObject) -
     t = data.draw(TYPES)
     n = data.draw(st.integers(0, 20))
     arr = data.draw(arrays(t, n + 2)).slice(1, n)
-    assert encode_column(arr).to_pylist() == encode_py.encode_column(arr).to_pylist()
+    assert encode_column(arr).to_pylist() == oracle.encode_column(arr).to_pylist()
 
 
 def _plan(batch: pa.RecordBatch, key: tuple[str, ...], parts: tuple[str, ...],
@@ -312,7 +312,7 @@ def test_the_benchmark_table_encodes_as_the_python_encoder_does() -> None:
         genres,
     ], names=["movie_id", "title", "year", "score", "country", "genres"])
     plan = _plan(batch, ("movie_id",), ("int",), ["country", "year"])
-    assert_same(encode_batch(batch, plan), encode_py.encode_batch(batch, plan))
+    assert_same(encode_batch(batch, plan), oracle.encode_batch(batch, plan))
 
 
 def test_uint64_keys_past_int64_are_refused_as_before() -> None:
@@ -322,7 +322,7 @@ def test_uint64_keys_past_int64_are_refused_as_before() -> None:
     with pytest.raises(ValidationError) as native:
         encode_batch(batch, plan)
     with pytest.raises(ValidationError) as python:
-        encode_py.encode_batch(batch, plan)
+        oracle.encode_batch(batch, plan)
     assert str(native.value) == str(python.value)
     assert "feed 'feed': key column 'id'" in str(native.value)
 
@@ -333,7 +333,7 @@ def test_null_keys_are_reported_by_row() -> None:
     for key, parts in ((("id",), ("int",)), (("name",), ("str",)),
                        (("id", "name"), ("int", "str"))):
         plan = _plan(batch, key, parts)
-        got, want = encode_batch(batch, plan), encode_py.encode_batch(batch, plan)
+        got, want = encode_batch(batch, plan), oracle.encode_batch(batch, plan)
         assert_same(got, want)
     assert got.null_key_rows.tolist() == [1, 2]
 
@@ -389,7 +389,7 @@ def test_float_payloads_survive() -> None:
     f64 = np.array([0x7FF8000000000001, 0xFFF8000000000000], dtype=np.uint64).view(np.float64)
     f16 = np.array([0x7E01, 0xFC00, 0x0001], dtype=np.uint16).view(np.float16)
     for arr in (pa.array(f64), pa.array(f16), pa.array(f16.astype(np.float32))):
-        assert encode_column(arr).to_pylist() == encode_py.encode_column(arr).to_pylist()
+        assert encode_column(arr).to_pylist() == oracle.encode_column(arr).to_pylist()
     got = encode_column(pa.array(f64)).to_pylist()[0]
     assert struct.unpack(">Q", got[1:])[0] == 0x7FF8000000000001
 
@@ -397,7 +397,7 @@ def test_float_payloads_survive() -> None:
 def test_aware_timestamps_carry_pyarrows_zone_names() -> None:
     for zone in [*ZONES, "-00:00", "Asia/Kolkata"]:
         arr = pa.array([0, 1_700_000_000_000], pa.timestamp("ms", tz=zone))
-        assert encode_column(arr).to_pylist() == encode_py.encode_column(arr).to_pylist(), zone
+        assert encode_column(arr).to_pylist() == oracle.encode_column(arr).to_pylist(), zone
     when = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     assert encode_column(pa.array([when], pa.timestamp("us", tz="UTC"))).to_pylist()[0][-3:] == b"UTC"
 
@@ -415,8 +415,8 @@ def test_slices_of_nested_structs_and_fixed_size_lists() -> None:
     for arr in (outer, fixed, nested_fixed, pa.StructArray.from_arrays([fixed], names=["q"])):
         for start in range(len(arr)):
             part = arr.slice(start)
-            assert encode_column(part).to_pylist() == encode_py.encode_column(part).to_pylist()
+            assert encode_column(part).to_pylist() == oracle.encode_column(part).to_pylist()
             batch = pa.RecordBatch.from_arrays([pa.array(range(3)), arr], names=["id", "v"])
             batch = batch.slice(start)
             plan = _plan(batch, ("id",), ("int",))
-            assert_same(encode_batch(batch, plan), encode_py.encode_batch(batch, plan))
+            assert_same(encode_batch(batch, plan), oracle.encode_batch(batch, plan))

@@ -9,8 +9,7 @@ pyarrow compute, byte for byte what msgpack-python would write; other types go t
 ``to_pylist`` and ``pack_value`` one value at a time.
 
 Nothing in the producer calls it. ``tests/producer/test_native_encode.py`` compares the
-compiled encoder with it on random tables (records, slot keys, index hashes), so it
-stays importable until that encoder has been proven long enough to drop it.
+compiled encoder with it on random tables (records, slot keys, index hashes).
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ import pyarrow.compute as pc
 from feedkit.codec import pack_value
 from feedkit.errors import ValidationError
 from feedkit.keys import xxh3
-
-from .encode import ColumnPlan, EncodedBatch, _contains, _kind, _nested_types
+from feedkit.producer.encode import ColumnPlan, EncodedBatch, _contains, _kind, _nested_types
 
 __all__ = ["encode_batch", "encode_column"]
 
