@@ -63,12 +63,6 @@ FORMAT_VERSION = 1
 TOMBSTONE = 0xC0
 _PREFIX = struct.Struct("<8sIIQQ16s")
 assert _PREFIX.size == PREFIX_SIZE
-_BODY_ALIGN = 64
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-_UINT64_MAX = (1 << 64) - 1
-_MIN_BITS, _MAX_BITS = 3, 62  # the writer's smallest table is 2**3; 2**62 slots fit no file
-_METHODS = {"int": ("low", "fib"), "hash": ("xxh3",)}
 _GATHER_BYTES = 8 << 20  # bytes gathered per write while copying records
 
 
@@ -91,10 +85,6 @@ class RecordSet:
 
     def __len__(self) -> int:
         return len(self.keys)
-
-
-def _align(n: int, to: int = 8) -> int:
-    return (n + to - 1) // to * to
 
 
 def byte_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -173,59 +163,25 @@ def derived_header(template: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return header
 
 
-def _int(doc: dict[str, Any], name: str, low: int, high: int) -> int:
-    """``doc[name]`` if it is an integer (not a bool) in ``[low, high]``, else ValueError."""
-    value = doc[name]
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"{name} is {value!r}, not an integer in [{low}, {high}]")
-    return value
-
-
-def _table(doc: dict[str, Any], count: str, body_length: int) -> tuple[int, int]:
-    """The slot count and bits of a hash table, checked against each other and the body.
-
-    Every probe starts at a home below ``2**bits`` and may walk up to the terminal slot
-    ``count - 1``, so ``count > 2**bits`` keeps the first read of any probe inside the table.
-    """
-    bits = _int(doc, "bits", _MIN_BITS, _MAX_BITS)
-    slots = _int(doc, count, (1 << bits) + 1, body_length // 16)
-    return slots, bits
-
-
-def _check_header(header: Any, body_length: int) -> None:
-    """Check every header field a reader uses, so that no later use of it can fail or
-    reach outside the file: types, ranges, known names, and sections inside the body.
+def _check_python_fields(header: dict[str, Any]) -> None:
+    """Check what of a header becomes Python, beyond the format's own checks
+    (``_native.check_header``, ``native/core/src/header.rs``: every number, table and
+    section): the feed's name, the column names (named-tuple fields: identifiers, no
+    leading underscore, no keyword, none twice), the key's columns and part kinds, the
+    indexed fields.
 
     Raises:
         ValueError, KeyError, TypeError: the header is not one the writer could have
             written (the caller turns them into IntegrityError).
     """
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
-    if header["format"] != FORMAT_VERSION:
-        raise ValueError(f"header format {header['format']!r}")
     validate_feed(header["feed"])
-    _int(header, "version", 1, _INT64_MAX)
-    if header["kind"] not in ("base", "overlay"):
-        raise ValueError(f"kind {header['kind']!r}")
-    if "base_version" in header:
-        _int(header, "base_version", 1, _INT64_MAX)
-    _int(header, "record_count", 0, _INT64_MAX)
-    count = _int(header, "count", 0, body_length)  # every entry has a slot of its own
-    _int(header, "tombstones", 0, count)
-    digest = header.get("state_digest", "0" * 16)
-    if not (isinstance(digest, str) and len(digest) == 16
-            and all(c in "0123456789abcdef" for c in digest)):
-        raise ValueError(f"state_digest {digest!r}")
-    if type(header["use_list"]) is not bool:  # it becomes a literal in the generated get
+    if type(header["use_list"]) is not bool:
         raise ValueError(f"use_list {header['use_list']!r}")
-
     schema = header["schema"]
     if not isinstance(schema, list) or not schema:
         raise ValueError("schema is not a list of columns")
     names: list[str] = []
     for column in schema:
-        # Column names become named-tuple fields (identifiers, no leading underscore).
         name = column["name"]
         if (not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name)
                 or name.startswith("_") or name in names):
@@ -235,41 +191,13 @@ def _check_header(header: Any, body_length: int) -> None:
         names.append(name)
     key = header["key"]
     columns, parts = key["columns"], key["parts"]
-    # Key parts name Python types in the generated get: only the known ones may pass.
     if (not isinstance(columns, list) or not isinstance(parts, list) or not parts
             or len(columns) != len(parts) or any(p not in PART_KINDS for p in parts)
             or any(c not in names for c in columns) or len(set(columns)) != len(columns)):
         raise ValueError(f"key {key!r} does not fit the schema")
-    slot_kind = KeySpec.from_json(key).slot_kind
-
-    slots = header["slots"]
-    slot_count, _ = _table(slots, "count", body_length)
-    _int(slots, "offset", 0, 0)
-    if slots["hash"] not in _METHODS[slot_kind]:
-        raise ValueError(f"slot hash {slots['hash']!r} for {slot_kind} keys")
-    if slot_kind == "int":
-        _int(slots, "empty", _INT64_MIN, _INT64_MAX)
-    else:
-        _int(slots, "empty", 0, _UINT64_MAX)
-    _int(slots, "max_probe", 1, slot_count)
-    heap = header["heap"]
-    _int(heap, "offset", 16 * slot_count, 16 * slot_count)
-    sections = [(0, 16 * slot_count), (heap["offset"], _int(heap, "length", 0, body_length))]
-
-    fields, indexes = header["index_fields"], header["indexes"]
-    if (not isinstance(fields, list) or not isinstance(indexes, dict)
-            or sorted(fields) != sorted(indexes) or any(f not in names for f in fields)
-            or len(set(fields)) != len(fields)):
-        raise ValueError(f"index_fields {fields!r} do not match the indexes or the schema")
-    for meta in indexes.values():
-        table_slots, _ = _table(meta, "slots", body_length)
-        _int(meta, "empty", 0, _UINT64_MAX)
-        _int(meta, "values", 0, table_slots)
-        sections.append((_int(meta, "table", 0, body_length), 16 * table_slots))
-        sections.append((_int(meta, "postings", 0, body_length),
-                         4 * _int(meta, "count", 0, body_length)))
-    if any(off + n > body_length for off, n in sections):
-        raise ValueError("a section reaches past the end of the file")
+    fields = header["index_fields"]
+    if any(f not in names for f in fields) or len(set(fields)) != len(fields):
+        raise ValueError(f"index_fields {fields!r} do not match the schema")
 
 
 class StateFile:
@@ -323,23 +251,14 @@ class StateFile:
         return sf
 
     def _open(self, size: int) -> None:
-        magic, fmt, header_length, body_offset, file_size, digest = _PREFIX.unpack_from(self.mm)
-        if magic != MAGIC:
-            raise IntegrityError(f"{self.path}: not a feedkit state file (bad magic)")
-        if fmt != FORMAT_VERSION:
-            raise IntegrityError(f"{self.path}: state format {fmt}, this feedkit reads {FORMAT_VERSION}")
-        if file_size != size or body_offset > size or _PREFIX.size + header_length > size:
-            raise IntegrityError(f"{self.path}: truncated state file ({size} of {file_size} bytes)")
-        if body_offset != _align(_PREFIX.size + header_length, _BODY_ALIGN):
-            raise IntegrityError(f"{self.path}: body offset {body_offset} does not follow "
-                                 f"a {header_length}-byte header")
-        body_length = size - body_offset
+        try:
+            _native.check_header(self.mm)  # the prefix, and every number the header holds
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.path}: {exc}") from None
+        _, _, header_length, body_offset, _, digest = _PREFIX.unpack_from(self.mm)
         try:
             self.header: dict[str, Any] = json.loads(self.mm[_PREFIX.size:_PREFIX.size + header_length])
-            _check_header(self.header, body_length)
-            if self.header["body_length"] != body_length:
-                raise ValueError(f"body_length {self.header['body_length']!r}, "
-                                 f"the file holds {body_length}")
+            _check_python_fields(self.header)
         except KeyError as exc:
             raise IntegrityError(f"{self.path}: unreadable state header: no field {exc}") from exc
         except (ValueError, TypeError, AttributeError, RecursionError) as exc:

@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode::encode_array, m)?)?;
     m.add_function(wrap_pyfunction!(encode::has_duplicate_keys, m)?)?;
     m.add_function(wrap_pyfunction!(verify::verify_state, m)?)?;
+    m.add_function(wrap_pyfunction!(verify::check_header, m)?)?;
     m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
     m.add_function(wrap_pyfunction!(merge::posted_hashes, m)?)?;

@@ -1,10 +1,12 @@
 //! `verify_state`: `StateFile.verify`'s checks (FORMAT.md, 4.8), run with the GIL
 //! released (unless the file is small); see `feedkit_core::verify`.
 
+use feedkit_core::header::parse_own;
 use feedkit_core::layout::IndexTable;
 use feedkit_core::verify::{verify, Expected};
 use pyo3::prelude::*;
 
+use crate::buffers::Held;
 use crate::errors::{guard, to_py};
 use crate::view::{detach_if, FileArgs, Mapped, DETACH_BYTES};
 
@@ -44,5 +46,17 @@ pub fn verify_state(
         let big = bytes.len() >= DETACH_BYTES;
         detach_if(py, big, || verify(bytes, table, &expected, body_digest.as_deref()))
             .map_err(|e| to_py(py, e))
+    })
+}
+
+/// Checks the prefix and header of the state file `file` (a read-only buffer): every
+/// field a reader uses, its type and range, and the sections inside the file
+/// (`feedkit_core::header`). Raises `IntegrityError` saying what is wrong, without the
+/// file's name (the caller adds it).
+#[pyfunction]
+pub fn check_header(py: Python<'_>, file: Bound<'_, PyAny>) -> PyResult<()> {
+    guard(py, || {
+        let buf = Held::<u8>::get(&file, "a state file")?;
+        parse_own(buf.items()).map(|_| ()).map_err(|e| to_py(py, e))
     })
 }

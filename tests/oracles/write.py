@@ -18,16 +18,13 @@ import xxhash
 from feedkit.blobs import owner_only
 from feedkit.errors import IntegrityError
 from feedkit.format import (
-    _BODY_ALIGN,
     _GATHER_BYTES,
-    _INT64_MIN,
     _PREFIX,
     FORMAT_VERSION,
     MAGIC,
     TOMBSTONE,
     RecordSet,
     StateFile,
-    _align,
     _as_i64,
     _tmp_path,
     byte_ranges,
@@ -35,6 +32,13 @@ from feedkit.format import (
 from feedkit.keys import KeySpec, hash_homes, int_homes
 
 __all__ = ["arrow_records", "verify_py", "write_state_py"]
+
+_BODY_ALIGN = 64
+_INT64_MIN = -(1 << 63)
+
+
+def _align(n: int, to: int = 8) -> int:
+    return (n + to - 1) // to * to
 
 
 def _capacity_bits(n: int) -> int:

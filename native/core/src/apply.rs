@@ -437,6 +437,8 @@ mod tests {
         let p = parse(&c.base, true).unwrap();
         assert_eq!((p.version, p.kind.as_str(), p.expected.count), (5, "base", 60));
         assert!(parse(&c.base, false).is_err(), "int keys are not hashed keys");
+        // on its own, the slot kind comes from the key: an int key here
+        assert_eq!(crate::header::parse_own(&c.base).unwrap().expected.count, 60);
         // a header that lies about a number (and a checksum fixed behind it)
         let h = crate::layout::Prefix::parse(&c.base).unwrap().header_length;
         let text = String::from_utf8(c.base[48..48 + h].to_vec()).unwrap();
@@ -446,7 +448,17 @@ mod tests {
             let mut bytes = c.base.clone();
             bytes[48..48 + h].copy_from_slice(text.replacen(from, to, 1).as_bytes());
             assert!(parse(&bytes, true).is_err(), "{to} passed");
+            assert!(crate::header::parse_own(&bytes).is_err(), "{to} passed");
         }
+        // a key of another kind than the slots' hash, and a header without a key
+        let mut bytes = c.base.clone();
+        let hashed = text.replacen("\"parts\":[\"int\"]", "\"parts\":[\"str\"]", 1);
+        assert_ne!(hashed, text);
+        bytes[48..48 + h].copy_from_slice(hashed.as_bytes());
+        assert!(crate::header::parse_own(&bytes).is_err(), "a str key over low-hashed slots passed");
+        let keyless = text.replacen("\"key\":", "\"kez\":", 1);
+        bytes[48..48 + h].copy_from_slice(keyless.as_bytes());
+        assert!(crate::header::parse_own(&bytes).is_err(), "a header without a key passed");
         let mut s = String::new();
         crate::header::push_str(&mut s, "é\"\n😀");
         assert_eq!(s, "\"\\u00e9\\\"\\n\\ud83d\\ude00\"");

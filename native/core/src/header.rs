@@ -3,10 +3,13 @@
 //! renders the header of the overlay it writes, byte for byte as `format.write_state`
 //! does (`json.dumps(..., separators=(",", ":"), sort_keys=True)`).
 //!
-//! [`parse`] checks what `format._check_header` checks of every field a Rust reader uses
-//! (types, ranges, the sections inside the body), so that no later use can fail or read
-//! outside the file; the descriptive fields (schema, key) are compared with the state
-//! the delta applies to by its caller.
+//! [`parse`] is the one check of the format's header fields (types, ranges, the
+//! sections inside the body), so that no later use can fail or read outside the file:
+//! `StateFile` runs it on every file it opens ([`parse_own`]), the delta path on the
+//! files it decompresses and writes. Python adds only what becomes Python (the column
+//! names of the record class, the key's parts, the feed's name:
+//! `format._check_python_fields`); the descriptive fields (schema, key) of a delta are
+//! compared with the state it applies to by its caller.
 //!
 //! The parsing is serde_json's; the rendering is written here because it must be
 //! Python's bytes exactly (keys sorted by code point, no spaces, `ensure_ascii`
@@ -178,6 +181,21 @@ pub fn parse(bytes: &[u8], int_keys: bool) -> Result<Parsed> {
                            heap_start + heap_length, kind == "overlay")?;
     let expected = Expected { count, tombstones, width, indexes, records: false };
     Ok(Parsed { header, table, expected, version, kind, record_count })
+}
+
+/// [`parse`] for a file on its own (`StateFile`'s check when it opens one): the slot kind
+/// comes from the header's key, int keys being one part of kind `int` (FORMAT.md, 5).
+pub fn parse_own(bytes: &[u8]) -> Result<Parsed> {
+    let prefix = Prefix::parse(bytes)?;
+    let text = &bytes[PREFIX_SIZE..PREFIX_SIZE + prefix.header_length];
+    let doc: Value = serde_json::from_slice(text).map_err(bad)?;
+    let parts = doc
+        .get("key")
+        .and_then(|key| key.get("parts"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no key parts"))?;
+    let int_keys = matches!(&parts[..], [Value::String(kind)] if kind == "int");
+    parse(bytes, int_keys)
 }
 
 /// `s` as a JSON string the way Python's `json.dumps` writes it (`ensure_ascii`: every
