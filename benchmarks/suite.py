@@ -6,6 +6,7 @@ Run::
     make bench-large    # 10M records  -> benchmarks/results/large.json
     make bench-quick    # 100k records -> benchmarks/results/quick.json
     .venv/bin/python benchmarks/suite.py --size quick|full|large [--only core,refresh,...]
+    .venv/bin/python benchmarks/suite.py --size large --only refresh --reuse core,producer,s3
 
 Each part is one script, run as its own process (so memory and CPU of one part never
 leak into the next), with the same record count:
@@ -91,7 +92,11 @@ def machine() -> dict[str, Any]:
 
 
 def run_parts(size: str, parts: list[str], keep_going: bool, results: Path,
-              records: int | None) -> tuple[list[dict[str, Any]], dict[str, str]]:
+              records: int | None, reuse: tuple[str, ...] = ()
+              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Run ``parts`` in turn; a part named in ``reuse`` is not run: its rows come from the
+    part file an earlier run left (``results/parts/<run>-<part>.json``), and its status
+    says when that run wrote it (to finish a run whose other parts failed)."""
     from tqdm import tqdm
 
     run = RUN_NAMES[size]
@@ -106,6 +111,13 @@ def run_parts(size: str, parts: list[str], keep_going: bool, results: Path,
         bar.set_postfix_str(part)
         out = results / "parts" / f"{run}-{part}.json"
         log = results / f"{run}-{part}.log"
+        if part in reuse:
+            if not out.exists():
+                raise SystemExit(f"--reuse {part}: no {out} from an earlier run")
+            written = dt.datetime.fromtimestamp(out.stat().st_mtime, dt.UTC)
+            rows += [dict(r, part=r.get("part", part)) for r in json.loads(out.read_text())]
+            status[part] = f"ok (reused: the part file an earlier run wrote at {written:%Y-%m-%d %H:%M} UTC)"
+            continue
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         started = time.monotonic()
@@ -319,16 +331,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--size", choices=tuple(SIZES), default="full")
     ap.add_argument("--only", help=f"comma-separated parts ({', '.join(PARTS)})")
+    ap.add_argument("--reuse", default="",
+                    help="comma-separated parts whose rows come from an earlier run's part file")
     ap.add_argument("--keep-going", action="store_true", help="run the other parts after a failure")
     ap.add_argument("--records", type=int, help="override the size's record count (smoke runs)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where results go")
     ap.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md",
                     help="the RESULTS.md to regenerate")
     args = ap.parse_args()
+    reuse = tuple(filter(None, args.reuse.split(",")))
     parts = args.only.split(",") if args.only else list(PARTS)
-    unknown = [p for p in parts if p not in PARTS]
+    unknown = [p for p in (*parts, *reuse) if p not in PARTS]
     if unknown:
         ap.error(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    parts = [p for p in PARTS if p in parts or p in reuse]  # in the suite's order
     run = RUN_NAMES[args.size]
     meta = machine()
     records = args.records or SIZES[args.size]
@@ -337,7 +353,7 @@ def main() -> int:
     print(f"feedkit benchmark suite: {run}, {records:,} records, {meta['cpus']} CPUs, "
           f"S3: {meta['s3']}", flush=True)
     started = time.monotonic()
-    rows, status = run_parts(args.size, parts, args.keep_going, results, args.records)
+    rows, status = run_parts(args.size, parts, args.keep_going, results, args.records, reuse)
     command = {"full": "make bench", "large": "make bench-large", "quick": "make bench-quick"}[
         args.size]
     plots = [p.name for p in plot(run, rows, results)] if rows else []
