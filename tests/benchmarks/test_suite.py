@@ -76,6 +76,23 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
     assert f"{meta['machine']['cpus']} CPUs" in text and "make bench-quick" in text
     assert text.count("\n| ") >= len(rows)
 
+    # --reuse: the parts' rows again from the part files, without running any part
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--size", "quick",
+         "--reuse", "core,refresh,producer,s3", "--results", str(results),
+         "--results-md", str(md)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((results / "quick.json").read_text()) == rows
+    meta = json.loads((results / "quick-meta.json").read_text())
+    assert all(s.startswith("ok (reused: ") for s in meta["parts"].values()), meta["parts"]
+    (results / "parts" / "quick-s3.json").unlink()
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--size", "quick",
+         "--reuse", "s3", "--only", "s3", "--results", str(results), "--results-md", str(md)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "--reuse s3: no " in missing.stderr + missing.stdout
+
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server installed")
 def test_the_redis_peer_starts_its_own_server_serves_get_and_mget_and_stops_it(
