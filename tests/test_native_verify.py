@@ -205,7 +205,9 @@ def agree(path: Path, data: bytes) -> str:
     assert outcome(lambda: sf.verify(digest)) == outcome(lambda: verify_py(sf, digest))
     deep = outcome(lambda: sf.verify(records=True))
     if expected != "ok":
-        assert deep == expected
+        # Refused too: for the same reason, or for a record that does not decode, which
+        # records=True checks while it walks the slots, before the indexes.
+        assert deep == expected or "does not decode" in deep, (deep, expected)
         return "refused"
     width = len(sf.header["schema"])
     bad = [j for j, rec in live_records(sf) if not decodes(rec, width)]
