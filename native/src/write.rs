@@ -1,17 +1,16 @@
 //! Writing state files and the record digest, with the GIL released
 //! (feedkit/format.py's `write_state`, feedkit/merge.py's `record_digest`).
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use feedkit_core::records::Records;
 use feedkit_core::write::{plan, write_file, Plan};
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::buffers::Held;
 use crate::errors::{guard, to_py};
+use crate::files::os_error;
 
 /// A RecordSet's arrays, as `feedkit/format.py` passes them.
 pub struct RecordArgs {
@@ -49,17 +48,6 @@ impl RecordArgs {
     }
 }
 
-/// The OSError Python's `open` would raise for `err` on `path` (FileNotFoundError...).
-fn os_error(err: io::Error, path: &Path) -> PyErr {
-    match err.raw_os_error() {
-        Some(errno) => {
-            let text = err.to_string();
-            let strerror = text.split(" (os error").next().unwrap_or(&text).to_string();
-            PyOSError::new_err((errno, strerror, path.to_path_buf()))
-        }
-        None => PyOSError::new_err(format!("{}: {err}", path.display())),
-    }
-}
 
 /// The numbers the header holds, for `render` (feedkit/format.py renders the JSON).
 fn layout<'py>(py: Python<'py>, p: &Plan, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
