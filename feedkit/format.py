@@ -37,7 +37,6 @@ import numpy as np
 from feedkit import _native
 from feedkit.errors import IntegrityError
 from feedkit.keys import (
-    M64,
     PART_KINDS,
     KeySpec,
     hash_homes,
@@ -48,6 +47,8 @@ from feedkit.names import validate_feed
 PREFIX_SIZE = 48  # the fixed prefix before the checksummed body (see _PREFIX)
 
 __all__ = [
+    "FORMATS",
+    "FORMAT_COMPACT",
     "FORMAT_VERSION",
     "PREFIX_SIZE",
     "MAGIC",
@@ -60,6 +61,8 @@ __all__ = [
 
 MAGIC = b"FEEDKIT\x00"
 FORMAT_VERSION = 1
+FORMAT_COMPACT = 2  # compact bases (FORMAT.md, 10)
+FORMATS = (FORMAT_VERSION, FORMAT_COMPACT)
 TOMBSTONE = 0xC0
 _PREFIX = struct.Struct("<8sIIQQ16s")
 assert _PREFIX.size == PREFIX_SIZE
@@ -104,22 +107,29 @@ def _tmp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet) -> dict[str, Any]:
+def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet,
+                *, format: int = FORMAT_VERSION) -> dict[str, Any]:
     """Write ``rs`` as a state file at ``path`` (atomically: temp file, then rename).
 
     ``header`` carries feed, version, kind, key, schema and the other descriptive
-    fields; the writer adds the layout. Returns the complete header.
+    fields; the writer adds the layout. Returns the complete header. ``format`` 2
+    writes a compact base (FORMAT.md, 10: sorted entries, coded records; no
+    tombstones); 1 the format of every overlay (FORMAT.md, 4).
 
-    The byte work (placement, sentinels, index tables, the records gathered in slot
-    order, the checksum, the temp file and its rename) runs compiled with the GIL
-    released (``native/core/src/write.rs``); in between, this function renders the JSON
-    header from the writer's numbers. The numpy writer it replaced is the tests' oracle
-    (``tests/oracles/write.py``).
+    The byte work (placement, sentinels, index tables, dictionaries, the records
+    gathered in entry order, the checksum, the temp file and its rename) runs compiled
+    with the GIL released (``native/core/src/write.rs``, ``compact.rs``); in between,
+    this function renders the JSON header from the writer's numbers. The numpy writer
+    of format 1 it replaced is the tests' oracle (``tests/oracles/write.py``).
 
     Raises:
         OSError: the file cannot be written.
-        IntegrityError: a record lies outside its source.
+        IntegrityError: a record lies outside its source, or (format 2) a record is
+            not a canonical array of the schema's width.
+        ValueError: an unknown format, or tombstones in a format-2 file.
     """
+    if format not in FORMATS:
+        raise ValueError(f"state format {format!r}: feedkit writes {FORMATS}")
     spec = KeySpec.from_json(header["key"])
     int_keys = spec.slot_kind == "int"
     keys = rs.keys.astype(np.int64 if int_keys else np.uint64, copy=False)
@@ -127,24 +137,31 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
     full = dict(header)
 
     def render(layout: dict[str, Any]) -> bytes:
-        full.update(format=FORMAT_VERSION, count=layout["count"],
-                    tombstones=layout["tombstones"], slots=layout["slots"], heap=layout["heap"],
-                    indexes=dict(zip(fields, layout["indexes"], strict=True)),
-                    body_length=layout["body_length"])
+        full.update(layout, format=format, indexes=dict(zip(fields, layout["indexes"], strict=True)))
         return json.dumps(full, separators=(",", ":"), sort_keys=True).encode()
 
     target = Path(path)
+    sources = [np.ascontiguousarray(s, dtype=np.uint8)
+               for s in (rs.sources if rs.source is not None else rs.sources[:1])]
+    source = None if rs.source is None else np.ascontiguousarray(rs.source, dtype=np.uint8)
+    hashes = [np.ascontiguousarray(rs.index_hashes[f], dtype=np.uint64) for f in fields]
+    key_view = np.ascontiguousarray(keys).view(np.uint64)
+    starts = np.ascontiguousarray(rs.starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(rs.lengths, dtype=np.int64)
+    if format == FORMAT_COMPACT:
+        if rs.tombstone is not None and rs.tombstone.any():
+            raise ValueError("a format-2 state file holds no tombstones")
+        names = [c["name"] for c in header["schema"]]
+        _native.write_compact_state(
+            _tmp_path(target), target, key_view, int_keys, starts, lengths, sources, source,
+            hashes, [c["kind"] for c in header["schema"]],
+            [names.index(c) for c in spec.columns], render)
+        return full
     _native.write_state(
-        _tmp_path(target), target, np.ascontiguousarray(keys).view(np.uint64), int_keys,
-        np.ascontiguousarray(rs.starts, dtype=np.int64),
-        np.ascontiguousarray(rs.lengths, dtype=np.int64),
-        [np.ascontiguousarray(s, dtype=np.uint8)
-         for s in (rs.sources if rs.source is not None else rs.sources[:1])],
-        None if rs.source is None else np.ascontiguousarray(rs.source, dtype=np.uint8),
+        _tmp_path(target), target, key_view, int_keys, starts, lengths, sources, source,
         None if rs.tombstone is None
         else np.ascontiguousarray(rs.tombstone, dtype=bool).view(np.uint8),
-        [np.ascontiguousarray(rs.index_hashes[f], dtype=np.uint64) for f in fields],
-        render)
+        hashes, render)
     return full
 
 
@@ -265,13 +282,9 @@ class StateFile:
             # RecursionError: deeply nested JSON; ValueError covers bad UTF-8 and numbers
             # too long to convert, as well as the checks above.
             raise IntegrityError(f"{self.path}: unreadable state header: {exc}") from exc
-        slots, heap = self.header["slots"], self.header["heap"]
+        heap = self.header["heap"]
+        self.format: int = self.header["format"]
         self.count: int = self.header["count"]
-        self.slot_count: int = slots["count"]
-        self.bits: int = slots["bits"]
-        self.method: str = slots["hash"]
-        self.empty: int = slots["empty"]
-        self.max_probe: int = slots["max_probe"]
         self.spec = KeySpec.from_json(self.header["key"])
         self.digest = digest
         self.body_offset = body_offset
@@ -280,6 +293,26 @@ class StateFile:
         self.feed: str = self.header["feed"]
         self.version: int = self.header["version"]
         self.kind: str = self.header["kind"]
+        if self.format == FORMAT_COMPACT:
+            # Sorted entries [slot key, heap-relative record offset] (FORMAT.md, 10.3)
+            entries = self.header["entries"]
+            self.slot_count: int = entries["count"]
+            self.method: str = entries["hash"]
+            self.empty: int = entries["empty"]
+            width = entries["size"] - 8
+            dtype = np.dtype({"names": ["key", "offset"],
+                              "formats": ["<i8", "<u4" if width == 4 else "<i8"],
+                              "offsets": [0, 8], "itemsize": entries["size"]})
+            self._entries = np.frombuffer(self.mm, dtype=dtype, count=self.slot_count,
+                                          offset=body_offset)
+            self.heap = np.frombuffer(self.mm, dtype=np.uint8)
+            return
+        slots = self.header["slots"]
+        self.slot_count = slots["count"]
+        self.bits: int = slots["bits"]
+        self.method = slots["hash"]
+        self.empty = slots["empty"]
+        self.max_probe: int = slots["max_probe"]
         view = memoryview(self.mm)
         # Scalar probes index a memoryview (fast per item); vectorised ones use numpy views.
         slot_view = view[body_offset:body_offset + 16 * self.slot_count]
@@ -292,10 +325,15 @@ class StateFile:
     def tombstones(self) -> int:
         return int(self.header["tombstones"])
 
-    def table_args(self) -> tuple[Any, ...]:
-        """The mapping and the slot-table numbers, as the native functions take a file."""
-        return (self.mm, self.body_offset, self.slot_count, self.bits, self.method,
-                self.empty & M64, self.heap_offset, self.heap_end, self.kind == "overlay")
+    def table_args(self) -> Any:
+        """The file as the native functions take it: its read-only mapping (they parse
+        and check its header themselves, ``native/core/src/header.rs``)."""
+        return self.mm
+
+    @property
+    def compact(self) -> bool:
+        """A format-2 file: its records are coded (``canonical`` rebuilds their bytes)."""
+        return self.format == FORMAT_COMPACT
 
     def verify(self, body_digest: bytes | None = None, *, records: bool = False) -> None:
         """Check the body checksum and the structure every lookup relies on
@@ -338,22 +376,50 @@ class StateFile:
 
     def occupied(self) -> np.ndarray:
         """Slot numbers of every record (and tombstone), ascending."""
+        if self.compact:
+            return np.arange(self.slot_count - 1, dtype=np.int64)  # every entry holds a record
         # The terminal slot is empty in every valid file; leaving it out keeps slot + 1
         # (where a record ends) inside the table on a damaged one too.
         return np.flatnonzero(self.table[0:-2:2] != _as_i64(self.empty))
 
     def slot_keys(self, slots: np.ndarray) -> np.ndarray:
-        keys = self.table[2 * slots]
+        keys = self._entries["key"][slots] if self.compact else self.table[2 * slots]
         return keys if self.spec.slot_kind == "int" else keys.view(np.uint64)
 
     def record_ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(start, length) of the records of ``slots`` (below the terminal slot)."""
+        """(start, length) of the records of ``slots`` (below the terminal slot), as stored:
+        in a format-2 file, coded (:meth:`canonical` gives their canonical bytes)."""
+        if self.compact:
+            offsets = self._entries["offset"].astype(np.int64) + self.heap_offset
+            starts = np.clip(offsets[slots], self.heap_offset, self.heap_end)
+            ends = np.clip(offsets[slots + 1], starts, self.heap_end)
+            return starts, ends - starts
         starts = np.clip(self.table[2 * slots + 1], self.heap_offset, self.heap_end)
         # A start at the very end of the file (an empty heap last) would make heap[start],
         # the tombstone test, fail; on a verified file no record starts there.
         np.minimum(starts, len(self.mm) - 1, out=starts)
         ends = np.clip(self.table[2 * slots + 3], starts, self.heap_end)
         return starts, ends - starts
+
+    def canonical(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The canonical record bytes (FORMAT.md, 6) of ``slots``: ``(heap, starts,
+        lengths)``, record ``i`` being ``heap[starts[i]:starts[i] + lengths[i]]`` (the
+        file's own heap in format 1; rebuilt, compiled, in format 2).
+
+        Raises:
+            IntegrityError: a record that does not decode, or a slot outside the table.
+        """
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        if not self.compact:
+            starts, lengths = self.record_ranges(slots)
+            return self.heap, starts, lengths
+        try:
+            heap, lengths = _native.canonical_records(self.mm, slots)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.path}: {exc}") from None
+        lengths = np.frombuffer(lengths, dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        return np.frombuffer(heap, dtype=np.uint8), starts, lengths
 
     def homes(self, slot_keys: np.ndarray) -> np.ndarray:
         if self.spec.slot_kind == "int":

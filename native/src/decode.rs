@@ -5,8 +5,10 @@
 //! (`PyTuple_SET_ITEM` and friends): going through PyO3's iterator constructors would
 //! allocate a Rust vector per record, which a lookup cannot afford.
 
+use feedkit_core::codings::{read_elements, unpack, Codings, Dictionary, Kind};
 use feedkit_core::error::Error;
 use feedkit_core::msgpack::{Reader, Token};
+use pyo3::sync::PyOnceLock;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::exceptions::PyTypeError;
@@ -94,18 +96,7 @@ unsafe fn owned(py: Python<'_>, ptr: *mut ffi::PyObject) -> PyResult<Bound<'_, P
 
 impl Decoder {
     /// Decodes one whole record (a msgpack array of `width` fields) into an instance of
-    /// `record`, a tuple subclass (the schema's named tuple). Trailing bytes are damage.
-    pub fn record<'py>(
-        &self,
-        py: Python<'py>,
-        record: &Bound<'py, PyType>,
-        width: usize,
-        bytes: &[u8],
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.record_of(py, record, width, bytes, &[], false)?.expect("no key to miss"))
-    }
-
-    /// [`Decoder::record`] for a looked-up key: a key field whose bytes are the asked
+    /// `record`, a tuple subclass (the schema's named tuple), for a looked-up key: a key field whose bytes are the asked
     /// key's holds the asked key's own object (no new str or int is built, and no
     /// comparison is needed afterwards). None when a key field is not the asked key's and
     /// `exact` is set (a hashed key: the record belongs to another key of the same hash).
@@ -255,4 +246,157 @@ fn deeper(py: Python<'_>, depth: usize) -> PyResult<usize> {
         return Err(to_py(py, Error::damaged("msgpack value nested too deep")));
     }
     Ok(depth + 1)
+}
+
+// -- format 2 -------------------------------------------------------------------------------
+
+/// Dictionaries of at most this many values have their values decoded once per process
+/// and kept (FORMAT.md, 10.5); larger ones are decoded on each use, so that a cache
+/// never costs a process more than a few MiB of private memory per column.
+pub const CACHE_VALUES: usize = 1 << 16;
+
+/// The decoded values of one format-2 file's dictionaries, per column (empty for a
+/// column without a dictionary or with a large one), each filled on first use.
+pub struct Caches {
+    columns: Vec<Vec<PyOnceLock<Py<PyAny>>>>,
+}
+
+impl Caches {
+    pub fn new(codings: Option<&Codings>) -> Caches {
+        let columns = codings
+            .map(|c| {
+                c.columns
+                    .iter()
+                    .map(|col| match col.dict {
+                        Some(d) if d.values <= CACHE_VALUES => (0..d.values).map(|_| PyOnceLock::new()).collect(),
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Caches { columns }
+    }
+}
+
+/// Whether a value whose canonical bytes start with `first` decodes to an immutable
+/// Python object (anything but a list or a dict), which records may share.
+#[inline(always)]
+fn shareable(first: u8) -> bool {
+    !matches!(first, 0x80..=0x9f | 0xdc..=0xdf)
+}
+
+impl Decoder {
+    /// One whole canonical value (a dictionary entry): exactly one msgpack value.
+    fn whole<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let mut r = Reader::new(bytes);
+        let v = self.value(py, &mut r, 0)?;
+        if r.remaining() != 0 {
+            return Err(integrity(py, "bytes after a dictionary value"));
+        }
+        Ok(v)
+    }
+
+    /// Value `id` of column `c`'s dictionary `d` in `file`: the cached object when the
+    /// value is immutable and the column cached, else decoded now.
+    #[inline]
+    fn dict_value<'py>(
+        &self,
+        py: Python<'py>,
+        file: &[u8],
+        d: &Dictionary,
+        cache: &[PyOnceLock<Py<PyAny>>],
+        id: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bytes = d.value(file, id).map_err(|e| to_py(py, e))?;
+        match (cache.get(id as usize), bytes.first()) {
+            (Some(cell), Some(&first)) if shareable(first) => {
+                let obj = cell.get_or_try_init(py, || self.whole(py, bytes).map(Bound::unbind))?;
+                Ok(obj.bind(py).clone())
+            }
+            _ => self.whole(py, bytes),
+        }
+    }
+
+    /// Decodes the format-2 record `bytes` of the entry holding `slot_key` in `file`
+    /// (coded by `codings`) into an instance of `record`; as [`Decoder::record_of`] for
+    /// the key fields. A `key` column is the slot key itself (or the asked key's object).
+    #[allow(clippy::too_many_arguments)]
+    pub fn compact_record<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyType>,
+        file: &[u8],
+        codings: &Codings,
+        caches: &Caches,
+        slot_key: u64,
+        bytes: &[u8],
+        key: &[KeyField<'_, 'py>],
+        exact: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let width = codings.columns.len();
+        let mut r = Reader::new(bytes);
+        // SAFETY: as in `record_of`: a tuple subclass's tp_alloc returns an owned instance
+        // with `width` null items, each set exactly once below.
+        let tuple = unsafe {
+            let tp = record.as_ptr().cast::<ffi::PyTypeObject>();
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            owned(py, alloc(tp, width as ffi::Py_ssize_t))?
+        };
+        let none: &[PyOnceLock<Py<PyAny>>] = &[];
+        for (i, col) in codings.columns.iter().enumerate() {
+            let cache = caches.columns.get(i).map_or(none, Vec::as_slice);
+            let value = match (col.kind, &col.dict) {
+                (Kind::Key, _) => match key.iter().find(|f| f.pos == i) {
+                    Some(f) => f.obj.clone(),
+                    // SAFETY: PyLong_FromLongLong returns a new reference or null with an
+                    // exception set, which `owned` turns into a PyErr.
+                    None => unsafe { owned(py, ffi::PyLong_FromLongLong(slot_key as i64))? },
+                },
+                (Kind::Plain, _) => {
+                    let token = r.token().map_err(|e| to_py(py, e))?;
+                    match key.iter().find(|f| f.pos == i) {
+                        Some(f) if f.holds(&token) => f.obj.clone(),
+                        Some(_) if exact => return Ok(None),
+                        _ => self.decode_token(py, token, &mut r, 0)?,
+                    }
+                }
+                (Kind::Dict, Some(d)) => {
+                    let id = r.uint().map_err(|e| to_py(py, e))?;
+                    self.dict_value(py, file, d, cache, id)?
+                }
+                (Kind::Elements, Some(d)) => match read_elements(&mut r, d.bits).map_err(|e| to_py(py, e))? {
+                    None => py.None().into_bound(py),
+                    Some((n, ids)) => {
+                        // SAFETY: a new list or tuple of n null items, each set once below;
+                        // SET_ITEM steals the reference `into_ptr` hands over.
+                        let seq = unsafe {
+                            if self.use_list {
+                                owned(py, ffi::PyList_New(n as ffi::Py_ssize_t))?
+                            } else {
+                                owned(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))?
+                            }
+                        };
+                        for k in 0..n {
+                            let item = self.dict_value(py, file, d, cache, unpack(ids, k, d.bits))?;
+                            unsafe {
+                                if self.use_list {
+                                    ffi::PyList_SET_ITEM(seq.as_ptr(), k as ffi::Py_ssize_t, item.into_ptr());
+                                } else {
+                                    ffi::PyTuple_SET_ITEM(seq.as_ptr(), k as ffi::Py_ssize_t, item.into_ptr());
+                                }
+                            }
+                        }
+                        seq
+                    }
+                },
+                _ => return Err(integrity(py, "a coded column has no dictionary")),
+            };
+            // SAFETY: `tuple` is the new tuple above, `i < width`; SET_ITEM steals `value`.
+            unsafe { ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, value.into_ptr()) };
+        }
+        if r.remaining() != 0 {
+            return Err(integrity(py, "bytes after the end of a record"));
+        }
+        Ok(Some(tuple))
+    }
 }

@@ -31,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::Reader>()?;
     m.add_class::<diff::Differ>()?;
     m.add_function(wrap_pyfunction!(write::write_state, m)?)?;
+    m.add_function(wrap_pyfunction!(write::write_compact_state, m)?)?;
     m.add_function(wrap_pyfunction!(write::record_digest, m)?)?;
     m.add_function(wrap_pyfunction!(diff::diff, m)?)?;
     m.add_function(wrap_pyfunction!(diff::present, m)?)?;
@@ -42,6 +43,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge::delta_effect, m)?)?;
     m.add_function(wrap_pyfunction!(merge::unshadowed, m)?)?;
     m.add_function(wrap_pyfunction!(merge::posted_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(merge::canonical_records, m)?)?;
     m.add_function(wrap_pyfunction!(load::apply_delta_blob, m)?)?;
     m.add_function(wrap_pyfunction!(load::decompress_blob, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_small, m)?)?;

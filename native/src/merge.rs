@@ -2,6 +2,7 @@
 //! work is small); see `feedkit_core::merge`.
 
 use feedkit_core::layout::IndexTable;
+use feedkit_core::probe::{record_at, Found};
 use feedkit_core::merge::{
     delta_effect as effect, posted_hashes as hashes_of, unshadowed as survivors, Layer,
 };
@@ -96,5 +97,39 @@ pub fn posted_hashes<'py>(
             out.push(le_bytes(py, &hashes)?);
         }
         Ok(out)
+    })
+}
+
+/// The canonical bytes (FORMAT.md, 6) of the records of `slots` of `file` (live
+/// entries: a tombstone or an empty slot is damage), concatenated, and their lengths as
+/// int64 bytes: the records of a format-2 file rebuilt, for a compaction or a diff that
+/// copies or compares records.
+#[pyfunction]
+pub fn canonical_records<'py>(
+    py: Python<'py>,
+    file: FileArgs<'py>,
+    slots: PyBuffer<i64>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    guard(py, || {
+        let file = Mapped::new(py, file)?;
+        let slots = slots.to_vec(py)?;
+        let layer = file.layer();
+        let big = slots.len() >= DETACH_PROBES;
+        let (heap, lengths) = detach_if(py, big, || {
+            let (mut heap, mut lengths, mut buf) = (Vec::new(), Vec::with_capacity(slots.len()), Vec::new());
+            for &j in &slots {
+                let j = usize::try_from(j).map_err(|_| feedkit_core::Error::damaged(format!("slot {j}")))?;
+                let Found::Record { start, end, .. } = record_at(layer.bytes, layer.table, j)? else {
+                    return Err(feedkit_core::Error::damaged(format!("slot {j} holds no record")));
+                };
+                let key = layer.table.slot_key(layer.bytes, j).unwrap_or(0);
+                let record = layer.canonical(key, start, end, &mut buf)?;
+                heap.extend_from_slice(record);
+                lengths.push(record.len() as u64);
+            }
+            Ok((heap, lengths))
+        })
+        .map_err(|e| to_py(py, e))?;
+        Ok((PyBytes::new(py, &heap), le_bytes(py, &lengths)?))
     })
 }

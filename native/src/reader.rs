@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
 use crate::view::{FileArgs, Mapped};
-use crate::decode::{Decoder, KeyField, PartKind};
+use crate::decode::{Caches, Decoder, KeyField, PartKind};
 use crate::errors::{as_damage, guard, integrity, to_py};
 
 /// One mapped state file (its read-only mapping, held for as long as the Reader lives,
@@ -32,7 +32,7 @@ const GROUP: usize = 16;
 #[derive(Clone, Copy)]
 enum Hit {
     Miss,
-    Record { file: usize, start: usize, end: usize },
+    Record { file: usize, key: u64, start: usize, end: usize },
 }
 
 /// The lookups of one state. Immutable: a new version gets a new Reader.
@@ -45,6 +45,8 @@ pub struct Reader {
     /// The record fields holding the key parts, in key order.
     key_pos: Vec<usize>,
     decoder: Decoder,
+    /// Per file: its dictionaries' decoded values (format 2).
+    caches: Vec<Caches>,
     /// `KeySpec.normalize` for this feed: canonical key or KeyTypeError.
     normalize: Py<PyAny>,
     /// `(key, exc) -> IntegrityError` naming the feed, the key and the files.
@@ -83,7 +85,12 @@ impl Reader {
                 .into_iter()
                 .map(|args| Mapped::new(py, args))
                 .collect::<PyResult<Vec<File>>>()?;
+            if files.iter().any(|f| f.codings.as_ref().is_some_and(|c| c.columns.len() != width)) {
+                return Err(PyTypeError::new_err("a state file's columns do not match the record"));
+            }
+            let caches = files.iter().map(|f| Caches::new(f.codings.as_ref())).collect();
             Ok(Reader {
+                caches,
                 files,
                 record: record.unbind(),
                 width,
@@ -228,8 +235,9 @@ impl Reader {
                 let Some(live) = live_at(&layers, file, j, key).map_err(|e| to_py(py, e))? else {
                     continue;
                 };
-                let bytes = &f.bytes()[live.start..live.end];
-                let rec = self.decoder.record(py, record, self.width, bytes).map_err(|e| as_damage(py, e))?;
+                let rec = self.decode(py, record, file, key, live.start, live.end, &[], false)
+                    .map_err(|e| as_damage(py, e))?
+                    .expect("no key to miss");
                 if rec.cast::<PyTuple>()?.get_item(pos)?.eq(value)? {
                     out.push(rec);
                 }
@@ -248,9 +256,16 @@ impl Reader {
             for j in slots.to_vec(py)? {
                 let j = usize::try_from(j).map_err(|_| integrity(py, format!("slot {j}")))?;
                 match record_at(f.bytes(), &f.table, j).map_err(|e| to_py(py, e))? {
-                    Found::Record { start, end, .. } => {
+                    Found::Record { start, end, .. } if f.codings.is_none() => {
                         let key = self.key_of(py, &f.bytes()[start..end]);
                         out.push(key.map_err(|e| as_damage(py, e))?)
+                    }
+                    Found::Record { start, end, .. } => {
+                        let slot_key = f.table.slot_key(f.bytes(), j).unwrap_or(0);
+                        let rec = self.decode(py, self.record.bind(py), file, slot_key, start, end, &[], false)
+                            .map_err(|e| as_damage(py, e))?
+                            .expect("no key to miss");
+                        out.push(self.key_in(py, rec.cast_into::<PyTuple>()?)?)
                     }
                     _ => out.push(py.None().into_bound(py)),
                 }
@@ -272,17 +287,12 @@ impl Reader {
                 else {
                     return Err(integrity(py, format!("slot {j} holds no record")));
                 };
-                let bytes = &f.bytes()[start..end];
-                let rec = self.decoder.record(py, record, self.width, bytes).map_err(|e| as_damage(py, e))?;
+                let slot_key = f.table.slot_key(f.bytes(), j).unwrap_or(0);
+                let rec = self.decode(py, record, file, slot_key, start, end, &[], false)
+                    .map_err(|e| as_damage(py, e))?
+                    .expect("no key to miss");
                 let rec = rec.cast_into::<PyTuple>()?;
-                let key = match self.key_pos[..] {
-                    [pos] => rec.get_item(pos)?,
-                    _ => {
-                        let parts: Vec<Bound<'py, PyAny>> =
-                            self.key_pos.iter().map(|&p| rec.get_item(p)).collect::<PyResult<_>>()?;
-                        PyTuple::new(py, parts)?.into_any()
-                    }
-                };
+                let key = self.key_in(py, rec.clone())?;
                 out.push(PyTuple::new(py, [key, rec.into_any()])?);
             }
             PyList::new(py, out)
@@ -291,6 +301,41 @@ impl Reader {
 }
 
 impl Reader {
+    /// Decodes the record `[start, end)` of file `file`'s entry holding `slot_key`, in
+    /// either format (see [`Decoder::record_of`] for `key` and `exact`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyType>,
+        file: usize,
+        slot_key: u64,
+        start: usize,
+        end: usize,
+        key: &[KeyField<'_, 'py>],
+        exact: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let f = &self.files[file];
+        let bytes = &f.bytes()[start..end];
+        match &f.codings {
+            None => self.decoder.record_of(py, record, self.width, bytes, key, exact),
+            Some(c) => self.decoder.compact_record(py, record, f.bytes(), c, &self.caches[file], slot_key, bytes, key, exact),
+        }
+    }
+
+    /// The key of a decoded record: its key field, or a tuple of them in key order.
+    fn key_in<'py>(&self, py: Python<'py>, rec: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.key_pos[..] {
+            [pos] => rec.get_item(pos)?,
+            _ => {
+                let parts: Vec<Bound<'py, PyAny>> =
+                    self.key_pos.iter().map(|&p| rec.get_item(p)).collect::<PyResult<_>>()?;
+                PyTuple::new(py, parts)?.into_any()
+            }
+        })
+    }
+
     /// The key of one record: its key fields decoded (one value, or a tuple in key order),
     /// the other fields skipped.
     fn key_of<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
@@ -328,7 +373,7 @@ impl Reader {
         let mut sink = 0u64;
         for key in keys {
             for f in &self.files {
-                sink ^= f.table.slot_key(f.bytes(), f.table.home_of(key)).unwrap_or(0);
+                sink ^= f.table.slot_key(f.bytes(), f.table.first_of(f.bytes(), key)).unwrap_or(0);
             }
         }
         std::hint::black_box(sink);
@@ -447,7 +492,7 @@ impl Reader {
             [over, base] => lookup(&[over.layer(), base.layer()], slot_key)?,
             _ => None, // Reader::new takes one or two files
         };
-        Ok(found.map_or(Hit::Miss, |l| Hit::Record { file: l.file, start: l.start, end: l.end }))
+        Ok(found.map_or(Hit::Miss, |l| Hit::Record { file: l.file, key: slot_key, start: l.start, end: l.end }))
     }
 
     /// Decodes a probe's record; for hashed keys, None unless its key is `nkey` (a key
@@ -459,14 +504,13 @@ impl Reader {
         nkey: &Bound<'py, PyAny>,
         hit: Hit,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Hit::Record { file, start, end } = hit else { return Ok(None) };
-        let bytes = &self.files[file].bytes()[start..end];
+        let Hit::Record { file, key: slot_key, start, end } = hit else { return Ok(None) };
         let record = self.record.bind(py);
         // Int keys need no check (the slot holds the key), but reuse the asked int.
         let exact = self.parts != [PartKind::Int];
         let rec = if let [pos] = self.key_pos[..] {
             let key = [KeyField { pos, kind: self.parts[0], obj: nkey }];
-            self.decoder.record_of(py, record, self.width, bytes, &key, exact)
+            self.decode(py, record, file, slot_key, start, end, &key, exact)
         } else {
             let items: Vec<Bound<'py, PyAny>> = nkey.cast::<PyTuple>()?.iter().collect();
             let key: Vec<KeyField<'_, 'py>> = self
@@ -476,7 +520,7 @@ impl Reader {
                 .zip(&items)
                 .map(|((&pos, &kind), obj)| KeyField { pos, kind, obj })
                 .collect();
-            self.decoder.record_of(py, record, self.width, bytes, &key, exact)
+            self.decode(py, record, file, slot_key, start, end, &key, exact)
         };
         rec.map_err(|e| self.damaged(py, nkey, e))
     }

@@ -41,7 +41,7 @@ pub fn verify_state(
             })
             .collect::<feedkit_core::Result<Vec<_>>>()
             .map_err(|e| to_py(py, e))?;
-        let expected = Expected { count, tombstones, width, indexes, records };
+        let expected = Expected { count, tombstones, width, indexes, records, codings: mapped.codings.clone() };
         let table = &mapped.table;
         let big = bytes.len() >= DETACH_BYTES;
         detach_if(py, big, || verify(bytes, table, &expected, body_digest.as_deref()))

@@ -1,6 +1,8 @@
 //! The state files Python mapped, viewed as bytes for work done with the GIL released.
 
-use feedkit_core::layout::{Home, Table};
+use feedkit_core::codings::Codings;
+use feedkit_core::header::parse_own;
+use feedkit_core::layout::Table;
 use feedkit_core::state::Layer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -8,32 +10,27 @@ use pyo3::prelude::*;
 use crate::buffers::Held;
 use crate::errors::to_py;
 
-/// A state file's numbers as `StateFile.table_args()` gives them: the mapping, then
-/// slots offset, slot count, bits, home function, empty sentinel (as u64), heap start,
-/// heap end and whether the file is an overlay.
-pub type FileArgs<'py> = (Bound<'py, PyAny>, usize, usize, u32, String, u64, usize, usize, bool);
+/// A state file as `StateFile.table_args()` gives it: its read-only mapping.
+pub type FileArgs<'py> = Bound<'py, PyAny>;
 
-/// One mapped file: a read-only buffer exported by its `mmap` and its checked [`Table`].
+/// One mapped file: a read-only buffer exported by its `mmap`, its checked [`Table`]
+/// and, in format 2, its columns' codings.
 pub struct Mapped {
     buf: Held<u8>,
     pub table: Table,
+    pub codings: Option<Codings>,
 }
 
 impl Mapped {
-    /// Views `args`'s buffer; its numbers are checked against the buffer's size, so no
-    /// header can make a read leave the file.
-    pub fn new(py: Python<'_>, args: FileArgs<'_>) -> PyResult<Mapped> {
-        let (mm, slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay) = args;
+    /// Views `mm`'s buffer and parses its header (`feedkit_core::header`: every number
+    /// checked against the buffer's size, so no header can make a read leave the file).
+    pub fn new(py: Python<'_>, mm: FileArgs<'_>) -> PyResult<Mapped> {
         let buf = Held::<u8>::get(&mm, "a state file")?;
         if !buf.readonly() {
             return Err(PyTypeError::new_err("a state file's buffer must be read-only"));
         }
-        let home = Home::from_name(&home).map_err(|e| to_py(py, e))?;
-        let table = Table::new(
-            buf.items().len(), slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay,
-        )
-        .map_err(|e| to_py(py, e))?;
-        Ok(Mapped { buf, table })
+        let parsed = parse_own(buf.items()).map_err(|e| to_py(py, e))?;
+        Ok(Mapped { buf, table: parsed.table, codings: parsed.codings })
     }
 
     /// The file's bytes, for as long as `self` lives; `Send`, so work on them may run
@@ -47,7 +44,7 @@ impl Mapped {
     /// The file as a layer of a state (`feedkit_core::state`).
     #[inline(always)]
     pub fn layer(&self) -> Layer<'_> {
-        Layer { bytes: self.bytes(), table: &self.table }
+        Layer { bytes: self.bytes(), table: &self.table, codings: self.codings.as_ref() }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use feedkit_core::codings::Kind;
+use feedkit_core::compact::{plan_compact, write_compact, CompactPlan};
 use feedkit_core::records::Records;
 use feedkit_core::write::{plan, write_file, Plan};
 use pyo3::prelude::*;
@@ -132,6 +134,105 @@ pub fn write_state(
         let header = render.call1((layout(py, &p, int_keys)?,))?;
         let header = header.cast::<PyBytes>()?.as_bytes();
         py.detach(|| write_file(&p, keys.items(), &records, header, &tmp, &target))
+            .map_err(|e| os_error(e, &tmp))?;
+        Ok(())
+    })
+}
+
+/// The numbers a format-2 header holds, for `render` (FORMAT.md, 10.2).
+fn compact_layout<'py>(py: Python<'py>, p: &CompactPlan<'_>, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
+    let entries = PyDict::new(py);
+    entries.set_item("offset", 0)?;
+    entries.set_item("count", p.count() + 1)?;
+    entries.set_item("size", p.entry_size)?;
+    entries.set_item("hash", p.home.name())?;
+    if int_keys {
+        entries.set_item("empty", p.empty as i64)?;
+    } else {
+        entries.set_item("empty", p.empty)?;
+    }
+    let buckets = PyDict::new(py);
+    buckets.set_item("offset", p.buckets_at)?;
+    buckets.set_item("count", p.directory.len() - 1)?;
+    buckets.set_item("max", p.max_bucket)?;
+    let heap = PyDict::new(py);
+    heap.set_item("offset", p.heap_at)?;
+    heap.set_item("length", p.heap.len())?;
+    let columns = PyList::empty(py);
+    for (c, kind) in p.coder.kinds.iter().enumerate() {
+        let column = PyDict::new(py);
+        column.set_item("coding", kind.name())?;
+        if let Some(d) = p.dicts.iter().find(|d| d.column == c) {
+            column.set_item("offset", d.at)?;
+            column.set_item("values", d.values)?;
+            column.set_item("length", d.length)?;
+            if *kind == Kind::Elements {
+                column.set_item("bits", d.bits)?;
+            }
+        }
+        columns.append(column)?;
+    }
+    let indexes = PyList::empty(py);
+    for (t, s) in p.indexes.iter().zip(&p.index_sections) {
+        let meta = PyDict::new(py);
+        meta.set_item("slots", t.slots())?;
+        meta.set_item("bits", t.bits)?;
+        meta.set_item("empty", t.empty)?;
+        meta.set_item("values", t.values)?;
+        meta.set_item("table", s.table)?;
+        meta.set_item("postings", s.postings)?;
+        meta.set_item("count", s.count)?;
+        indexes.append(meta)?;
+    }
+    let out = PyDict::new(py);
+    out.set_item("count", p.count())?;
+    out.set_item("tombstones", 0)?;
+    out.set_item("entries", entries)?;
+    out.set_item("buckets", buckets)?;
+    out.set_item("heap", heap)?;
+    out.set_item("columns", columns)?;
+    out.set_item("indexes", indexes)?;
+    out.set_item("body_length", p.body_length)?;
+    Ok(out)
+}
+
+/// Writes a format-2 base file at `tmp` and renames it to `target` (FORMAT.md, 10):
+/// as [`write_state`] without tombstones, with the schema's column `kinds` (to choose
+/// the codings) and the key's record fields `key_fields`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tmp, target, keys, int_keys, starts, lengths, sources, source, index_hashes, kinds, key_fields, render))]
+pub fn write_compact_state(
+    py: Python<'_>,
+    tmp: PathBuf,
+    target: PathBuf,
+    keys: &Bound<'_, PyAny>,
+    int_keys: bool,
+    starts: &Bound<'_, PyAny>,
+    lengths: &Bound<'_, PyAny>,
+    sources: &Bound<'_, PyAny>,
+    source: Option<&Bound<'_, PyAny>>,
+    index_hashes: Vec<Bound<'_, PyAny>>,
+    kinds: Vec<String>,
+    key_fields: Vec<usize>,
+    render: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    guard(py, || {
+        let keys = Held::<u64>::get(keys, "keys")?;
+        let args = RecordArgs::get(starts, lengths, sources, source)?;
+        let index_hashes = index_hashes
+            .iter()
+            .map(|h| Held::<u64>::get(h, "index hashes"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let hashes: Vec<&[u64]> = index_hashes.iter().map(Held::items).collect();
+        let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        let records = args.records().map_err(|e| to_py(py, e))?;
+        let p = py
+            .detach(|| plan_compact(keys.items(), int_keys, &records, &hashes, &kinds, &key_fields))
+            .map_err(|e| to_py(py, e))?;
+        let header = render.call1((compact_layout(py, &p, int_keys)?,))?;
+        let header = header.cast::<PyBytes>()?.as_bytes();
+        py.detach(|| write_compact(&p, keys.items(), header, &tmp, &target))
             .map_err(|e| os_error(e, &tmp))?;
         Ok(())
     })

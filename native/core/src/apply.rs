@@ -221,7 +221,7 @@ fn merge_and_write(
     fields: &[(String, String)],
     paths: &Paths<'_>,
 ) -> std::result::Result<(), LoadError> {
-    let delta = Layer { bytes: delta_bytes, table: &parsed.table };
+    let delta = Layer { bytes: delta_bytes, table: &parsed.table, codings: None };
     let indexes: Vec<&IndexTable> = shape
         .index_fields
         .iter()
@@ -356,7 +356,7 @@ mod tests {
         let info = BlobInfo::new("t.apply/deltas/x.delta.zst", c.blob.len() as u64, &sha, c.raw as u64).unwrap();
         let parsed = parse(&c.base, true).unwrap();
         let current = Current {
-            layers: vec![Layer { bytes: &c.base, table: &parsed.table }],
+            layers: vec![Layer { bytes: &c.base, table: &parsed.table, codings: None }],
             overlay_indexes: vec![],
             record_count: c.base_state.len() as u64,
             state_digest: digest(&c.base_state),

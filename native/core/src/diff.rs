@@ -90,11 +90,12 @@ impl Differ {
             return Err(Error::damaged(format!("{} keys, {} records", keys.len(), records.len())));
         }
         let mut upserts = Vec::new();
+        let mut buf = Vec::new();
         for (i, &key) in keys.iter().enumerate() {
             let new = records.get(i);
             if let Some(Live { file: f, slot, start, end }) = lookup(layers, key)? {
                 self.matched[f].set(slot);
-                let old = &layers[f].bytes[start..end];
+                let old = layers[f].canonical(key, start, end, &mut buf)?;
                 if old == new {
                     continue;
                 }
@@ -118,6 +119,7 @@ impl Differ {
             removed_digest: self.removed_digest,
             added_digest: self.added_digest,
         };
+        let mut buf = Vec::new();
         for (f, layer) in layers.iter().enumerate() {
             let t = &layer.table;
             // The terminal slot is empty in every valid file: it is no entry.
@@ -129,7 +131,8 @@ impl Differ {
                 // Not a tombstone, nor a base record the overlay replaced or deleted.
                 let Some(Live { start, end, .. }) = live_at(layers, f, j, key)? else { continue };
                 out.deleted[f].push(j);
-                out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(&layer.bytes[start..end]));
+                let record = layer.canonical(key, start, end, &mut buf)?;
+                out.removed_digest = out.removed_digest.wrapping_add(xxh3_64(record));
             }
         }
         Ok(out)
@@ -200,7 +203,7 @@ mod tests {
         // the overlay changed 2, deleted 3 and added 5
         let (over, ot) = file(&[(2, b"\x91\x12"), (3, b"\xc0"), (5, b"\x91\x05")], true);
         assert_eq!(bt.home, Home::Low);
-        let layers = [Layer { bytes: &over, table: &ot }, Layer { bytes: &base, table: &bt }];
+        let layers = [Layer { bytes: &over, table: &ot, codings: None }, Layer { bytes: &base, table: &bt, codings: None }];
         // new state: 1 same, 2 same as the overlay's, 3 back, 4 changed, 5 gone, 6 new
         let heap: &[u8] = b"\x91\x01\x91\x12\x91\x03\x91\x44\x91\x06";
         let keys: Vec<u64> = [1i64, 2, 3, 4, 6].iter().map(|&k| k as u64).collect();
@@ -228,7 +231,7 @@ mod tests {
     fn a_diff_in_batches_is_the_whole_diff() {
         let (base, bt) = file(&[(1, b"\x91\x01"), (2, b"\x91\x02"), (3, b"\x91\x03"), (4, b"\x91\x04")], false);
         let (over, ot) = file(&[(2, b"\x91\x12"), (3, b"\xc0"), (5, b"\x91\x05")], true);
-        let layers = [Layer { bytes: &over, table: &ot }, Layer { bytes: &base, table: &bt }];
+        let layers = [Layer { bytes: &over, table: &ot, codings: None }, Layer { bytes: &base, table: &bt, codings: None }];
         let heap: &[u8] = b"\x91\x01\x91\x12\x91\x03\x91\x44\x91\x06";
         let keys: Vec<u64> = [1i64, 2, 3, 4, 6].iter().map(|&k| k as u64).collect();
         let all = Records::new(vec![heap], None, &[0, 2, 4, 6, 8], &[2; 5]).unwrap();

@@ -19,7 +19,10 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::layout::{align, Home, IndexTable, Prefix, Table, BODY_ALIGN, PREFIX_SIZE, SLOT_SIZE};
+use crate::codings::{Codings, Column, Dictionary, Kind};
+use crate::layout::{
+    align, Buckets, Home, IndexTable, Prefix, Table, BODY_ALIGN, FORMAT_COMPACT, PREFIX_SIZE, SLOT_SIZE,
+};
 use crate::verify::Expected;
 use crate::write::Plan;
 
@@ -33,6 +36,8 @@ pub struct Parsed {
     pub version: u64,
     pub kind: String,
     pub record_count: u64,
+    /// Format 2: how each column is coded (None: format 1, records are msgpack arrays).
+    pub codings: Option<Codings>,
 }
 
 impl Parsed {
@@ -109,8 +114,8 @@ pub fn parse(bytes: &[u8], int_keys: bool) -> Result<Parsed> {
     let body_offset = prefix.body_offset;
     let body_length = bytes.len() - body_offset;
     debug_assert_eq!(body_offset, align(PREFIX_SIZE + prefix.header_length, BODY_ALIGN));
-    if header.get("format") != Some(&Value::from(1)) {
-        return Err(bad(format!("header format {:?}", header.get("format"))));
+    if header.get("format") != Some(&Value::from(prefix.format)) {
+        return Err(bad(format!("header format {:?} in a format-{} file", header.get("format"), prefix.format)));
     }
     let version = int(&header, "version", 1, I64_MAX)? as u64;
     let kind = match header.get("kind").and_then(Value::as_str) {
@@ -129,6 +134,9 @@ pub fn parse(bytes: &[u8], int_keys: bool) -> Result<Parsed> {
     let width = header.get("schema").and_then(Value::as_array).map_or(0, Vec::len);
     if width == 0 {
         return Err(bad("schema is not a list of columns"));
+    }
+    if prefix.format == FORMAT_COMPACT {
+        return parse_compact(bytes, header, body_offset, int_keys, Common { version, kind, record_count, count, tombstones, width });
     }
     let slots = object(&header, "slots")?;
     let (slot_count, bits) = table_size(slots, "count", body_length)?;
@@ -179,8 +187,154 @@ pub fn parse(bytes: &[u8], int_keys: bool) -> Result<Parsed> {
     let heap_start = body_offset + heap_offset;
     let table = Table::new(bytes.len(), body_offset, slot_count, bits, home, empty, heap_start,
                            heap_start + heap_length, kind == "overlay")?;
-    let expected = Expected { count, tombstones, width, indexes, records: false };
-    Ok(Parsed { header, table, expected, version, kind, record_count })
+    let expected = Expected { count, tombstones, width, indexes, records: false, codings: None };
+    Ok(Parsed { header, table, expected, version, kind, record_count, codings: None })
+}
+
+/// The fields both formats' headers hold, parsed by [`parse`].
+struct Common {
+    version: u64,
+    kind: String,
+    record_count: u64,
+    count: usize,
+    tombstones: usize,
+    width: usize,
+}
+
+/// The secondary indexes of a header (the same in both formats), with their sections.
+fn parse_indexes(
+    header: &Map<String, Value>,
+    bytes: &[u8],
+    body_offset: usize,
+    sections: &mut Vec<(usize, usize)>,
+) -> Result<Vec<(String, IndexTable)>> {
+    let body_length = bytes.len() - body_offset;
+    let fields = header.get("index_fields").and_then(Value::as_array).ok_or_else(|| bad("index_fields"))?;
+    let metas = object(header, "indexes")?;
+    if fields.len() != metas.len() || fields.iter().any(|f| !f.as_str().is_some_and(|f| metas.contains_key(f))) {
+        return Err(bad("index_fields do not match the indexes"));
+    }
+    let mut indexes = Vec::with_capacity(metas.len());
+    for name in fields.iter().filter_map(Value::as_str) {
+        let meta = metas.get(name).and_then(Value::as_object).ok_or_else(|| bad(format!("index {name}")))?;
+        let (table_slots, _) = table_size(meta, "slots", body_length)?;
+        let empty = int(meta, "empty", 0, u64::MAX as i128)? as u64;
+        let values = int(meta, "values", 0, table_slots as i128)? as usize;
+        let table_at = int(meta, "table", 0, body_length as i128)? as usize;
+        let postings_at = int(meta, "postings", 0, body_length as i128)? as usize;
+        let n = int(meta, "count", 0, body_length as i128)? as usize;
+        sections.push((table_at, 16 * table_slots));
+        sections.push((postings_at, 4 * n));
+        let index = IndexTable::new(bytes.len(), body_offset + table_at, table_slots, empty, values,
+                                    body_offset + postings_at, n)?;
+        indexes.push((name.to_string(), index));
+    }
+    Ok(indexes)
+}
+
+/// The schema position of each key column.
+fn key_positions(header: &Map<String, Value>) -> Result<Vec<usize>> {
+    let names: Vec<&str> = header
+        .get("schema")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().map(|c| c.get("name").and_then(Value::as_str).unwrap_or("")).collect())
+        .unwrap_or_default();
+    header
+        .get("key")
+        .and_then(|k| k.get("columns"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no key columns"))?
+        .iter()
+        .map(|c| {
+            c.as_str()
+                .and_then(|c| names.iter().position(|n| *n == c))
+                .ok_or_else(|| bad(format!("key column {c} is not in the schema")))
+        })
+        .collect()
+}
+
+/// The format-2 part of [`parse`] (FORMAT.md, 10.2): entries, buckets, heap, the
+/// columns' codings and dictionaries, the indexes.
+fn parse_compact(bytes: &[u8], header: Map<String, Value>, body_offset: usize, int_keys: bool, c: Common) -> Result<Parsed> {
+    let body_length = bytes.len() - body_offset;
+    let blen = body_length as i128;
+    if c.kind != "base" || c.tombstones != 0 {
+        return Err(bad("a format-2 file is a base, without tombstones"));
+    }
+    let entries = object(&header, "entries")?;
+    int(entries, "offset", 0, 0)?;
+    let entry_count = int(entries, "count", c.count as i128 + 1, c.count as i128 + 1)? as usize;
+    let entry_size = int(entries, "size", 12, 16)? as usize;
+    let home = Home::from_name(entries.get("hash").and_then(Value::as_str).unwrap_or(""))?;
+    if home != if int_keys { Home::Fib } else { Home::Xxh3 } {
+        return Err(bad(format!("entry hash {} for {} keys", home.name(), if int_keys { "int" } else { "hash" })));
+    }
+    let empty = if int_keys {
+        int(entries, "empty", i64::MIN as i128, I64_MAX)? as i64 as u64
+    } else {
+        int(entries, "empty", 0, u64::MAX as i128)? as u64
+    };
+    let buckets = object(&header, "buckets")?;
+    let buckets_at = int(buckets, "offset", 0, blen)? as usize;
+    let bucket_count = int(buckets, "count", 1, blen / 4)? as usize;
+    let max_bucket = int(buckets, "max", 0, c.count as i128)? as usize;
+    let heap = object(&header, "heap")?;
+    let heap_offset = int(heap, "offset", 0, blen)? as usize;
+    let heap_length = int(heap, "length", 0, blen)? as usize;
+    let mut sections = vec![
+        (0usize, entry_size * entry_count),
+        (buckets_at, 4 * (bucket_count + 1)),
+        (heap_offset, heap_length),
+    ];
+    let keys = key_positions(&header)?;
+    let columns = header
+        .get("columns")
+        .and_then(Value::as_array)
+        .filter(|cols| cols.len() == c.width)
+        .ok_or_else(|| bad("columns do not match the schema"))?;
+    let mut coded = Vec::with_capacity(c.width);
+    for (i, col) in columns.iter().enumerate() {
+        let col = col.as_object().ok_or_else(|| bad("a column is not an object"))?;
+        let kind = Kind::from_name(col.get("coding").and_then(Value::as_str).unwrap_or(""))?;
+        let allowed = match kind {
+            Kind::Plain => true,
+            Kind::Key => int_keys && keys == [i],
+            Kind::Dict | Kind::Elements => !keys.contains(&i),
+        };
+        if !allowed {
+            return Err(bad(format!("column {i} coded {}", kind.name())));
+        }
+        let dict = if matches!(kind, Kind::Dict | Kind::Elements) {
+            let at = int(col, "offset", 0, blen)? as usize;
+            let values = int(col, "values", 0, blen / 4)? as usize;
+            let length = int(col, "length", 0, blen)? as usize;
+            let bits = if kind == Kind::Elements { int(col, "bits", 1, 32)? as u32 } else { 1 };
+            sections.push((at, 4 * (values + 1) + length));
+            Some(Dictionary::new(bytes.len(), body_offset + at, values, length, bits)?)
+        } else {
+            None
+        };
+        coded.push(Column { kind, dict });
+    }
+    let indexes = parse_indexes(&header, bytes, body_offset, &mut sections)?;
+    if sections.iter().any(|&(at, n)| at.checked_add(n).is_none_or(|end| end > body_length)) {
+        return Err(bad("a section reaches past the end of the file"));
+    }
+    if int(&header, "body_length", 0, I64_MAX)? as usize != body_length {
+        return Err(bad(format!("body_length {:?}, the file holds {body_length}", header.get("body_length"))));
+    }
+    let heap_start = body_offset + heap_offset;
+    let b = Buckets { at: body_offset + buckets_at, count: bucket_count, max: max_bucket };
+    let table = Table::sorted(bytes.len(), body_offset, entry_count, entry_size, home, empty, b, heap_start,
+                              heap_start + heap_length)?;
+    let codings = Codings { columns: coded };
+    let expected = Expected {
+        count: c.count, tombstones: 0, width: c.width, indexes, records: false, codings: Some(codings.clone()),
+    };
+    Ok(Parsed {
+        header, table, expected, version: c.version, kind: c.kind, record_count: c.record_count,
+        codings: Some(codings),
+    })
 }
 
 /// [`parse`] for a file on its own (`StateFile`'s check when it opens one): the slot kind

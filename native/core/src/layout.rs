@@ -1,4 +1,4 @@
-//! Format 1's byte layout, in one place (docs/FORMAT.md, section 4).
+//! The byte layout of formats 1 and 2, in one place (docs/FORMAT.md, sections 4 and 10).
 //!
 //! Every offset and size the crate reads a state file with is defined here; the other
 //! modules take a [`Table`] and never compute an offset of their own.
@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 
 /// `FEEDKIT\0`, the first eight bytes of every state file.
 pub const MAGIC: &[u8; 8] = b"FEEDKIT\0";
-/// The format this crate reads and writes.
+/// The format of overlays, and of bases a feed on format 1 writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The compact format of bases (FORMAT.md, 10): sorted entries, buckets, coded records.
+pub const FORMAT_COMPACT: u32 = 2;
 /// The fixed prefix: magic, format, header length, body offset, file size, xxh3-128.
 pub const PREFIX_SIZE: usize = 48;
 /// A slot: the slot key (8 bytes) then the absolute offset of its record (8 bytes).
@@ -40,6 +42,13 @@ pub fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(word.try_into().ok()?))
 }
 
+/// Reads a little-endian u32 at `at`, or `None` past the end of `bytes`.
+#[inline(always)]
+pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(word.try_into().ok()?))
+}
+
 /// The fixed prefix of a state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefix {
@@ -60,9 +69,9 @@ impl Prefix {
             return Err(Error::damaged("not a feedkit state file (bad magic)"));
         }
         let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if format != FORMAT_VERSION {
+        if format != FORMAT_VERSION && format != FORMAT_COMPACT {
             return Err(Error::damaged(format!(
-                "state format {format}, this feedkit reads {FORMAT_VERSION}"
+                "state format {format}, this feedkit reads {FORMAT_VERSION} and {FORMAT_COMPACT}"
             )));
         }
         let header_length = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
@@ -157,6 +166,41 @@ pub struct Table {
     pub heap_end: usize,
     /// An overlay: its records may be tombstones.
     pub overlay: bool,
+    /// Bytes per slot (format 1: [`SLOT_SIZE`]) or entry (format 2: 12 or 16).
+    pub entry_size: usize,
+    /// Bytes of a slot's or entry's record offset after its key: 8, or 4 in a format-2
+    /// file whose heap is under 4 GiB.
+    pub offset_bytes: usize,
+    /// What record offsets are relative to: 0 (format 1: absolute) or the heap start.
+    pub offset_base: u64,
+    /// Format 2: the bucket directory over the sorted entries (None: linear probing).
+    pub buckets: Option<Buckets>,
+}
+
+/// Format 2's bucket directory (FORMAT.md, 10.3): `count + 1` u32 entry numbers at
+/// `at`; the entries of bucket `b` are `[dir[b], dir[b + 1])`, at most `max` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    pub at: usize,
+    pub count: usize,
+    pub max: usize,
+}
+
+/// Format 2's bucket of a mixed key among `count` buckets: the high word of
+/// `mixed * count`, so buckets ascend with the mixed key.
+#[inline(always)]
+pub fn bucket_of(mixed: u64, count: usize) -> usize {
+    ((mixed as u128 * count as u128) >> 64) as usize
+}
+
+/// Format 2's mixed key: int keys times the Fibonacci constant (a bijection), hashes
+/// as they are.
+#[inline(always)]
+pub fn mix(home: Home, slot_key: u64) -> u64 {
+    match home {
+        Home::Xxh3 => slot_key,
+        _ => slot_key.wrapping_mul(FIB),
+    }
 }
 
 impl Table {
@@ -188,7 +232,71 @@ impl Table {
         if heap_start > heap_end || heap_end > file_size {
             return Err(Error::damaged("heap outside the file"));
         }
-        Ok(Table { slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay })
+        Ok(Table {
+            slots_at, slot_count, bits, home, empty, heap_start, heap_end, overlay,
+            entry_size: SLOT_SIZE, offset_bytes: 8, offset_base: 0, buckets: None,
+        })
+    }
+
+    /// A format-2 base's entries (`entry_count` = records + the terminal entry, of
+    /// `entry_size` bytes: 12 or 16) and bucket directory, checked against the file's
+    /// size. `home` is the mix: `Fib` (int keys) or `Xxh3` (hashed keys).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sorted(
+        file_size: usize,
+        entries_at: usize,
+        entry_count: usize,
+        entry_size: usize,
+        home: Home,
+        empty: u64,
+        buckets: Buckets,
+        heap_start: usize,
+        heap_end: usize,
+    ) -> Result<Table> {
+        if entry_size != 12 && entry_size != 16 {
+            return Err(Error::damaged(format!("entries of {entry_size} bytes")));
+        }
+        if home == Home::Low {
+            return Err(Error::damaged("format 2 mixes int keys with fib, not low"));
+        }
+        let fits = |at: usize, n: usize, size: usize| {
+            n.checked_mul(size).and_then(|b| b.checked_add(at)).is_some_and(|end| end <= file_size)
+        };
+        if entry_count == 0 || !fits(entries_at, entry_count, entry_size) {
+            return Err(Error::damaged("the entries do not fit the file"));
+        }
+        if buckets.count == 0 || !buckets.count.checked_add(1).is_some_and(|n| fits(buckets.at, n, 4)) {
+            return Err(Error::damaged("the bucket directory does not fit the file"));
+        }
+        if heap_start > heap_end || heap_end > file_size {
+            return Err(Error::damaged("heap outside the file"));
+        }
+        Ok(Table {
+            slots_at: entries_at, slot_count: entry_count, bits: 0, home, empty, heap_start,
+            heap_end, overlay: false, entry_size, offset_bytes: entry_size - 8,
+            offset_base: heap_start as u64, buckets: Some(buckets),
+        })
+    }
+
+    /// Format 2: entries `[from, to)` of the bucket `slot_key` falls in, clipped into the
+    /// entries and to `max` of them (so a damaged directory costs a bounded scan).
+    #[inline(always)]
+    pub fn bucket_range(&self, bytes: &[u8], b: &Buckets, slot_key: u64) -> (usize, usize) {
+        let k = bucket_of(mix(self.home, slot_key), b.count);
+        let dir = |i: usize| u32_at(bytes, b.at + 4 * i).unwrap_or(0) as usize;
+        let last = self.slot_count - 1; // the terminal entry holds no record
+        let to = dir(k + 1).min(last);
+        let from = dir(k).min(to);
+        (from, to.min(from + b.max))
+    }
+
+    /// The slot or entry a lookup of `slot_key` reads first (for reading ahead).
+    #[inline(always)]
+    pub fn first_of(&self, bytes: &[u8], slot_key: u64) -> usize {
+        match &self.buckets {
+            None => self.home_of(slot_key),
+            Some(b) => self.bucket_range(bytes, b, slot_key).0,
+        }
     }
 
     /// The home slot of `slot_key`.
@@ -200,13 +308,15 @@ impl Table {
     /// The slot key of slot `j`.
     #[inline(always)]
     pub fn slot_key(&self, bytes: &[u8], j: usize) -> Option<u64> {
-        u64_at(bytes, self.slots_at + j * SLOT_SIZE)
+        u64_at(bytes, self.slots_at + j * self.entry_size)
     }
 
     /// The absolute offset of slot `j`'s record (its end is slot `j + 1`'s offset).
     #[inline(always)]
     pub fn record_offset(&self, bytes: &[u8], j: usize) -> Option<u64> {
-        u64_at(bytes, self.slots_at + j * SLOT_SIZE + 8)
+        let at = self.slots_at + j * self.entry_size + 8;
+        let rel = if self.offset_bytes == 4 { u64::from(u32_at(bytes, at)?) } else { u64_at(bytes, at)? };
+        rel.checked_add(self.offset_base)
     }
 }
 
@@ -216,16 +326,18 @@ fn section(bytes: &[u8], at: usize, n: usize, size: usize) -> Option<&[u8]> {
 }
 
 impl Table {
-    /// The slot table as `(slot key, record offset)` pairs, slot 0 first.
+    /// The slot table as `(slot key, absolute record offset)` pairs, slot 0 first.
     pub fn slots<'a>(&self, bytes: &'a [u8]) -> Result<impl ExactSizeIterator<Item = (u64, u64)> + 'a> {
-        let table = section(bytes, self.slots_at, self.slot_count, SLOT_SIZE)
+        let table = section(bytes, self.slots_at, self.slot_count, self.entry_size)
             .ok_or_else(|| Error::damaged("the slot table lies outside the file"))?;
-        Ok(table.chunks_exact(SLOT_SIZE).map(|slot| {
+        let base = self.offset_base;
+        Ok(table.chunks_exact(self.entry_size).map(move |slot| {
             let (key, offset) = slot.split_at(8);
-            (
-                u64::from_le_bytes(key.try_into().expect("8 bytes")),
-                u64::from_le_bytes(offset.try_into().expect("8 bytes")),
-            )
+            let rel = match offset.len() {
+                4 => u64::from(u32::from_le_bytes(offset.try_into().expect("4 bytes"))),
+                _ => u64::from_le_bytes(offset.try_into().expect("8 bytes")),
+            };
+            (u64::from_le_bytes(key.try_into().expect("8 bytes")), rel.saturating_add(base))
         }))
     }
 }
@@ -328,9 +440,14 @@ impl IndexTable {
 impl Prefix {
     /// The 48 prefix bytes the writer puts before a `header_length`-byte header.
     pub fn encode(header_length: u32, body_offset: u64, file_size: u64, digest: &[u8; 16]) -> [u8; PREFIX_SIZE] {
+        Prefix::encode_format(FORMAT_VERSION, header_length, body_offset, file_size, digest)
+    }
+
+    /// [`Prefix::encode`] for a file of format `format`.
+    pub fn encode_format(format: u32, header_length: u32, body_offset: u64, file_size: u64, digest: &[u8; 16]) -> [u8; PREFIX_SIZE] {
         let mut out = [0u8; PREFIX_SIZE];
         out[..8].copy_from_slice(MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&format.to_le_bytes());
         out[12..16].copy_from_slice(&header_length.to_le_bytes());
         out[16..24].copy_from_slice(&body_offset.to_le_bytes());
         out[24..32].copy_from_slice(&file_size.to_le_bytes());
@@ -483,7 +600,7 @@ mod tests {
         let mut bad_magic = prefix(1, 10, 64, 128);
         bad_magic[0] = b'X';
         assert!(Prefix::parse(&bad_magic).is_err());
-        assert!(Prefix::parse(&prefix(2, 10, 64, 128)).is_err());
+        assert!(Prefix::parse(&prefix(3, 10, 64, 128)).is_err());
         // a size that is not the file's, a body past the end, a misaligned body
         let mut wrong_size = prefix(1, 10, 64, 128);
         wrong_size[24] = 200;

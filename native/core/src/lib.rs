@@ -7,6 +7,8 @@
 //! untrusted bytes: functions return `Err` on damage and never index past a slice's end.
 
 pub mod apply;
+pub mod codings;
+pub mod compact;
 pub mod blob;
 pub mod diff;
 pub mod encode;

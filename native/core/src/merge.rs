@@ -46,7 +46,7 @@ fn warm(layers: &[Layer<'_>], keys: impl Iterator<Item = u64>) {
     let mut sink = 0u64;
     for key in keys {
         for layer in layers {
-            sink ^= layer.table.slot_key(layer.bytes, layer.table.home_of(key)).unwrap_or(0);
+            sink ^= layer.table.slot_key(layer.bytes, layer.table.first_of(layer.bytes, key)).unwrap_or(0);
         }
     }
     std::hint::black_box(sink);
@@ -63,7 +63,8 @@ pub fn delta_effect(current: &[Layer<'_>], delta: &Layer<'_>) -> Result<DeltaEff
         .filter(|&(j, (key, _))| key != delta.table.empty && j + 1 < delta.table.slot_count)
         .map(|(j, (key, _))| (j, key))
         .collect();
-    let mut old: Vec<(usize, usize, usize)> = Vec::with_capacity(GROUP); // (layer, start, end)
+    let mut old: Vec<(usize, u64, usize, usize)> = Vec::with_capacity(GROUP); // (layer, key, start, end)
+    let mut buf = Vec::new();
     for group in entries.chunks(GROUP) {
         warm(current, group.iter().map(|&(_, key)| key));
         old.clear();
@@ -79,7 +80,7 @@ pub fn delta_effect(current: &[Layer<'_>], delta: &Layer<'_>) -> Result<DeltaEff
             };
             let was_live = match lookup(current, key)? {
                 Some(live) => {
-                    old.push((live.file, live.start, live.end));
+                    old.push((live.file, key, live.start, live.end));
                     true
                 }
                 None => false,
@@ -91,8 +92,9 @@ pub fn delta_effect(current: &[Layer<'_>], delta: &Layer<'_>) -> Result<DeltaEff
             }
         }
         // The replaced records, hashed once all of the group's probes were issued.
-        for &(i, start, end) in &old {
-            effect.old_digest = effect.old_digest.wrapping_add(xxh3_64(&current[i].bytes[start..end]));
+        for &(i, key, start, end) in &old {
+            let record = current[i].canonical(key, start, end, &mut buf)?;
+            effect.old_digest = effect.old_digest.wrapping_add(xxh3_64(record));
         }
     }
     Ok(effect)
@@ -170,8 +172,8 @@ mod tests {
             &[(1, "A", false), (2, "", true), (4, "d", false), (9, "", true)],
             2, true, false,
         );
-        let layers = [Layer { bytes: &base.bytes, table: &base.table }];
-        let d = Layer { bytes: &delta.bytes, table: &delta.table };
+        let layers = [Layer { bytes: &base.bytes, table: &base.table, codings: None }];
+        let d = Layer { bytes: &delta.bytes, table: &delta.table, codings: None };
         let effect = delta_effect(&layers, &d).unwrap();
         assert_eq!(effect.added, 1);
         assert_eq!(effect.removed, 1);
@@ -190,10 +192,10 @@ mod tests {
         let overlay = build(&[(1, "x", false), (3, "", true)], 2, true, false);
         let delta = build(&[(1, "y", false), (3, "z", false), (2, "", true)], 2, true, false);
         let layers = [
-            Layer { bytes: &overlay.bytes, table: &overlay.table },
-            Layer { bytes: &base.bytes, table: &base.table },
+            Layer { bytes: &overlay.bytes, table: &overlay.table, codings: None },
+            Layer { bytes: &base.bytes, table: &base.table, codings: None },
         ];
-        let d = Layer { bytes: &delta.bytes, table: &delta.table };
+        let d = Layer { bytes: &delta.bytes, table: &delta.table, codings: None };
         let effect = delta_effect(&layers, &d).unwrap();
         assert_eq!((effect.added, effect.removed), (1, 1)); // 3 comes back, 2 goes
         assert_eq!(effect.old_digest, digest(&[record(1, "x"), record(2, "b")]));
@@ -213,8 +215,8 @@ mod tests {
         // key 1's record offset points past the heap
         let at = base.slot_at(1) + 8;
         base.word(at, u64::MAX);
-        let layers = [Layer { bytes: &base.bytes, table: &base.table }];
-        let d = Layer { bytes: &delta.bytes, table: &delta.table };
+        let layers = [Layer { bytes: &base.bytes, table: &base.table, codings: None }];
+        let d = Layer { bytes: &delta.bytes, table: &delta.table, codings: None };
         assert!(delta_effect(&layers, &d).is_err());
         // a table with no empty slot to stop a probe
         let mut base = build(&[(1, "a", false)], 2, false, false);
@@ -222,7 +224,7 @@ mod tests {
             let at = base.slot_at(j);
             base.word(at, 5);
         }
-        let layers = [Layer { bytes: &base.bytes, table: &base.table }];
+        let layers = [Layer { bytes: &base.bytes, table: &base.table, codings: None }];
         assert!(delta_effect(&layers, &d).is_err());
         assert!(unshadowed(&layers[0], &d).is_err());
     }
@@ -231,7 +233,7 @@ mod tests {
     fn posted_hashes_follow_the_postings() {
         let rows = [(1, "a", false), (2, "bb", false), (7, "", true), (4, "dddd", false)];
         let over = build(&rows, 2, true, true);
-        let layer = Layer { bytes: &over.bytes, table: &over.table };
+        let layer = Layer { bytes: &over.bytes, table: &over.table, codings: None };
         let slots = layer.occupied().unwrap();
         let index = &over.expected.indexes[0].1;
         let hashes = posted_hashes(&over.bytes, over.table.slot_count, index, &slots).unwrap();

@@ -40,6 +40,34 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
+    /// Bytes read so far.
+    #[inline(always)]
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The next `n` raw bytes (not a token).
+    #[inline(always)]
+    pub fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
+        self.take(n)
+    }
+
+    /// The next byte without reading it.
+    #[inline(always)]
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// The next token, which must be an unsigned integer.
+    #[inline(always)]
+    pub fn uint(&mut self) -> Result<u64> {
+        match self.token()? {
+            Token::Int(v) if v >= 0 => Ok(v as u64),
+            Token::UInt(v) => Ok(v),
+            _ => Err(Error::damaged("a coded field is not an unsigned integer")),
+        }
+    }
+
     #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let out = self.bytes.get(self.pos..self.pos.wrapping_add(n)).ok_or_else(short)?;

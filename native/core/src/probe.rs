@@ -24,6 +24,16 @@ pub fn probe(bytes: &[u8], table: &Table, slot_key: u64) -> Result<Found> {
         // The writer picks a sentinel no key uses: such a key is not in the file.
         return Ok(Found::Miss);
     }
+    if let Some(b) = &table.buckets {
+        // Format 2: scan the key's bucket of sorted entries.
+        let (from, to) = table.bucket_range(bytes, b, slot_key);
+        for j in from..to {
+            if table.slot_key(bytes, j).ok_or_else(outside)? == slot_key {
+                return record_at(bytes, table, j);
+            }
+        }
+        return Ok(Found::Miss);
+    }
     let mut j = table.home_of(slot_key);
     loop {
         if j >= table.slot_count {

@@ -3,6 +3,7 @@
 //! is; a tombstone there means the key lives nowhere. Lookups, iteration, the producer's
 //! diff and the consumer's merges all go through these functions.
 
+use crate::codings::Codings;
 use crate::error::Result;
 use crate::layout::Table;
 use crate::probe::{probe, record_at, Found};
@@ -12,9 +13,27 @@ use crate::probe::{probe, record_at, Found};
 pub struct Layer<'a> {
     pub bytes: &'a [u8],
     pub table: &'a Table,
+    /// Format 2: how records are coded (None: canonical msgpack arrays).
+    pub codings: Option<&'a Codings>,
 }
 
 impl Layer<'_> {
+    /// The canonical bytes (FORMAT.md, 6) of the record `[start, end)` of the entry
+    /// holding `slot_key`: the bytes themselves in format 1, rebuilt into `buf` in
+    /// format 2.
+    #[inline]
+    pub fn canonical<'b>(&'b self, slot_key: u64, start: usize, end: usize, buf: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+        let record = &self.bytes[start..end];
+        match self.codings {
+            None => Ok(record),
+            Some(c) => {
+                buf.clear();
+                c.canonical(self.bytes, slot_key, record, buf)?;
+                Ok(&buf[..])
+            }
+        }
+    }
+
     /// Slots of every entry (record or tombstone), ascending; the terminal slot is never
     /// one, even on a damaged file.
     pub fn occupied(&self) -> Result<Vec<usize>> {

@@ -11,7 +11,8 @@
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Error, Result};
-use crate::layout::{record_header, IndexTable, Prefix, Table, PREFIX_SIZE, TOMBSTONE};
+use crate::codings::{read_elements, unpack, Codings, Dictionary, Kind};
+use crate::layout::{bucket_of, mix, record_header, u32_at, IndexTable, Prefix, Table, PREFIX_SIZE, TOMBSTONE};
 
 /// How deep a record's values may nest: the decoder's limit (`native/src/decode.rs`),
 /// counted the same way (a record's fields are at depth 0).
@@ -30,6 +31,8 @@ pub struct Expected {
     /// Also check that every record decodes: exactly one msgpack array of `width` values,
     /// strings in UTF-8, nothing nested deeper than [`MAX_DEPTH`], no byte after it.
     pub records: bool,
+    /// Format 2: the columns' codings (None: format 1).
+    pub codings: Option<Codings>,
 }
 
 /// The xxh3-128 of the bytes past the prefix, as the prefix stores it (big-endian).
@@ -51,7 +54,11 @@ pub fn verify(bytes: &[u8], table: &Table, expected: &Expected, body: Option<&[u
     if !matches {
         return Err(Error::damaged("state file checksum mismatch"));
     }
-    let live = check_slots(bytes, table, expected)?;
+    let live = match (&table.buckets, &expected.codings) {
+        (None, None) => check_slots(bytes, table, expected)?,
+        (Some(_), Some(codings)) => check_entries(bytes, table, codings, expected)?,
+        _ => return Err(Error::damaged("a table and codings of different formats")),
+    };
     for (name, index) in &expected.indexes {
         check_index(bytes, index, &live).map_err(|_| {
             Error::damaged(format!("the index on '{name}' does not match the slot table"))
@@ -154,6 +161,149 @@ fn check_slots(bytes: &[u8], table: &Table, expected: &Expected) -> Result<Live>
     Ok(live)
 }
 
+/// Format 2's entries, directory, dictionaries and records (FORMAT.md, 10.6): record
+/// offsets from the heap start to the heap end, never decreasing; entries in ascending
+/// mixed-key order, none holding the empty sentinel, each in the bucket the directory
+/// puts it in; a directory from 0 to the entry count, no bucket over its `max`; the
+/// terminal entry empty at the heap end; each dictionary's offsets from 0 to its length;
+/// with `expected.records`, every dictionary value one msgpack value and every record
+/// its columns' codings exactly (ids inside their dictionaries).
+fn check_entries(bytes: &[u8], table: &Table, codings: &Codings, expected: &Expected) -> Result<Live> {
+    let b = table.buckets.as_ref().ok_or_else(offsets_fault)?;
+    let n = table.slot_count - 1;
+    if n != expected.count || expected.tombstones != 0 {
+        return Err(Error::damaged(format!("{n} entries, the header says {}", expected.count)));
+    }
+    let dir_fault = || Error::damaged("the bucket directory does not match the entries");
+    let dir = |i: usize| u32_at(bytes, b.at + 4 * i).map(|v| v as usize).ok_or_else(dir_fault);
+    if dir(0)? != 0 || dir(b.count)? != n {
+        return Err(dir_fault());
+    }
+    let mut stack = Vec::new();
+    for (c, col) in codings.columns.iter().enumerate() {
+        if let Some(d) = &col.dict {
+            check_dictionary(bytes, d, expected.records, &mut stack)
+                .map_err(|e| Error::damaged(format!("the dictionary of column {c}: {e}")))?;
+        }
+    }
+    let mut slots = table.slots(bytes)?;
+    let (mut key, mut start) = slots.next().ok_or_else(offsets_fault)?;
+    if start != table.heap_start as u64 {
+        return Err(offsets_fault());
+    }
+    let heap_end = table.heap_end as u64;
+    let (mut bucket, mut bucket_end) = (0usize, dir(1)?);
+    let mut last_mixed: Option<u64> = None;
+    let mut undecodable: Option<(usize, Error)> = None;
+    for (j, (next_key, end)) in slots.enumerate() {
+        if j == n {
+            break;
+        }
+        if end < start || end > heap_end || key == table.empty {
+            return Err(offsets_fault());
+        }
+        let mixed = mix(table.home, key);
+        if last_mixed.is_some_and(|m| m >= mixed) {
+            return Err(Error::damaged("entries out of key order"));
+        }
+        last_mixed = Some(mixed);
+        while j >= bucket_end {
+            bucket += 1;
+            if bucket >= b.count {
+                return Err(dir_fault());
+            }
+            let next = dir(bucket + 1)?;
+            if next < bucket_end {
+                return Err(dir_fault());
+            }
+            bucket_end = next;
+        }
+        if bucket_of(mixed, b.count) != bucket {
+            return Err(dir_fault());
+        }
+        if expected.records && undecodable.is_none() {
+            let record = &bytes[start as usize..end as usize]; // inside the heap, so the file
+            if let Err(e) = coded(record, codings, &mut stack) {
+                undecodable = Some((j, e));
+            }
+        }
+        (key, start) = (next_key, end);
+    }
+    if key != table.empty || start != heap_end {
+        return Err(offsets_fault());
+    }
+    // every bucket within its max (the walk above saw only the buckets holding entries)
+    let mut prev = 0usize;
+    for i in 1..=b.count {
+        let d = dir(i)?;
+        if d < prev || d - prev > b.max {
+            return Err(dir_fault());
+        }
+        prev = d;
+    }
+    if let Some((j, e)) = undecodable {
+        return Err(Error::damaged(format!("the record of entry {j} does not decode: {e}")));
+    }
+    let mut live = Live::new(n);
+    for j in 0..n {
+        live.set(j);
+    }
+    Ok(live)
+}
+
+/// A dictionary's offsets ascend from 0 to its length; with `values`, each value is
+/// exactly one msgpack value.
+fn check_dictionary(bytes: &[u8], d: &Dictionary, values: bool, stack: &mut Vec<usize>) -> Result<()> {
+    let bound = |i: usize| u32_at(bytes, d.at + 4 * i).map(|v| v as usize).ok_or_else(|| Error::damaged("outside the file"));
+    if bound(0)? != 0 || bound(d.values)? != d.length {
+        return Err(Error::damaged("offsets do not span its values"));
+    }
+    let all = &bytes[d.bytes_at()..d.bytes_at() + d.length]; // inside the file (Dictionary::new)
+    let mut prev = 0usize;
+    for i in 1..=d.values {
+        let next = bound(i)?;
+        if next < prev {
+            return Err(Error::damaged("offsets decrease"));
+        }
+        if values && (next == prev || value_end(&all[..next], prev, stack)? != next) {
+            return Err(Error::damaged(format!("value {} is not one msgpack value", i - 1)));
+        }
+        prev = next;
+    }
+    Ok(())
+}
+
+/// One format-2 record holds exactly its columns' codings.
+fn coded(record: &[u8], codings: &Codings, stack: &mut Vec<usize>) -> Result<()> {
+    let mut r = crate::msgpack::Reader::new(record);
+    for col in &codings.columns {
+        match (col.kind, &col.dict) {
+            (Kind::Key, _) => {}
+            (Kind::Plain, _) => {
+                let end = value_end(record, r.pos(), stack)?;
+                r.raw(end - r.pos())?;
+            }
+            (Kind::Dict, Some(d)) => {
+                if r.uint()? >= d.values as u64 {
+                    return Err(Error::damaged("a dictionary id past its dictionary"));
+                }
+            }
+            (Kind::Elements, Some(d)) => {
+                if let Some((count, ids)) = read_elements(&mut r, d.bits)? {
+                    if (0..count).any(|k| unpack(ids, k, d.bits) >= d.values as u64) {
+                        return Err(Error::damaged("an element id past its dictionary"));
+                    }
+                }
+            }
+            _ => return Err(Error::damaged("a coded column has no dictionary")),
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(Error::damaged("bytes after the end of the record"));
+    }
+    Ok(())
+}
+
 /// Whether `record` starts with `header` (byte by byte: a slice comparison would call
 /// memcmp for every record).
 #[inline(always)]
@@ -173,16 +323,30 @@ fn opens(record: &[u8], header: Option<([u8; 3], usize)>) -> bool {
 /// a token per value made the check cost several times the rest of `verify`. It
 /// accepts exactly what the Reader's tokens would (the cargo tests compare the two).
 pub fn decodes(record: &[u8], width: usize, stack: &mut Vec<usize>) -> Result<()> {
-    let fail = |why: &str| Err(Error::damaged(why.to_string()));
-    let (mut pos, mut pending) = match *record {
+    let (pos, pending) = match *record {
         [b @ 0x90..=0x9f, ..] => (1, (b & 0x0f) as usize),
         [0xdc, hi, lo, ..] => (3, u16::from_be_bytes([hi, lo]) as usize),
         [0xdd, a, b, c, d, ..] => (5, u32::from_be_bytes([a, b, c, d]) as usize),
         _ => (0, usize::MAX),
     };
     if pending != width {
-        return fail(&format!("not an array of {width} values"));
+        return Err(Error::damaged(format!("not an array of {width} values")));
     }
+    if walk(record, pos, pending, stack)? != record.len() {
+        return Err(Error::damaged("bytes after the end of the record"));
+    }
+    Ok(())
+}
+
+/// Where the one value at `at` of `bytes` ends, checked as [`decodes`] checks a record's
+/// values (format 2's plain fields and dictionary values).
+pub fn value_end(bytes: &[u8], at: usize, stack: &mut Vec<usize>) -> Result<usize> {
+    walk(bytes, at, 1, stack)
+}
+
+/// Walks `pending` values from `pos`; returns where they end (inside `record`).
+fn walk(record: &[u8], mut pos: usize, mut pending: usize, stack: &mut Vec<usize>) -> Result<usize> {
+    let fail = |why: &str| Err(Error::damaged(why.to_string()));
     // A big-endian length of `w` bytes at `at`.
     let length = |at: usize, w: usize| -> Option<usize> {
         let bytes = record.get(at..at.checked_add(w)?)?;
@@ -194,9 +358,8 @@ pub fn decodes(record: &[u8], width: usize, stack: &mut Vec<usize>) -> Result<()
         while pending == 0 {
             match stack.pop() {
                 Some(p) => pending = p,
-                None if pos == record.len() => return Ok(()),
                 None if pos > record.len() => return Err(short()),
-                None => return fail("bytes after the end of the record"),
+                None => return Ok(pos),
             }
         }
         pending -= 1;
@@ -452,7 +615,7 @@ pub mod tests {
         )
         .unwrap();
         let tombstones = rows.iter().filter(|r| r.2).count();
-        let expected = Expected { count: rows.len(), tombstones, width, indexes, records: true };
+        let expected = Expected { count: rows.len(), tombstones, width, indexes, records: true, codings: None };
         let mut built = Built { bytes, table, expected };
         built.reseal();
         built

@@ -387,17 +387,17 @@ pub fn plan(
 }
 
 /// Bytes gathered before each write (and checksum update).
-const CHUNK: usize = 4 << 20;
+pub(crate) const CHUNK: usize = 4 << 20;
 
 /// The body's bytes, checksummed as they go to the file in large writes.
-struct Out {
-    file: File,
-    buf: Vec<u8>,
-    hasher: Xxh3,
+pub(crate) struct Out {
+    pub(crate) file: File,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) hasher: Xxh3,
 }
 
 impl Out {
-    fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.hasher.update(&self.buf);
         self.file.write_all(&self.buf)?;
         self.buf.clear();
@@ -405,7 +405,7 @@ impl Out {
     }
 
     #[inline(always)]
-    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.buf.len() + bytes.len() > CHUNK {
             self.flush()?;
             if bytes.len() > CHUNK {
@@ -418,11 +418,11 @@ impl Out {
     }
 
     #[inline(always)]
-    fn word(&mut self, w: u64) -> io::Result<()> {
+    pub(crate) fn word(&mut self, w: u64) -> io::Result<()> {
         self.put(&w.to_le_bytes())
     }
 
-    fn zeros(&mut self, n: usize) -> io::Result<()> {
+    pub(crate) fn zeros(&mut self, n: usize) -> io::Result<()> {
         self.put(&vec![0u8; n])
     }
 }
