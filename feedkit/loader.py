@@ -355,7 +355,7 @@ class Loader:
                                         record_count=overlay.header["record_count"],
                                         state_digest=int(overlay.header["state_digest"], 16))
                 try:
-                    write_state(final, header, compact(files))
+                    write_state(final, header, compact(files), format=files[-1].format)
                 except OSError as exc:
                     raise StoreError(f"feed {self.feed!r}: cache folder {self.cache.dir}: {exc}") from exc
         sf = StateFile(final)

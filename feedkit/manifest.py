@@ -14,6 +14,10 @@ from feedkit.names import MAX_VERSION, announcement_key, validate_feed, validate
 __all__ = ["Announcement", "Manifest", "Pin", "utc_now"]
 
 MANIFEST_FORMAT = 1
+# A manifest's format is its version's state format (docs/FORMAT.md, 2.2 and 10): 2 when
+# the snapshot is a format-2 base. A feedkit that reads only format 1 refuses the
+# manifest of a format-2 version (IntegrityError) before it downloads anything.
+MANIFEST_FORMATS = (1, 2)
 
 
 def utc_now() -> str:
@@ -43,6 +47,7 @@ class Manifest:
     created_at: str = field(default_factory=utc_now)
     source: dict[str, Any] | None = None
     signature: dict[str, str] | None = None  # see feedkit.signing; written only when signed
+    state_format: int = MANIFEST_FORMAT  # the format of the version's snapshot (a base)
 
     def signed_payload(self) -> bytes:
         """The bytes a signature covers: the manifest as written, without ``signature``."""
@@ -50,7 +55,7 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
+            "format": self.state_format,
             "feed": self.feed,
             "version": self.version,
             "parent": self.parent,
@@ -78,8 +83,9 @@ class Manifest:
         """
         try:
             doc = json.loads(data)
-            if doc["format"] != MANIFEST_FORMAT:
-                raise ValueError(f"manifest format {doc['format']}")
+            if type(doc["format"]) is not int or doc["format"] not in MANIFEST_FORMATS:
+                raise ValueError(f"manifest format {doc['format']!r}, this feedkit reads "
+                                 f"{', '.join(map(str, MANIFEST_FORMATS))}")
             # Exact types: int() would take 1.5, "12" or true, and int(x, 16) "-1" or "0x1".
             version, parent = validate_version(doc["version"]), doc["parent"]
             if parent is not None and validate_version(parent) >= version:
@@ -112,6 +118,7 @@ class Manifest:
                 created_at=str(doc["created_at"]),
                 source=doc.get("source"),
                 signature=_signature(doc.get("signature")),
+                state_format=doc["format"],
             )
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # ValueError also covers bad JSON or UTF-8 and the ConfigurationError of a bad

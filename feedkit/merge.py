@@ -151,10 +151,16 @@ def _numpy_columns(sf: StateFile, slots: np.ndarray, index_fields: list[str]) ->
     """The columns of :func:`_columns` gathered in numpy; with ``index_fields``, their
     hashes too, through ``StateFile.index_hashes`` (the tests' oracle of the compiled
     ``posted_hashes``)."""
-    starts, lengths = sf.record_ranges(slots)
+    if sf.compact:  # coded records: their canonical bytes, rebuilt (a base: no tombstones)
+        heap, starts, lengths = sf.canonical(slots)
+        tombstone = np.zeros(len(slots), bool)
+    else:
+        heap = sf.heap
+        starts, lengths = sf.record_ranges(slots)
+        tombstone = (heap[starts] == TOMBSTONE if sf.kind == "overlay"
+                     else np.zeros(len(slots), bool))
     columns = {"keys": sf.slot_keys(slots), "starts": starts, "lengths": lengths,
-               "tombstone": sf.heap[starts] == TOMBSTONE if sf.kind == "overlay"
-               else np.zeros(len(slots), bool)}
+               "tombstone": tombstone, "heap": heap}
     columns.update({f"#{f}": sf.index_hashes(f)[slots] for f in index_fields})
     return columns
 
@@ -163,12 +169,13 @@ def _record_set(parts: list[tuple[StateFile, np.ndarray]], index_fields: list[st
                 drop_tombstones: bool, columns: Callable[..., dict[str, np.ndarray]] = _columns
                 ) -> RecordSet:
     pieces = [columns(sf, slots, index_fields) for sf, slots in parts]
+    heaps = [p.pop("heap") for p in pieces]
     cat = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
     source = np.concatenate([np.full(len(slots), i, np.uint8) for i, (_, slots) in enumerate(parts)])
     keep = ~cat["tombstone"] if drop_tombstones else np.ones(len(cat["keys"]), bool)
     return RecordSet(
         keys=cat["keys"][keep], starts=cat["starts"][keep], lengths=cat["lengths"][keep],
-        sources=[sf.heap for sf, _ in parts], source=source[keep],
+        sources=heaps, source=source[keep],
         tombstone=None if drop_tombstones else cat["tombstone"][keep],
         index_hashes={f: cat[f"#{f}"][keep] for f in index_fields},
     )

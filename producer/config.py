@@ -17,6 +17,7 @@ from typing import Any
 
 from feedkit import names
 from feedkit.errors import ConfigurationError
+from feedkit.format import FORMATS
 
 from .producer import compression_level_problem
 
@@ -49,6 +50,7 @@ class FeedConfig:
     poll_interval: float = 5.0
     validators: tuple[str, ...] = ()
     allow_unsigned: bool = False  # publish unsigned on top of a signed version (no key)
+    format: int = 2  # the state format of snapshots (docs/FORMAT.md, 10); 1 for old consumers
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ _FEED: _Spec = {
     "poll_interval": ((int, float), False),
     "validators": ((list,), False),
     "allow_unsigned": ((bool,), False),
+    "format": ((int,), False),
 }
 _TOP = {"store", "catalog", "producer", "feed"}
 
@@ -184,6 +187,10 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
             raise ConfigurationError(f"{source}: {where}.max_change_ratio must be >= 0")
         if min_records < 0:
             raise ConfigurationError(f"{source}: {where}.min_records must be >= 0")
+        state_format = f.get("format", 2)
+        if type(state_format) is not int or state_format not in FORMATS:
+            raise ConfigurationError(f"{source}: {where}.format must be one of "
+                                     f"{', '.join(map(str, FORMATS))}, not {state_format!r}")
         validators = _strings(f["validators"], f"{where}.validators", source) \
             if f.get("validators") else ()
         columns = _strings(f["columns"], f"{where}.columns", source, unique=True) \
@@ -197,7 +204,7 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
             snapshot_every=snapshot_every,
             max_change_ratio=float(ratio) if ratio is not None else None,
             min_records=min_records, poll_interval=poll_interval, validators=validators,
-            allow_unsigned=f.get("allow_unsigned", False),
+            allow_unsigned=f.get("allow_unsigned", False), format=state_format,
         ))
     work_dir = producer.get("work_dir")
     level = producer.get("compression_level", 3)

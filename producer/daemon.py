@@ -101,7 +101,7 @@ class FeedRunner:
             max_change_ratio=self.cfg.max_change_ratio, min_records=self.cfg.min_records,
             validators=self.validators, work_dir=work_dir,
             compression_level=self.config.compression_level,
-            allow_unsigned=self.cfg.allow_unsigned)
+            allow_unsigned=self.cfg.allow_unsigned, format=self.cfg.format)
         producer._stats = self.stats
         return producer
 

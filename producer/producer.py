@@ -54,7 +54,7 @@ from feedkit.errors import (
     RefusedError,
     ValidationError,
 )
-from feedkit.format import RecordSet, StateFile, derived_header, write_state
+from feedkit.format import FORMATS, RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
 from feedkit.merge import Diff, apply_delta, compact, delta_records, diff, present, record_digest
 from feedkit.signing import signer_from
@@ -159,8 +159,8 @@ class Producer:
         primary_key: the key column, or a tuple of columns for a composite key.
         indexes: columns to build secondary indexes on (``Consumer.find``).
         snapshot_every: write a snapshot blob at least every N versions.
-        max_delta_ratio: also write a snapshot when the delta is larger than this
-            share of the state.
+        max_delta_ratio: also write a snapshot when the delta holds more entries
+            (upserts and deletes) than this share of the last version's records.
         max_change_ratio: refuse a version that adds, changes or removes more than this
             share of the previous version's records (None: no limit).
         min_records: refuse a version with fewer records.
@@ -182,6 +182,11 @@ class Producer:
         allow_unsigned: without a signing key, publish on top of a signed version anyway.
             By default such a publish raises :class:`~feedkit.ConfigurationError`: an
             unsigned version breaks every consumer that verifies signatures.
+        format: the state format of the feed's bases and snapshots: 2 (compact:
+            dictionary-coded records, sorted entries; docs/FORMAT.md, 10) or 1. A feed
+            published in the other format switches with the next version, which is a
+            snapshot without a delta (deltas never cross formats). Consumers read both;
+            a feedkit older than format 2 refuses a format-2 version's manifest.
 
     A producer is a context manager; :meth:`close` (or garbage collection) removes the
     temporary folder it made when ``work_dir`` is None. A given ``work_dir`` belongs to
@@ -202,8 +207,12 @@ class Producer:
                  work_dir: str | os.PathLike[str] | None = None,
                  compression_level: int = 3, batch_rows: int = 65536,
                  signing_key: str | bytes | os.PathLike[str] | None = None,
-                 allow_unsigned: bool = False) -> None:
+                 allow_unsigned: bool = False, format: int = 2) -> None:
         self.feed = names.validate_feed(feed)
+        if type(format) is not int or format not in FORMATS:
+            raise ConfigurationError(f"feed {feed!r}: format {format!r}: feedkit writes "
+                                     f"{', '.join(map(str, FORMATS))}")
+        self.format = format
         self._signer = signer_from(signing_key)
         self.allow_unsigned = bool(allow_unsigned)
         if primary_key is None:
@@ -412,10 +421,14 @@ class Producer:
         return ({"feed": self.feed, "key": spec.to_json(), "schema": columns,
                  "index_fields": self.indexes, "use_list": use_list}, plan)
 
-    def _same_shape(self, describe: dict[str, Any]) -> bool:
+    def _same_shape(self, describe: dict[str, Any], *, format: bool = True) -> bool:
+        """Whether the last version has the new one's key, schema, indexes and (with
+        ``format``) state format: then the new one may be a delta over it. A whole
+        publish switches formats at once, with a snapshot; an append (only the new rows
+        at hand) keeps the last format until a snapshot is due."""
         last = self._last
-        return last is not None and all(
-            last.base.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
+        return last is not None and (not format or last.manifest.state_format == self.format) \
+            and all(last.base.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
 
     def _counted(self, table: TableLike, source: dict[str, Any] | None, force: bool,
                  append: bool) -> int | None:
@@ -444,7 +457,7 @@ class Producer:
         self.last_report = report
         schema, batches = _batches(table, self.batch_rows)
         describe, plan = self._describe(schema)
-        if append and not self._same_shape(describe):
+        if append and not self._same_shape(describe, format=False):
             raise ValidationError(
                 f"feed {self.feed!r}: cannot append rows whose columns, key or indexes differ "
                 f"from version {report.previous_version}'s; publish the whole table instead")
@@ -702,7 +715,8 @@ class Producer:
                 # or a snapshot due anyway (written from the new records, not compacted)
                 assert change.state is not None
                 created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), change.state)
+                write_state(created[-1], dict(header, kind="base"), change.state,
+                            format=self.format)
                 files = [StateFile(created[-1])]
             else:  # the last state plus the delta, as a new overlay over the same base
                 assert last is not None
@@ -724,7 +738,8 @@ class Producer:
                     self.feed, last.manifest.version, version), self.compression_level)
             if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
                 created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), compact(files))
+                write_state(created[-1], dict(header, kind="base"), compact(files),
+                            format=self.format)
                 files = [StateFile(created[-1])]
             if due:
                 snap_blob = self.work_dir / f".{version:020d}.snapshot.zst"
@@ -739,6 +754,8 @@ class Producer:
                 record_count=count, state_digest=change.digest, key=describe["key"],
                 schema=describe["schema"], index_fields=self.indexes,
                 snapshot=snapshot_info, delta=delta_info, source=report.source,
+                state_format=self.format if snapshot_info or last is None
+                else last.manifest.state_format,
             )
             if self._signer is not None:
                 manifest = self._signer.sign(manifest)
@@ -776,11 +793,12 @@ class Producer:
     def _snapshot_due(self, last: _Published | None, delta_state: Path | None,
                       since: int) -> bool:
         """Whether this version gets a snapshot blob: the first one, one without a delta
-        (a new shape), ``snapshot_every`` versions after the last snapshot, or a delta
-        larger than ``max_delta_ratio`` of the base the state sits on."""
+        (a new shape or format), ``snapshot_every`` versions after the last snapshot, or
+        a delta of more entries (upserts and deletes) than ``max_delta_ratio`` of the
+        last version's records. (Entries, not bytes: a format-1 overlay and a format-2
+        base hold a record in very different sizes.)"""
         return (last is None or delta_state is None or since >= self.snapshot_every
-                or os.path.getsize(delta_state)
-                > self.max_delta_ratio * os.path.getsize(last.base.path))
+                or StateFile(delta_state).count > self.max_delta_ratio * last.manifest.record_count)
 
     @staticmethod
     def _outgrows(last: _Published, delta: RecordSet) -> bool:
@@ -948,7 +966,7 @@ class Producer:
             header = derived_header(files[0].header, version=manifest.version, kind="base",
                                     record_count=manifest.record_count,
                                     state_digest=manifest.state_digest)
-            write_state(path, header, compact(files))
+            write_state(path, header, compact(files), format=files[-1].format)
         shutil.rmtree(cache_dir, ignore_errors=True)
         return StateFile(path)
 

@@ -67,6 +67,7 @@ class _Live:
     """The live records of one state: slot key, file, record range, in slot-key order."""
 
     files: list[StateFile]
+    heaps: list[np.ndarray]  # per file: the heap its records' canonical bytes lie in
     keys: np.ndarray  # int64 (int keys, or the bits of uint64 key hashes)
     file: np.ndarray  # index into files
     starts: np.ndarray
@@ -74,22 +75,23 @@ class _Live:
 
     @classmethod
     def of(cls, files: list[StateFile]) -> _Live:
-        keys, which, starts, lengths = [], [], [], []
+        keys, which, starts, lengths, heaps = [], [], [], [], []
         for i, (sf, slots) in enumerate(State(files).live_slots()):
             keys.append(sf.slot_keys(slots).view(np.int64))
             which.append(np.full(len(slots), i, dtype=np.int64))
-            s, n = sf.record_ranges(slots)
+            heap, s, n = sf.canonical(slots)  # a format-2 file's records rebuilt
+            heaps.append(heap)
             starts.append(s)
             lengths.append(n)
         k = np.concatenate(keys)
         order = np.argsort(k, kind="stable")
-        return cls(files, k[order], np.concatenate(which)[order],
+        return cls(files, heaps, k[order], np.concatenate(which)[order],
                    np.concatenate(starts)[order], np.concatenate(lengths)[order])
 
     def record(self, i: int) -> Any:
         sf = self.files[int(self.file[i])]
         a = int(self.starts[i])
-        data = sf.mm[a:a + int(self.lengths[i])]
+        data = self.heaps[int(self.file[i])][a:a + int(self.lengths[i])].tobytes()
         return codec.unpack_record(data, use_list=bool(sf.header["use_list"]))
 
 
@@ -103,7 +105,7 @@ def _same_bytes(a: _Live, ia: np.ndarray, b: _Live, ib: np.ndarray) -> np.ndarra
             pick = equal_length[(a.file[ia[equal_length]] == fa) & (b.file[ib[equal_length]] == fb)]
             if not len(pick):
                 continue
-            heap_a, heap_b = a.files[fa].heap, b.files[fb].heap
+            heap_a, heap_b = a.heaps[fa], b.heaps[fb]
             sa, sb, n = a.starts[ia[pick]], b.starts[ib[pick]], a.lengths[ia[pick]]
             ends = np.cumsum(n)
             i = 0

@@ -53,16 +53,16 @@ def test_a_collected_producer_removes_its_temporary_work_dir(store: feedkit.Blob
 
 def test_producer_is_a_context_manager(store: feedkit.BlobStore, tmp_path: Path) -> None:
     with Producer(store, feed=FEED, primary_key="movie_id") as p:
-        version = p.publish(titles_table(50))
+        version = p.publish(titles_table(500))
         work = p.work_dir
     assert version is not None and not work.exists()
     with pytest.raises(feedkit.ClosedError):
-        p.publish(titles_table(60))
+        p.publish(titles_table(510))
     with pytest.raises(feedkit.ClosedError), p:
         pass
     # A given work dir is the user's: it keeps the last state for the next producer.
     with Producer(store, feed=FEED, primary_key="movie_id", work_dir=tmp_path / "w") as p:
-        v2 = p.publish(titles_table(60))
+        v2 = p.publish(titles_table(510))
     # (v2 is a small change: an overlay over the base of the version it restored)
     assert sorted(f.name for f in (tmp_path / "w").iterdir()) == [
         f"{version:020d}.state", f"{v2:020d}.overlay"]
