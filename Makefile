@@ -9,7 +9,7 @@ NATIVE_SRC := $(shell find native -name target -prune -o -type f \( -name '*.rs'
 NATIVE_STAMP := $(VENV)/.native-stamp
 CARGO_ENV := PYO3_PYTHON=$(abspath $(PY)) CARGO_TERM_COLOR=never
 
-.PHONY: demo test soak fuzz lint rust-check bench bench-large bench-quick bench-core bench-producer bench-s3 bench-refresh bench-redis-server clean
+.PHONY: demo test soak fuzz lint rust-check bench bench-large bench-quick bench-core bench-producer bench-storage bench-s3 bench-refresh bench-redis-server clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ bench-core: $(NATIVE_STAMP) bench-redis-server
 
 bench-producer: $(NATIVE_STAMP)
 	$(PY) benchmarks/bench_producer.py
+
+# Bytes per record of state files and blobs vs Parquet-zstd, lmdb and a dict (1M records;
+# FORMAT=2 passes --format 2 to the Producer)
+bench-storage: $(NATIVE_STAMP)
+	$(PY) benchmarks/bench_storage.py $(if $(FORMAT),--format $(FORMAT))
 
 bench-s3: $(NATIVE_STAMP)
 	$(PY) benchmarks/bench_s3.py

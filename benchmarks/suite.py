@@ -5,7 +5,7 @@ Run::
     make bench          # 1M records   -> benchmarks/results/bench.json
     make bench-large    # 10M records  -> benchmarks/results/large.json
     make bench-quick    # 100k records -> benchmarks/results/quick.json
-    .venv/bin/python benchmarks/suite.py --size quick|full|large [--only core,refresh,...]
+    .venv/bin/python benchmarks/suite.py --size quick|full|large [--only core,storage,...]
     .venv/bin/python benchmarks/suite.py --size large --only refresh --reuse core,producer,s3
 
 Each part is one script, run as its own process (so memory and CPU of one part never
@@ -21,6 +21,10 @@ leak into the next), with the same record count:
                         a snapshot load; lookup p99 while refreshes run vs idle
 - ``bench_producer.py`` the daemon's full and append cycles vs a pyarrow scan, blob size vs
                         Parquet-zstd, Iceberg commit to a consumer serving it (local, S3)
+- ``bench_storage.py``  bytes per record of the state files a consumer maps and of the
+                        snapshot and delta blobs vs Parquet-zstd, lmdb+msgpack and a dict, on
+                        three tables (five fields; Muse-like filter values; nested structs,
+                        maps and lists)
 - ``bench_s3.py``       snapshot load from S3 vs a bare download + zstd; a polling fleet
 
 S3 parts use the server in ``FEEDKIT_S3_ENDPOINT`` (MinIO from
@@ -52,7 +56,7 @@ from common import RESULTS, table, write_rows
 HERE = Path(__file__).resolve().parent
 SIZES = {"quick": 100_000, "full": 1_000_000, "large": 10_000_000}
 RUN_NAMES = {"quick": "quick", "full": "bench", "large": "large"}
-PARTS = ("core", "refresh", "producer", "s3")
+PARTS = ("core", "refresh", "producer", "storage", "s3")
 
 
 def part_command(part: str, size: str, out: Path, records: int | None = None) -> list[str]:
@@ -66,6 +70,7 @@ def part_command(part: str, size: str, out: Path, records: int | None = None) ->
                 "--open-sizes", opens, "--out", str(out)]
     if part == "producer":
         return [sys.executable, script, "--rows", str(n), "--out", str(out)]
+    # refresh, storage and s3
     return [sys.executable, script, "--records", str(n), "--out", str(out)]
 
 
@@ -160,7 +165,8 @@ def _records_label(r: dict[str, Any]) -> str:
 
 
 def plot(run: str, rows: list[dict[str, Any]], results: Path) -> list[Path]:
-    """Ratio-vs-goal bars for every row with a ratio, and get() latencies per library."""
+    """Ratio-vs-goal bars for every row with a ratio, get() latencies per library, open
+    time against size, and bytes per record per table (the storage part)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +251,50 @@ def plot(run: str, rows: list[dict[str, Any]], results: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
+
+    storage = storage_bytes(rows)
+    if storage:
+        tables = list(storage)
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        width = 0.8 / len(STORAGE_SERIES)
+        for j, series in enumerate(STORAGE_SERIES):
+            values = [storage[t].get(series, 0) for t in tables]
+            bars = ax.bar([i + j * width for i in range(len(tables))], values, width,
+                          label=series)
+            ax.bar_label(bars, [f"{v:,.0f}" if v else "" for v in values], fontsize=7)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tables))], tables)
+        ax.set_yscale("log")
+        ax.set_ylabel("bytes per record (log scale)")
+        ax.set_title(f"bytes per record by table ({run})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = results / f"{run}-storage.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
     return made
+
+
+STORAGE_SERIES = ("feedkit state", "feedkit blob", "Parquet-zstd", "lmdb+msgpack", "dict")
+_STORAGE_PEERS = {"parquet-zstd": "Parquet-zstd", "lmdb+msgpack": "lmdb+msgpack", "dict": "dict"}
+
+
+def storage_bytes(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The storage part's bytes per record, table -> series -> value: the state files and
+    their peers from the ``state_files_<table>`` rows, the blob from ``snapshot_blob_<table>``."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        table = r.get("table")
+        if r.get("part", "storage") != "storage" or not table:
+            continue
+        values = out.setdefault(table, {})
+        if r["name"] == f"state_files_{table}":
+            values["feedkit state"] = r["feedkit"]
+            if r["peer"] in _STORAGE_PEERS:
+                values[_STORAGE_PEERS[r["peer"]]] = r["peer_value"]
+        elif r["name"] == f"snapshot_blob_{table}":
+            values["feedkit blob"] = r["feedkit"]
+    return out
 
 
 # -- RESULTS.md ---------------------------------------------------------------------------
@@ -292,6 +341,12 @@ medians over rounds:
   a snapshot load (delta refresh), lookups with no refresh running (p99 during refreshes).
 - the producer (`bench_producer.py`): a pyarrow scan of the Iceberg table and its batch
   reader (cycles), the full cycle (append cycle), the same table as Parquet-zstd (blob size).
+- storage (`bench_storage.py`), bytes per record on three tables (five fields; Muse-like
+  filter values; nested structs, maps and lists): the same table as Parquet-zstd
+  (level 3, as feedkit's blobs), for the state files a consumer maps and the snapshot
+  blob; the changed rows alone as Parquet-zstd, for the delta blob of a 1% change;
+  lmdb + msgpack (`data.mdb`) and a Python dict of tuples (tracemalloc's traced total,
+  in a child process) as references for the state files.
 - S3 (`bench_s3.py`): a bare boto3 download + zstd decompression (snapshot load).
 """
 

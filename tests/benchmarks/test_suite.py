@@ -28,6 +28,8 @@ MEASURES = {
     "delta_refresh", "get_p99_during_refresh", "refresh_beside_lookups",
     "producer_full_cycle", "producer_append_cycle",
     "blob_size", "propagation_local", "propagation_s3",
+    *(f"{m}_{t}" for m in ("state_files", "snapshot_blob", "delta_blob")
+      for t in ("five", "muse", "nested")),
 }
 PEERS = {"dict", "lmdb+msgpack", "sqlite3+msgpack", "rocksdict+msgpack", "get loop",
          "dict comprehension", "zstd decompress", "snapshot_load", "idle", "pyarrow scan",
@@ -66,10 +68,33 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
 
     meta = json.loads((results / "quick-meta.json").read_text())
     assert meta["records"] == 3000 and meta["machine"]["cpus"] == os.cpu_count()
-    assert set(meta["parts"]) == {"core", "refresh", "producer", "s3"}
+    assert set(meta["parts"]) == {"core", "refresh", "producer", "storage", "s3"}
     for png in meta["plots"]:
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "quick-ratios.png" in meta["plots"]
+    assert "quick-ratios.png" in meta["plots"] and "quick-storage.png" in meta["plots"]
+
+    # storage: per table, the state files against Parquet (with a goal), lmdb and the dict
+    # (references), the blobs against Parquet; each row says which format the state had
+    storage = [r for r in rows if r["part"] == "storage"]
+    for table, goal in (("five", "<= 5x"), ("muse", "<= 3x"), ("nested", "<= 5x")):
+        mine = {(r["name"], r["peer"]): r for r in storage if r["table"] == table}
+        assert set(mine) == {(f"state_files_{table}", "parquet-zstd"),
+                             (f"state_files_{table}", "lmdb+msgpack"),
+                             (f"state_files_{table}", "dict"),
+                             (f"snapshot_blob_{table}", "parquet-zstd"),
+                             (f"delta_blob_{table}", "parquet-zstd")}, mine
+        assert mine[(f"state_files_{table}", "parquet-zstd")]["goal"] == goal
+        assert mine[(f"state_files_{table}", "dict")]["goal"] is None
+        assert mine[(f"snapshot_blob_{table}", "parquet-zstd")]["goal"] == "<= 1.0x"
+        assert mine[(f"delta_blob_{table}", "parquet-zstd")]["changed"] == 30
+        for r in mine.values():
+            assert r["unit"] == "B/record" and r["feedkit_bytes"] > 0 and r["peer_bytes"] > 0
+            if r["name"].startswith("state_files_"):
+                assert isinstance(r["state_format"], int) and r["state_format"] >= 1
+                assert r["feedkit"] == pytest.approx(r["feedkit_bytes"] / 3000, rel=1e-4)
+    storage_log = (results / "quick-storage.log").read_text()
+    assert "bytes per record" in storage_log and "state-file format: the Producer's default" \
+        in storage_log
 
     text = md.read_text()
     assert "| measure | unit | feedkit | peer |" in text
@@ -79,7 +104,7 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
     # --reuse: the parts' rows again from the part files, without running any part
     again = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--size", "quick",
-         "--reuse", "core,refresh,producer,s3", "--results", str(results),
+         "--reuse", "core,refresh,producer,storage,s3", "--results", str(results),
          "--results-md", str(md)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
