@@ -5,7 +5,7 @@
 //! (`PyTuple_SET_ITEM` and friends): going through PyO3's iterator constructors would
 //! allocate a Rust vector per record, which a lookup cannot afford.
 
-use feedkit_core::codings::{read_elements, unpack, Codings, Dictionary, Kind};
+use feedkit_core::codings::{read_elements, unpack, Codings, Dictionary, Kind, NIL};
 use feedkit_core::error::Error;
 use feedkit_core::msgpack::{Reader, Token};
 use pyo3::sync::PyOnceLock;
@@ -389,6 +389,19 @@ impl Decoder {
                         seq
                     }
                 },
+                (Kind::Fields, Some(d)) => {
+                    if r.peek() == Some(NIL) {
+                        r.raw(1).map_err(|e| to_py(py, e))?;
+                        py.None().into_bound(py)
+                    } else {
+                        let dict = PyDict::new(py);
+                        for k in 0..d.values {
+                            let name = self.dict_value(py, file, d, cache, k as u64)?;
+                            dict.set_item(name, self.value(py, &mut r, 0)?)?;
+                        }
+                        dict.into_any()
+                    }
+                }
                 _ => return Err(integrity(py, "a coded column has no dictionary")),
             };
             // SAFETY: `tuple` is the new tuple above, `i < width`; SET_ITEM steals `value`.

@@ -1,8 +1,10 @@
 //! Format 2's records (docs/FORMAT.md, 10.5): each field coded as itself (`plain`: its
 //! canonical msgpack), left out (`key`: the single int key, which the record's entry
-//! holds), as the id of its value in the column's dictionary (`dict`), or as the ids of
-//! its elements in the column's dictionary, bit-packed (`elements`). A dictionary holds
-//! each distinct value once, as its canonical msgpack bytes.
+//! holds), as the id of its value in the column's dictionary (`dict`), as the ids of
+//! its elements in the column's dictionary, bit-packed (`elements`), or, for a struct
+//! whose every value has the same fields, as its field values alone, the field names in
+//! the column's dictionary (`fields`). A dictionary holds each distinct value once, as
+//! its canonical msgpack bytes.
 //!
 //! A record's canonical bytes (FORMAT.md, 6: what the state digest, the producer's diff
 //! and a format-1 file hold) are rebuilt by [`Codings::canonical`]; the writer side
@@ -15,7 +17,7 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::error::{Error, Result};
 use crate::layout::u32_at;
-use crate::msgpack::{write_array_header, write_int, write_uint, Reader, Token};
+use crate::msgpack::{write_array_header, write_int, write_map_header, write_uint, Reader, Token};
 use crate::records::Records;
 use crate::verify::MAX_DEPTH;
 
@@ -29,15 +31,22 @@ pub enum Kind {
     Key,
     Dict,
     Elements,
+    Fields,
 }
 
 impl Kind {
+    /// Whether the column has a dictionary.
+    pub fn coded(self) -> bool {
+        matches!(self, Kind::Dict | Kind::Elements | Kind::Fields)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Plain => "plain",
             Kind::Key => "key",
             Kind::Dict => "dict",
             Kind::Elements => "elements",
+            Kind::Fields => "fields",
         }
     }
 
@@ -47,6 +56,7 @@ impl Kind {
             "key" => Kind::Key,
             "dict" => Kind::Dict,
             "elements" => Kind::Elements,
+            "fields" => Kind::Fields,
             other => return Err(Error::damaged(format!("unknown column coding {other:?}"))),
         })
     }
@@ -191,6 +201,20 @@ impl Codings {
                         }
                     }
                 },
+                (Kind::Fields, Some(d)) => {
+                    if r.peek() == Some(NIL) {
+                        r.raw(1)?;
+                        out.push(NIL);
+                        continue;
+                    }
+                    write_map_header(out, d.values);
+                    for i in 0..d.values {
+                        out.extend_from_slice(d.value(bytes, i as u64)?);
+                        let at = r.pos();
+                        r.skip(MAX_DEPTH)?;
+                        out.extend_from_slice(&record[at..r.pos()]);
+                    }
+                }
                 _ => return Err(bad_coding()),
             }
         }
@@ -251,6 +275,27 @@ fn element_spans(value: &[u8], spans: &mut Vec<(usize, usize)>) -> Result<Option
     Ok(Some(()))
 }
 
+/// The keys and values of the canonical map `value` (None for nil): `keys[i]` and
+/// `values[i]` are spans of `value`.
+fn map_spans(value: &[u8], keys: &mut Vec<(usize, usize)>, values: &mut Vec<(usize, usize)>) -> Result<Option<()>> {
+    keys.clear();
+    values.clear();
+    let mut r = Reader::new(value);
+    let n = match r.token()? {
+        Token::Nil => return Ok(None),
+        Token::Map(n) => n,
+        _ => return Err(Error::damaged("a struct column's value is not a map")),
+    };
+    for _ in 0..n {
+        for spans in [&mut *keys, &mut *values] {
+            let at = r.pos();
+            r.skip(MAX_DEPTH)?;
+            spans.push((at, r.pos()));
+        }
+    }
+    Ok(Some(()))
+}
+
 /// One column's dictionary while it is built.
 #[derive(Default)]
 struct Interned<'a> {
@@ -287,6 +332,8 @@ struct Sample<'a> {
     count: usize,
     distinct: HashSet<&'a [u8]>,
     bytes: usize,
+    /// Distinct values among the first half of the sample (set by [`Sample::half`]).
+    half: usize,
 }
 
 impl<'a> Sample<'a> {
@@ -296,18 +343,42 @@ impl<'a> Sample<'a> {
         self.bytes += value.len();
     }
 
+    fn half(&mut self) {
+        self.half = self.distinct.len();
+    }
+
     /// Whether the values repeat enough, and are `min_len` bytes long on average at
-    /// least, to pay for ids.
+    /// least, to pay for ids: each repeats [`REPEATS`] times in the sample, or the
+    /// distinct values stopped growing (the second half of the sample added under a
+    /// tenth to the first half's: a bounded vocabulary the whole table repeats more).
     fn worth_it(&self, min_len: usize) -> bool {
-        self.count > 0 && self.distinct.len() * REPEATS <= self.count && self.bytes >= min_len * self.count
+        let d = self.distinct.len();
+        self.count > 0
+            && self.bytes >= min_len * self.count
+            && (d * REPEATS <= self.count || (self.count >= 2 * SATURATED && d * 10 <= self.half * 11))
     }
 }
 
-/// One column's sample: its whole values and, for lists, their elements.
+/// Values a sample must hold before a vocabulary that stopped growing counts as one.
+const SATURATED: usize = 1024;
+
+/// One column's sample: its whole values, for lists their elements, for structs their
+/// field names (None once two values differ in them).
 #[derive(Default)]
 struct Sampled<'a> {
     values: Sample<'a>,
     elements: Sample<'a>,
+    fields: Option<Option<Vec<&'a [u8]>>>,
+}
+
+impl<'a> Sampled<'a> {
+    fn names(&mut self, names: Vec<&'a [u8]>) {
+        match &self.fields {
+            None => self.fields = Some(Some(names)),
+            Some(Some(seen)) if *seen != names => self.fields = Some(None),
+            _ => {}
+        }
+    }
 }
 
 impl<'a> Coder<'a> {
@@ -321,8 +392,15 @@ impl<'a> Coder<'a> {
         let n = records.len();
         let step = n.div_ceil(SAMPLE).max(1);
         let mut seen: Vec<Sampled<'_>> = (0..width).map(|_| Sampled::default()).collect();
-        let (mut spans, mut elems) = (Vec::new(), Vec::new());
+        let (mut spans, mut elems, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let halfway = n.div_ceil(step) / 2 * step;
         for i in (0..n).step_by(step) {
+            if i == halfway {
+                seen.iter_mut().for_each(|s| {
+                    s.values.half();
+                    s.elements.half();
+                });
+            }
             let record = records.get(i);
             field_spans(record, width, &mut spans)?;
             for (c, &(a, b)) in spans.iter().enumerate() {
@@ -336,9 +414,12 @@ impl<'a> Coder<'a> {
                         s.elements.add(&record[a + x..a + y]);
                     }
                 }
+                if kinds[c] == "struct" && map_spans(&record[a..b], &mut keys, &mut elems)?.is_some() {
+                    s.names(keys.iter().map(|&(x, y)| &record[a + x..a + y]).collect());
+                }
             }
         }
-        let chosen: Vec<Kind> = (0..width)
+        let mut chosen: Vec<Kind> = (0..width)
             .map(|c| {
                 let s = &seen[c];
                 if Some(c) == key_field {
@@ -347,26 +428,52 @@ impl<'a> Coder<'a> {
                     Kind::Dict
                 } else if kinds[c] == "list" && s.elements.worth_it(2) {
                     Kind::Elements
+                } else if matches!(s.fields, Some(Some(ref names)) if !names.is_empty()) {
+                    Kind::Fields
                 } else {
                     Kind::Plain
                 }
             })
             .collect();
-        drop(seen);
         let mut dicts: Vec<Interned<'a>> = (0..width).map(|_| Interned::default()).collect();
-        let coded: Vec<usize> = (0..width).filter(|&c| matches!(chosen[c], Kind::Dict | Kind::Elements)).collect();
+        for (c, s) in seen.iter_mut().enumerate() {
+            if chosen[c] == Kind::Fields {
+                for name in s.fields.take().flatten().unwrap_or_default() {
+                    dicts[c].id(name);
+                }
+            }
+        }
+        drop(seen);
+        let coded: Vec<usize> = (0..width).filter(|&c| chosen[c].coded()).collect();
         if !coded.is_empty() {
+            let mut names: Vec<&[u8]> = Vec::new();
             for i in 0..n {
                 let record = records.get(i);
                 field_spans(record, width, &mut spans)?;
                 for &c in &coded {
                     let (a, b) = spans[c];
                     let value = &record[a..b];
-                    if chosen[c] == Kind::Dict {
-                        dicts[c].id(value);
-                    } else if element_spans(value, &mut elems)?.is_some() {
-                        for &(x, y) in &elems {
-                            dicts[c].id(&value[x..y]);
+                    match chosen[c] {
+                        Kind::Dict => {
+                            dicts[c].id(value);
+                        }
+                        Kind::Elements => {
+                            if element_spans(value, &mut elems)?.is_some() {
+                                for &(x, y) in &elems {
+                                    dicts[c].id(&value[x..y]);
+                                }
+                            }
+                        }
+                        _ => {
+                            // a struct with other fields than the sample's: plain after all
+                            if map_spans(value, &mut keys, &mut elems)?.is_some() {
+                                names.clear();
+                                names.extend(keys.iter().map(|&(x, y)| &value[x..y]));
+                                if names != dicts[c].values {
+                                    chosen[c] = Kind::Plain;
+                                    dicts[c] = Interned::default();
+                                }
+                            }
                         }
                     }
                 }
@@ -408,6 +515,22 @@ impl<'a> Coder<'a> {
                     write_uint(out, ids.len() as u64);
                     pack(ids, self.dicts[c].bits(), out);
                 }
+                Kind::Fields => {
+                    // the coder checked every value's fields: the values alone, in order
+                    let mut r = Reader::new(value);
+                    match r.token()? {
+                        Token::Nil => out.push(NIL),
+                        Token::Map(n) => {
+                            for _ in 0..n {
+                                r.skip(MAX_DEPTH)?;
+                                let at = r.pos();
+                                r.skip(MAX_DEPTH)?;
+                                out.extend_from_slice(&value[at..r.pos()]);
+                            }
+                        }
+                        _ => return Err(Error::damaged("a struct column's value is not a map")),
+                    }
+                }
             }
         }
         Ok(())
@@ -443,9 +566,18 @@ mod tests {
         let words = ["alpha", "beta", "gamma", "delta"];
         for i in 0..n {
             let at = heap.len();
-            write_array_header(&mut heap, 3);
+            write_array_header(&mut heap, 4);
             write_int(&mut heap, 1000 + i as i64);
             write_str(&mut heap, words[i % 3]);
+            if i % 7 == 3 {
+                heap.push(NIL);
+            } else {
+                write_map_header(&mut heap, 2);
+                write_str(&mut heap, "x");
+                write_int(&mut heap, i as i64 * 3);
+                write_str(&mut heap, "y");
+                write_str(&mut heap, words[i % 4]);
+            }
             if i % 5 == 4 {
                 heap.push(NIL);
             } else {
@@ -464,13 +596,13 @@ mod tests {
     fn coded_records_rebuild_their_canonical_bytes() {
         let (heap, starts, lengths) = records(200);
         let recs = Records::new(vec![&heap[..]], None, &starts, &lengths).unwrap();
-        let coder = Coder::new(&recs, &["int", "str", "list"], Some(0), &[0]).unwrap();
-        assert_eq!(coder.kinds, vec![Kind::Key, Kind::Dict, Kind::Elements]);
+        let coder = Coder::new(&recs, &["int", "str", "struct", "list"], Some(0), &[0]).unwrap();
+        assert_eq!(coder.kinds, vec![Kind::Key, Kind::Dict, Kind::Fields, Kind::Elements]);
         // a file holding the two dictionaries, then the coded records
         let mut file = Vec::new();
         let mut columns = Vec::new();
         for (c, kind) in coder.kinds.iter().enumerate() {
-            if !matches!(kind, Kind::Dict | Kind::Elements) {
+            if !kind.coded() {
                 columns.push(Column { kind: *kind, dict: None });
                 continue;
             }

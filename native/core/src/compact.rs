@@ -13,7 +13,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::codings::{Coder, Kind};
+use crate::codings::Coder;
 use crate::error::{Error, Result};
 use crate::layout::{
     align, body_offset, bucket_of, mix, Home, IndexSections, Prefix, FORMAT_COMPACT, INDEX_ENTRY_SIZE,
@@ -145,7 +145,7 @@ pub fn plan_compact<'a>(
     let mut offset = align(heap_at + heap.len(), SECTION_ALIGN);
     let mut dicts = Vec::new();
     for (column, kind) in coder.kinds.iter().enumerate() {
-        if matches!(kind, Kind::Dict | Kind::Elements) {
+        if kind.coded() {
             let (values, bits) = coder.dictionary(column);
             let length: usize = values.iter().map(|v| v.len()).sum();
             dicts.push(DictSection { column, at: offset, values: values.len(), length, bits });
@@ -244,7 +244,7 @@ fn write_tmp(plan: &CompactPlan<'_>, keys: &[u64], header: &[u8], tmp: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codings::{Codings, Column, Dictionary};
+    use crate::codings::{Codings, Column, Dictionary, Kind};
     use crate::layout::{Buckets, Table};
     use crate::msgpack::{write_array_header, write_int, write_str};
     use crate::probe::{probe, Found};

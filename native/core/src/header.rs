@@ -299,12 +299,12 @@ fn parse_compact(bytes: &[u8], header: Map<String, Value>, body_offset: usize, i
         let allowed = match kind {
             Kind::Plain => true,
             Kind::Key => int_keys && keys == [i],
-            Kind::Dict | Kind::Elements => !keys.contains(&i),
+            Kind::Dict | Kind::Elements | Kind::Fields => !keys.contains(&i),
         };
         if !allowed {
             return Err(bad(format!("column {i} coded {}", kind.name())));
         }
-        let dict = if matches!(kind, Kind::Dict | Kind::Elements) {
+        let dict = if kind.coded() {
             let at = int(col, "offset", 0, blen)? as usize;
             let values = int(col, "values", 0, blen / 4)? as usize;
             let length = int(col, "length", 0, blen)? as usize;

@@ -295,6 +295,16 @@ fn coded(record: &[u8], codings: &Codings, stack: &mut Vec<usize>) -> Result<()>
                     }
                 }
             }
+            (Kind::Fields, Some(d)) => {
+                if r.peek() == Some(crate::codings::NIL) {
+                    r.raw(1)?;
+                    continue;
+                }
+                for _ in 0..d.values {
+                    let end = value_end(record, r.pos(), stack)?;
+                    r.raw(end - r.pos())?;
+                }
+            }
             _ => return Err(Error::damaged("a coded column has no dictionary")),
         }
     }
