@@ -5,7 +5,7 @@
 //! (`PyTuple_SET_ITEM` and friends): going through PyO3's iterator constructors would
 //! allocate a Rust vector per record, which a lookup cannot afford.
 
-use feedkit_core::codings::{read_elements, unpack, Codings, Dictionary, Kind, NIL};
+use feedkit_core::codings::{read_elements, unpack, Codings, Dictionary, Kind, NO_STRUCT};
 use feedkit_core::error::Error;
 use feedkit_core::msgpack::{Reader, Token};
 use pyo3::sync::PyOnceLock;
@@ -390,7 +390,7 @@ impl Decoder {
                     }
                 },
                 (Kind::Fields, Some(d)) => {
-                    if r.peek() == Some(NIL) {
+                    if r.peek() == Some(NO_STRUCT) {
                         r.raw(1).map_err(|e| to_py(py, e))?;
                         py.None().into_bound(py)
                     } else {

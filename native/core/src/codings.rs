@@ -23,6 +23,9 @@ use crate::verify::MAX_DEPTH;
 
 /// msgpack nil: a null list in an `elements` field.
 pub const NIL: u8 = 0xC0;
+/// A null struct in a `fields` field: the byte msgpack never uses, so that no field
+/// value (a nil included) starts with it.
+pub const NO_STRUCT: u8 = 0xC1;
 
 /// How one column's field is stored in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +205,7 @@ impl Codings {
                     }
                 },
                 (Kind::Fields, Some(d)) => {
-                    if r.peek() == Some(NIL) {
+                    if r.peek() == Some(NO_STRUCT) {
                         r.raw(1)?;
                         out.push(NIL);
                         continue;
@@ -519,7 +522,7 @@ impl<'a> Coder<'a> {
                     // the coder checked every value's fields: the values alone, in order
                     let mut r = Reader::new(value);
                     match r.token()? {
-                        Token::Nil => out.push(NIL),
+                        Token::Nil => out.push(NO_STRUCT),
                         Token::Map(n) => {
                             for _ in 0..n {
                                 r.skip(MAX_DEPTH)?;
@@ -570,6 +573,12 @@ mod tests {
             write_int(&mut heap, 1000 + i as i64);
             write_str(&mut heap, words[i % 3]);
             if i % 7 == 3 {
+                heap.push(NIL);
+            } else if i % 7 == 5 {
+                write_map_header(&mut heap, 2); // every field null: not a null struct
+                write_str(&mut heap, "x");
+                heap.push(NIL);
+                write_str(&mut heap, "y");
                 heap.push(NIL);
             } else {
                 write_map_header(&mut heap, 2);

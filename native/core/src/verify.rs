@@ -296,7 +296,7 @@ fn coded(record: &[u8], codings: &Codings, stack: &mut Vec<usize>) -> Result<()>
                 }
             }
             (Kind::Fields, Some(d)) => {
-                if r.peek() == Some(crate::codings::NIL) {
+                if r.peek() == Some(crate::codings::NO_STRUCT) {
                     r.raw(1)?;
                     continue;
                 }
