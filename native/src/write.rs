@@ -157,7 +157,7 @@ fn compact_layout<'py>(py: Python<'py>, p: &CompactPlan<'_>, int_keys: bool) -> 
     buckets.set_item("max", p.max_bucket)?;
     let heap = PyDict::new(py);
     heap.set_item("offset", p.heap_at)?;
-    heap.set_item("length", p.heap.len())?;
+    heap.set_item("length", p.heap_length())?;
     let columns = PyList::empty(py);
     for (c, kind) in p.coder.kinds.iter().enumerate() {
         let column = PyDict::new(py);

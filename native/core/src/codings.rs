@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::layout::u32_at;
 use crate::msgpack::{write_array_header, write_int, write_map_header, write_uint, Reader, Token};
 use crate::records::Records;
-use crate::verify::MAX_DEPTH;
+use crate::verify::{value_end, MAX_DEPTH};
 
 /// msgpack nil: a null list in an `elements` field.
 pub const NIL: u8 = 0xC0;
@@ -242,7 +242,8 @@ fn dict_candidate(kind: &str) -> bool {
     matches!(kind, "str" | "bytes" | "list" | "map" | "struct" | "decimal" | "uuid")
 }
 
-/// The spans of the `width` fields of the canonical record `record`, into `spans`.
+/// The spans of the `width` fields of the canonical record `record`, into `spans`
+/// (walked by `verify`'s byte walker, several times faster than tokens).
 fn field_spans(record: &[u8], width: usize, spans: &mut Vec<(usize, usize)>) -> Result<()> {
     spans.clear();
     let mut r = Reader::new(record);
@@ -250,12 +251,14 @@ fn field_spans(record: &[u8], width: usize, spans: &mut Vec<(usize, usize)>) -> 
         Token::Array(n) if n == width => {}
         _ => return Err(Error::damaged(format!("a record that is not an array of {width} fields"))),
     }
+    let mut at = r.pos();
+    let mut stack = Vec::new();
     for _ in 0..width {
-        let at = r.pos();
-        r.skip(MAX_DEPTH)?;
-        spans.push((at, r.pos()));
+        let end = value_end(record, at, &mut stack)?;
+        spans.push((at, end));
+        at = end;
     }
-    if r.remaining() != 0 {
+    if at != record.len() {
         return Err(Error::damaged("bytes after a record's last field"));
     }
     Ok(())

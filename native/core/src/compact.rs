@@ -47,8 +47,12 @@ pub struct CompactPlan<'a> {
     pub empty: u64,
     /// 12 (u32 record offsets) or 16 bytes.
     pub entry_size: usize,
-    /// The coded records in entry order, and `n + 1` offsets into them.
-    pub heap: Vec<u8>,
+    /// The coded records in input order (record `i` is `coded[at[i]..at[i + 1]]`),
+    /// written to the heap in entry order.
+    pub coded: Vec<u8>,
+    pub at: Vec<usize>,
+    /// Entry `j`'s record offset in the heap (`n + 1` of them: the last is the heap's
+    /// length).
     pub offsets: Vec<u64>,
     pub coder: Coder<'a>,
     pub dicts: Vec<DictSection>,
@@ -63,6 +67,11 @@ pub struct CompactPlan<'a> {
 impl CompactPlan<'_> {
     pub fn count(&self) -> usize {
         self.order.len()
+    }
+
+    /// Bytes of coded records.
+    pub fn heap_length(&self) -> usize {
+        self.offsets[self.order.len()] as usize
     }
 }
 
@@ -86,12 +95,12 @@ pub fn plan_compact<'a>(
         return Err(Error::damaged(format!("{n} entries: a state file holds at most {MAX_ENTRIES}")));
     }
     let home = if int_keys { Home::Fib } else { Home::Xxh3 };
-    // Entries: a counting sort by bucket, then each bucket by mixed key.
+    // Entries: a counting sort by bucket of (mixed key, record) pairs, then each bucket
+    // (two entries on average) by mixed key: sequential passes, no indirection.
     let buckets = n.div_ceil(LOAD).max(1);
-    let mixed: Vec<u64> = keys.iter().map(|&k| mix(home, k)).collect();
     let mut directory = vec![0u32; buckets + 1];
-    for &m in &mixed {
-        directory[bucket_of(m, buckets) + 1] += 1;
+    for &k in keys {
+        directory[bucket_of(mix(home, k), buckets) + 1] += 1;
     }
     let mut max_bucket = 0usize;
     for b in 1..=buckets {
@@ -99,20 +108,24 @@ pub fn plan_compact<'a>(
         directory[b] += directory[b - 1];
     }
     let mut fill: Vec<u32> = directory[..buckets].to_vec();
-    let mut order = vec![0u32; n];
-    for (i, &m) in mixed.iter().enumerate() {
+    let mut sorted = vec![(0u64, 0u32); n];
+    for (i, &k) in keys.iter().enumerate() {
+        let m = mix(home, k);
         let f = &mut fill[bucket_of(m, buckets)];
-        order[*f as usize] = i as u32;
+        sorted[*f as usize] = (m, i as u32);
         *f += 1;
     }
     drop(fill);
     for w in directory.windows(2) {
-        order[w[0] as usize..w[1] as usize].sort_unstable_by_key(|&i| mixed[i as usize]);
+        let bucket = &mut sorted[w[0] as usize..w[1] as usize];
+        if bucket.len() > 1 {
+            bucket.sort_unstable_by_key(|e| e.0);
+        }
     }
-    if order.windows(2).any(|w| mixed[w[0] as usize] == mixed[w[1] as usize]) {
+    if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(Error::damaged("two records with one key"));
     }
-    drop(mixed);
+    let order: Vec<u32> = sorted.into_iter().map(|(_, i)| i).collect();
     let empty = free_sentinel(keys.iter().copied(), n, if int_keys { i64::MIN as u64 } else { 0 });
 
     let key_field = match key_fields {
@@ -120,15 +133,26 @@ pub fn plan_compact<'a>(
         _ => None,
     };
     let coder = Coder::new(records, kinds, key_field, key_fields)?;
-    let mut heap = Vec::new();
-    let mut offsets = Vec::with_capacity(n + 1);
+    // Coded in input order (a sequential read of the records: coding them in entry order
+    // would stall on a cache miss per record), gathered in entry order when written.
+    // Coded records are never longer than their canonical bytes.
+    let mut coded = Vec::with_capacity((0..n).map(|i| records.length(i)).sum());
+    let mut at = Vec::with_capacity(n + 1);
     let (mut spans, mut elems, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for &i in &order {
-        offsets.push(heap.len() as u64);
-        coder.encode(records.get(i as usize), &mut spans, &mut elems, &mut ids, &mut heap)?;
+    for i in 0..n {
+        at.push(coded.len());
+        coder.encode(records.get(i), &mut spans, &mut elems, &mut ids, &mut coded)?;
     }
-    offsets.push(heap.len() as u64);
-    let entry_size = if heap.len() <= u32::MAX as usize { 12 } else { 16 };
+    at.push(coded.len());
+    let mut offsets = Vec::with_capacity(n + 1);
+    let mut heap_length = 0u64;
+    for &i in &order {
+        offsets.push(heap_length);
+        heap_length += (at[i as usize + 1] - at[i as usize]) as u64;
+    }
+    offsets.push(heap_length);
+    let heap_length = heap_length as usize;
+    let entry_size = if heap_length <= u32::MAX as usize { 12 } else { 16 };
 
     let mut indexes = Vec::with_capacity(index_hashes.len());
     if !index_hashes.is_empty() {
@@ -142,7 +166,7 @@ pub fn plan_compact<'a>(
     // The body: entries, directory, heap, dictionaries, indexes; each section 8-aligned.
     let buckets_at = align((n + 1) * entry_size, SECTION_ALIGN);
     let heap_at = align(buckets_at + 4 * (buckets + 1), SECTION_ALIGN);
-    let mut offset = align(heap_at + heap.len(), SECTION_ALIGN);
+    let mut offset = align(heap_at + heap_length, SECTION_ALIGN);
     let mut dicts = Vec::new();
     for (column, kind) in coder.kinds.iter().enumerate() {
         if kind.coded() {
@@ -160,7 +184,7 @@ pub fn plan_compact<'a>(
         index_sections.push(IndexSections { table, slots: t.slots(), postings, count: t.postings.len() });
     }
     Ok(CompactPlan {
-        order, directory, max_bucket, home, empty, entry_size, heap, offsets, coder, dicts,
+        order, directory, max_bucket, home, empty, entry_size, coded, at, offsets, coder, dicts,
         indexes, index_sections, buckets_at, heap_at, body_length: offset,
     })
 }
@@ -198,7 +222,7 @@ fn write_tmp(plan: &CompactPlan<'_>, keys: &[u64], header: &[u8], tmp: &Path) ->
     for (j, &i) in plan.order.iter().enumerate() {
         put_entry(&mut out, keys[i as usize], plan.offsets[j])?;
     }
-    put_entry(&mut out, plan.empty, plan.heap.len() as u64)?;
+    put_entry(&mut out, plan.empty, plan.heap_length() as u64)?;
     let mut at = (plan.order.len() + 1) * plan.entry_size;
     out.zeros(plan.buckets_at - at)?;
     for &d in &plan.directory {
@@ -206,8 +230,10 @@ fn write_tmp(plan: &CompactPlan<'_>, keys: &[u64], header: &[u8], tmp: &Path) ->
     }
     at = plan.buckets_at + 4 * plan.directory.len();
     out.zeros(plan.heap_at - at)?;
-    out.put(&plan.heap)?;
-    at = plan.heap_at + plan.heap.len();
+    for &i in &plan.order {
+        out.put(&plan.coded[plan.at[i as usize]..plan.at[i as usize + 1]])?;
+    }
+    at = plan.heap_at + plan.heap_length();
     for d in &plan.dicts {
         out.zeros(d.at - at)?;
         let (values, _) = plan.coder.dictionary(d.column);
@@ -282,7 +308,7 @@ mod tests {
         let buckets = Buckets { at: body + plan.buckets_at, count: plan.directory.len() - 1, max: plan.max_bucket };
         let heap_start = body + plan.heap_at;
         let table = Table::sorted(bytes.len(), body, n + 1, plan.entry_size, plan.home, plan.empty, buckets,
-                                  heap_start, heap_start + plan.heap.len()).unwrap();
+                                  heap_start, heap_start + plan.heap_length()).unwrap();
         let columns = plan.coder.kinds.iter().enumerate().map(|(c, &kind)| Column {
             kind,
             dict: plan.dicts.iter().find(|d| d.column == c)
