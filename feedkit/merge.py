@@ -18,7 +18,7 @@ from feedkit import _native
 from feedkit.errors import IntegrityError
 from feedkit.format import TOMBSTONE, RecordSet, StateFile
 
-__all__ = ["Diff", "apply_delta", "compact", "diff", "present", "record_digest"]
+__all__ = ["Diff", "apply_delta", "base_records", "compact", "diff", "present", "record_digest"]
 
 _M64 = (1 << 64) - 1
 _TOMBSTONE_SOURCE = np.array([TOMBSTONE], dtype=np.uint8)
@@ -227,6 +227,20 @@ def apply_delta(files: list[StateFile], delta: StateFile, record_count: int,
     if overlay is not None and kept is not None:
         parts.append((overlay, kept))
     return _record_set(parts, index_fields, drop_tombstones=False)
+
+
+def base_records(base: StateFile) -> RecordSet:
+    """Every record of the base file ``base``, canonical, with its index hashes: to write
+    the same state in another format.
+
+    Raises:
+        IntegrityError: a damaged table or record.
+    """
+    try:
+        return _record_set([(base, base.occupied())], list(base.header["index_fields"]),
+                           drop_tombstones=True)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{base.path}: {exc}") from None
 
 
 def compact(files: list[StateFile]) -> RecordSet:

@@ -56,7 +56,16 @@ from feedkit.errors import (
 )
 from feedkit.format import FORMATS, RecordSet, StateFile, derived_header, write_state
 from feedkit.manifest import Announcement, Manifest
-from feedkit.merge import Diff, apply_delta, compact, delta_records, diff, present, record_digest
+from feedkit.merge import (
+    Diff,
+    apply_delta,
+    base_records,
+    compact,
+    delta_records,
+    diff,
+    present,
+    record_digest,
+)
 from feedkit.signing import signer_from
 from feedkit.store import BlobStore
 
@@ -83,9 +92,9 @@ MAX_COMPRESSION_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
 # producer removes those the announced version does not need (_clean_work_dir).
 _WORK_FILE = re.compile(r"""
       \d{20}\.(?:state|overlay)                                 # a version's state files
-    | \.\d{20}\.(?:delta|delta\.zst|snapshot\.zst)              # a cycle's delta and blobs
+    | \.\d{20}\.(?:delta|delta\.zst|snapshot\.zst|snapshot)     # a cycle's delta and blobs
     | \.spill\.[0-9a-f]{8}                                      # a cycle's encoded rows
-    | \.(?:\d{20}\.(?:state|overlay)|\.\d{20}\.delta)\.[0-9a-f]{12}\.tmp  # write_state temps
+    | \.(?:\d{20}\.(?:state|overlay)|\.\d{20}\.(?:delta|snapshot))\.[0-9a-f]{12}\.tmp  # temps
 """, re.VERBOSE)
 _RESTORE_DIR = "restore"  # _fetch_state's cache folder
 
@@ -715,8 +724,7 @@ class Producer:
                 # or a snapshot due anyway (written from the new records, not compacted)
                 assert change.state is not None
                 created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), change.state,
-                            format=self.format)
+                write_state(created[-1], dict(header, kind="base"), change.state)
                 files = [StateFile(created[-1])]
             else:  # the last state plus the delta, as a new overlay over the same base
                 assert last is not None
@@ -738,13 +746,20 @@ class Producer:
                     self.feed, last.manifest.version, version), self.compression_level)
             if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
                 created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), compact(files),
-                            format=self.format)
+                write_state(created[-1], dict(header, kind="base"), compact(files))
                 files = [StateFile(created[-1])]
             if due:
+                # The producer's own state is format 1 (its diffs compare canonical bytes
+                # at memcmp speed); the snapshot is the feed's format.
+                snap_state = files[0].path
+                if self.format != files[0].format:
+                    snap_state = self.work_dir / f".{version:020d}.snapshot"
+                    tmp_blobs.append(snap_state)
+                    write_state(snap_state, dict(header, kind="base"), base_records(files[0]),
+                                format=self.format)
                 snap_blob = self.work_dir / f".{version:020d}.snapshot.zst"
                 tmp_blobs.append(snap_blob)
-                snapshot_info = compress_file(files[0].path, snap_blob, names.snapshot_key(
+                snapshot_info = compress_file(snap_state, snap_blob, names.snapshot_key(
                     self.feed, version), self.compression_level)
             report.seconds["compress"] = clock.lap()
             manifest = Manifest(
@@ -960,13 +975,13 @@ class Producer:
         loader = Loader(self.store, self.feed, FeedCache(cache_dir, self.feed))
         files = loader.load(manifest.version, None)
         path = self._base_path(manifest.version)
-        if len(files) == 1:
+        if len(files) == 1 and files[0].format == 1:
             shutil.copyfile(files[0].path, path)
-        else:
+        else:  # one format-1 base: what the producer diffs against
             header = derived_header(files[0].header, version=manifest.version, kind="base",
                                     record_count=manifest.record_count,
                                     state_digest=manifest.state_digest)
-            write_state(path, header, compact(files), format=files[-1].format)
+            write_state(path, header, compact(files) if len(files) == 2 else base_records(files[0]))
         shutil.rmtree(cache_dir, ignore_errors=True)
         return StateFile(path)
 

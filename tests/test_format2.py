@@ -189,7 +189,8 @@ def test_unknown_formats_are_refused_clearly(tmp_path: Path) -> None:
     doc["format"] = 3
     with pytest.raises(feedkit.IntegrityError, match="manifest format 3, this feedkit reads 1, 2"):
         Manifest.from_bytes(json.dumps(doc).encode(), "m.json")
-    path = next((tmp_path / "w").glob("*.state"))
+    with feedkit.Consumer(store, feed=FEED, cache_dir=tmp_path / "c", watch=False):
+        path = next((tmp_path / "c" / FEED).glob("*.base"))
     data = bytearray(path.read_bytes())
     assert data[8] == 2
     data[8] = 3
