@@ -24,7 +24,7 @@ use crate::write::{free_sentinel, index_table, IndexTable, Out, CHUNK, MAX_ENTRI
 
 /// Entries per bucket on average: the directory costs `4 / LOAD` bytes a record, and a
 /// lookup compares `1 + LOAD / 2` keys on average.
-pub const LOAD: usize = 2;
+pub const LOAD: usize = 4;
 
 /// One dictionary's section, offsets relative to the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
