@@ -471,9 +471,12 @@ mod tests {
         let mut f = file(60, 12);
         f.put_u32(d.at + 4 * d.values, d.length as u32 + 1);
         f.refused(false, "the dictionary of column 0: offsets do not span its values");
-        let mut f = file(60, 12);
-        f.put_u32(d.at + 8, d.length as u32 + 9);
-        f.refused(false, "the dictionary of column 0: offsets decrease");
+        for records in [false, true] {
+            // (with records, the values before it were read with the offset: it panicked)
+            let mut f = file(60, 12);
+            f.put_u32(d.at + 4, d.length as u32 + 9);
+            f.refused(records, &format!("the dictionary of column 0: offset 1 is past its {} bytes", d.length));
+        }
         // a value that is not one msgpack value (a longer string; two values; none)
         for (at, byte) in [(0, 0xA6), (0, 0x01), (0, 0xC1)] {
             let mut f = file(60, 12);

@@ -278,6 +278,11 @@ fn check_dictionary(bytes: &[u8], d: &Dictionary, values: bool, stack: &mut Vec<
         if next < prev {
             return Err(Error::damaged("offsets decrease"));
         }
+        if next > d.length {
+            // ascending to the last, which is the length: an offset past it decreases later,
+            // but the values before are read now
+            return Err(Error::damaged(format!("offset {i} is past its {} bytes of values", d.length)));
+        }
         if values {
             let one = |what: &str| Error::damaged(format!("value {} is not one msgpack value: {what}", i - 1));
             if next == prev {
