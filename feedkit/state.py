@@ -44,11 +44,15 @@ class State:
         # The lookups run compiled (native/src/reader.rs). Nothing handed to the Reader
         # refers back to self: State -> get -> self would be a reference cycle, keeping
         # every old version mapped until the cyclic collector runs.
-        self._reader = _native.Reader(
-            [sf.table_args() for sf in files],
-            self.Record, len(self.names), list(self.spec.parts), self._key_pos, self.use_list,
-            codec.decode_ext, partial(self.spec.normalize, feed=self.feed),
-            partial(damaged_record, list(files)), partial(unencodable_key, self.feed))
+        try:
+            self._reader = _native.Reader(
+                [sf.table_args() for sf in files],
+                self.Record, len(self.names), list(self.spec.parts), self._key_pos, self.use_list,
+                codec.decode_ext, partial(self.spec.normalize, feed=self.feed),
+                partial(damaged_record, list(files)), partial(unencodable_key, self.feed))
+        except IntegrityError as exc:  # files that do not fit together
+            where = " over ".join(str(sf.path) for sf in files)
+            raise IntegrityError(f"feed {self.feed!r}: {where}: {exc}") from None
         self.get = self._reader.get
 
     def __repr__(self) -> str:

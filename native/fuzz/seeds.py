@@ -1,6 +1,7 @@
 """Seeds for the cargo fuzz targets: real state files (tests/fuzz's seeds) with the numbers
 their headers give, in the `verify` target's input layout (25 little-endian u64, then the
-file), and their records for the `msgpack` target.
+file), and their records for the `msgpack` target; format-2 files (the compact fuzz test's
+fixed tables) for the `compact` target, as they are.
 
 Run from the repository root: ``.venv/bin/python native/fuzz/seeds.py``.
 """
@@ -17,6 +18,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from feedkit.format import StateFile  # noqa: E402
 from tests.fuzz.support import state_seeds  # noqa: E402
+from tests.fuzz.test_compact_state_file import fixed_tables, make_case  # noqa: E402
 
 HOMES = {"low": 0, "fib": 1, "xxh3": 2}
 
@@ -43,8 +45,14 @@ def main() -> None:
             for i, (a, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
                 (msgpack_dir / f"{seed.name}-{i}").write_bytes(seed.data[a:a + n])
             del sf
+        compact_dir = HERE / "corpus" / "compact"
+        compact_dir.mkdir(parents=True, exist_ok=True)
+        for i, table in enumerate(fixed_tables()):
+            case = make_case(Path(tmp) / f"compact{i}", table)
+            (compact_dir / table.name.replace(" ", "-")).write_bytes(case.data)
     print(f"wrote {len(list(verify_dir.iterdir()))} verify seeds, "
-          f"{len(list(msgpack_dir.iterdir()))} msgpack seeds under {HERE / 'corpus'}")
+          f"{len(list(msgpack_dir.iterdir()))} msgpack seeds, "
+          f"{len(list(compact_dir.iterdir()))} compact seeds under {HERE / 'corpus'}")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,11 @@ impl Reader {
                 .into_iter()
                 .map(|args| Mapped::new(py, args))
                 .collect::<PyResult<Vec<File>>>()?;
-            if files.iter().any(|f| f.codings.as_ref().is_some_and(|c| c.columns.len() != width)) {
-                return Err(PyTypeError::new_err("a state file's columns do not match the record"));
+            // File contents (a damaged overlay's schema over a format-2 base): damage.
+            if let Some(c) = files.iter().filter_map(|f| f.codings.as_ref()).find(|c| c.columns.len() != width) {
+                return Err(integrity(py, format!(
+                    "a format-2 file of {} columns under a schema of {width}", c.columns.len()
+                )));
             }
             let caches = files.iter().map(|f| Caches::new(f.codings.as_ref())).collect();
             Ok(Reader {

@@ -84,9 +84,12 @@ def _column(name: str, kind: str, arrow: str) -> dict[str, Any]:
     return {"name": name, "kind": kind, "type": arrow, "nullable": True}
 
 
-def _write(path: Path, *, key: KeySpec, schema: list[dict[str, Any]], rows: list[list[Any]],
+def write_rows(path: Path, *, key: KeySpec, schema: list[dict[str, Any]], rows: list[list[Any]],
            slot_keys: list[int], kind: str = "base", index_fields: tuple[str, ...] = (),
-           tombstones: frozenset[int] = frozenset(), use_list: bool = False) -> bytes:
+           tombstones: frozenset[int] = frozenset(), use_list: bool = False,
+           format: int = 1) -> bytes:
+    """Write ``rows`` (one list of values per record, in schema order) as a state file of
+    ``format`` at ``path`` with ``write_state``; return its bytes."""
     records = [b"\xc0" if i in tombstones else pack_value(row) for i, row in enumerate(rows)]
     lengths = np.array([len(r) for r in records], dtype=np.int64)
     names = [c["name"] for c in schema]
@@ -108,7 +111,7 @@ def _write(path: Path, *, key: KeySpec, schema: list[dict[str, Any]], rows: list
         sources=[np.frombuffer(b"".join(records) or b"\0", dtype=np.uint8)],
         tombstone=np.array([i in tombstones for i in range(len(rows))], dtype=bool)
         if tombstones else None,
-        index_hashes=index_hashes))
+        index_hashes=index_hashes), format=format)
     return path.read_bytes()
 
 
@@ -122,7 +125,7 @@ def state_seeds(folder: Path) -> list[Seed]:
     rows = [[k, f"name {k}", countries[i % 4]] for i, k in enumerate(ids)]
     schema = [_column("id", "int", "int64"), _column("name", "str", "string"),
               _column("country", "str", "string")]
-    data = _write(folder / "int", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
+    data = write_rows(folder / "int", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
                   slot_keys=ids, index_fields=("country",))
     seeds.append(Seed("int", data, ids + [4, -1, 2**63 - 1, -(2**63)],
                       [("country", "DE"), ("country", None), ("country", "XX")]))
@@ -130,11 +133,11 @@ def state_seeds(folder: Path) -> list[Seed]:
     codes = [f"c{i}" for i in range(12)]
     rows = [[c, i] for i, c in enumerate(codes)]
     schema = [_column("code", "str", "string"), _column("n", "int", "int64")]
-    data = _write(folder / "overlay", key=KeySpec(("code",), ("str",)), schema=schema, rows=rows,
+    data = write_rows(folder / "overlay", key=KeySpec(("code",), ("str",)), schema=schema, rows=rows,
                   slot_keys=[xxhash.xxh3_64_intdigest(c.encode()) for c in codes],
                   kind="overlay", index_fields=("n",), tombstones=frozenset({2, 5, 11}))
     old = [f"c{i}" for i in range(0, 30, 2)]
-    base = _write(folder / "base", key=KeySpec(("code",), ("str",)), schema=schema,
+    base = write_rows(folder / "base", key=KeySpec(("code",), ("str",)), schema=schema,
                   rows=[[c, -i] for i, c in enumerate(old)],
                   slot_keys=[xxhash.xxh3_64_intdigest(c.encode()) for c in old],
                   index_fields=("n",))
@@ -145,14 +148,14 @@ def state_seeds(folder: Path) -> list[Seed]:
     rows = [[a, b, float(a) / 3] for a, b in parts]
     schema = [_column("a", "int", "int64"), _column("b", "str", "string"),
               _column("score", "float", "double")]
-    data = _write(folder / "composite", key=KeySpec(("a", "b"), ("int", "str")), schema=schema,
+    data = write_rows(folder / "composite", key=KeySpec(("a", "b"), ("int", "str")), schema=schema,
                   rows=rows, slot_keys=[xxhash.xxh3_64_intdigest(msgpack.packb(p)) for p in parts])
     seeds.append(Seed("composite", data, parts + [(0, "p1"), (99, "x")], []))
 
     blobs = [bytes([i]) * i for i in range(1, 7)]
     rows = [[b, len(b)] for b in blobs]
     schema = [_column("raw", "bytes", "binary"), _column("size", "int", "int32")]
-    data = _write(folder / "bytes", key=KeySpec(("raw",), ("bytes",)), schema=schema, rows=rows,
+    data = write_rows(folder / "bytes", key=KeySpec(("raw",), ("bytes",)), schema=schema, rows=rows,
                   slot_keys=[xxhash.xxh3_64_intdigest(b) for b in blobs])
     seeds.append(Seed("bytes", data, blobs + [b"", b"\xff"], []))
 
@@ -164,17 +167,17 @@ def state_seeds(folder: Path) -> list[Seed]:
               _column("at", "timestamptz", "timestamp[us, tz=Europe/Berlin]"),
               _column("price", "decimal", "decimal128(10, 2)"), _column("ref", "uuid", "uuid"),
               _column("tags", "list", "list<item: int64>"), _column("t", "time", "time64[us]")]
-    data = _write(folder / "ext", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
+    data = write_rows(folder / "ext", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
                   slot_keys=list(range(6)), index_fields=("day",), use_list=True)
     seeds.append(Seed("ext", data, list(range(8)), [("day", dt.date(2020, 1, 2))]))
 
     schema = [_column("id", "int", "int64")] + [_column(f"c{i}", "int", "int8") for i in range(16)]
     rows = [[i] + list(range(16)) for i in range(5)]  # 17 columns: a DC array header
-    data = _write(folder / "wide", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
+    data = write_rows(folder / "wide", key=KeySpec(("id",), ("int",)), schema=schema, rows=rows,
                   slot_keys=list(range(5)))
     seeds.append(Seed("wide", data, [0, 4, 5], []))
 
-    data = _write(folder / "empty", key=KeySpec(("id",), ("int",)),
+    data = write_rows(folder / "empty", key=KeySpec(("id",), ("int",)),
                   schema=[_column("id", "int", "int64")], rows=[], slot_keys=[])
     seeds.append(Seed("empty", data, [0, 1], []))
     return seeds
@@ -192,22 +195,24 @@ def split_state(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def join_state(header: dict[str, Any] | bytes, body: bytes, *, digest: bytes | None = None,
-               like: bytes | None = None) -> bytes:
+               like: bytes | None = None, format: int | None = None) -> bytes:
     """A state file from a header and a body, the header written as the writer does.
 
     Slot offsets are absolute, so the body keeps the place it has in ``like`` (the
     file it came from) when the new header still fits before it; else it moves to the
     next 64-byte boundary. The checksum is recomputed (so only the structural checks
-    can refuse the file) unless ``digest`` is given.
+    can refuse the file) unless ``digest`` is given. The prefix names ``format``, else
+    ``like``'s format, else 1.
     """
     head = header if isinstance(header, bytes) else json.dumps(
         header, separators=(",", ":"), sort_keys=True).encode()
     offset = -(-(PREFIX_SIZE + len(head)) // 64) * 64
     if like is not None:
         offset = max(offset, _PREFIX.unpack_from(like)[3])
+        format = _PREFIX.unpack_from(like)[1] if format is None else format
     rest = head + b"\0" * (offset - PREFIX_SIZE - len(head)) + body
     checksum = digest if digest is not None else xxhash.xxh3_128(rest).digest()
-    return _PREFIX.pack(b"FEEDKIT\0", 1, len(head), offset, PREFIX_SIZE + len(rest),
+    return _PREFIX.pack(b"FEEDKIT\0", format or 1, len(head), offset, PREFIX_SIZE + len(rest),
                         checksum) + rest
 
 
@@ -318,3 +323,57 @@ def apply_edits(doc: Any, edits: list[tuple[tuple[Any, ...], Any, bool]]) -> Any
 
 DEEP_JSON = [b"[" * 100_000, b'{"a":' * 50_000, b"[" * 3000 + b"]" * 3000,
              b'{"slots": ' + b"9" * 5000 + b"}", b"1e999999", b"-" + b"1" * 100_000]
+
+
+# -- format 2: where each section of a compact base lies --------------------------------------
+
+
+class Section:
+    """One section of a format-2 file: the absolute offsets of its words (``width`` bytes
+    each, little-endian; 1 for byte sections: the heap, dictionary values)."""
+
+    def __init__(self, name: str, at: list[int], width: int) -> None:
+        self.name, self.at, self.width = name, at, width
+
+    def __repr__(self) -> str:
+        return f"Section({self.name!r}, {len(self.at)} words of {self.width})"
+
+    def get(self, data: bytes | bytearray, i: int) -> int:
+        return int.from_bytes(data[self.at[i]:self.at[i] + self.width], "little")
+
+    def put(self, data: bytearray, i: int, value: int) -> None:
+        data[self.at[i]:self.at[i] + self.width] = (value % (1 << 8 * self.width)).to_bytes(
+            self.width, "little")
+
+
+def compact_sections(data: bytes) -> list[Section]:
+    """The sections of the valid format-2 file ``data`` (FORMAT.md, 10; the writer is
+    ``native/core/src/compact.rs``): entry keys and record offsets (the terminal entry
+    included), the bucket directory, the heap, each dictionary's offsets and values, each
+    index's value table and postings. Empty sections are left out."""
+    header, _ = split_state(data)
+    body = _PREFIX.unpack_from(data)[3]
+    entries, size = header["entries"], header["entries"]["size"]
+    out = [
+        Section("entry keys", [body + j * size for j in range(entries["count"])], 8),
+        Section("entry offsets", [body + j * size + 8 for j in range(entries["count"])], size - 8),
+    ]
+    buckets = header["buckets"]
+    out.append(Section("directory", [body + buckets["offset"] + 4 * i
+                                     for i in range(buckets["count"] + 1)], 4))
+    heap = body + header["heap"]["offset"]
+    out.append(Section("heap", list(range(heap, heap + header["heap"]["length"])), 1))
+    for c, column in enumerate(header["columns"]):
+        if "offset" not in column:
+            continue
+        at = body + column["offset"]
+        out.append(Section(f"dictionary {c} offsets",
+                           [at + 4 * i for i in range(column["values"] + 1)], 4))
+        values = at + 4 * (column["values"] + 1)
+        out.append(Section(f"dictionary {c} values", list(range(values, values + column["length"])), 1))
+    for name, meta in header["indexes"].items():
+        table = body + meta["table"]
+        out.append(Section(f"index {name} table", [table + 8 * i for i in range(2 * meta["slots"])], 8))
+        postings = body + meta["postings"]
+        out.append(Section(f"index {name} postings", [postings + 4 * i for i in range(meta["count"])], 4))
+    return [s for s in out if s.at]

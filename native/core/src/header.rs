@@ -320,6 +320,15 @@ fn parse_compact(bytes: &[u8], header: Map<String, Value>, body_offset: usize, i
     if sections.iter().any(|&(at, n)| at.checked_add(n).is_none_or(|end| end > body_length)) {
         return Err(bad("a section reaches past the end of the file"));
     }
+    // The writer lays the sections out one after another. Overlapping ones (columns
+    // sharing a dictionary) would let a small file make a reader's work and memory (a
+    // cache per dictionary value, verify's walk of each dictionary) grow with the
+    // number of columns times the file's size.
+    sections.retain(|&(_, n)| n > 0);
+    sections.sort_unstable();
+    if sections.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+        return Err(bad("sections overlap"));
+    }
     if int(&header, "body_length", 0, I64_MAX)? as usize != body_length {
         return Err(bad(format!("body_length {:?}, the file holds {body_length}", header.get("body_length"))));
     }

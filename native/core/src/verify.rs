@@ -174,10 +174,13 @@ fn check_entries(bytes: &[u8], table: &Table, codings: &Codings, expected: &Expe
     if n != expected.count || expected.tombstones != 0 {
         return Err(Error::damaged(format!("{n} entries, the header says {}", expected.count)));
     }
-    let dir_fault = || Error::damaged("the bucket directory does not match the entries");
-    let dir = |i: usize| u32_at(bytes, b.at + 4 * i).map(|v| v as usize).ok_or_else(dir_fault);
-    if dir(0)? != 0 || dir(b.count)? != n {
-        return Err(dir_fault());
+    let dir_fault = |why: String| Error::damaged(format!("the bucket directory does not match the entries: {why}"));
+    let dir = |i: usize| {
+        u32_at(bytes, b.at + 4 * i).map(|v| v as usize).ok_or_else(|| dir_fault("outside the file".into()))
+    };
+    let (first, last) = (dir(0)?, dir(b.count)?);
+    if first != 0 || last != n {
+        return Err(dir_fault(format!("it runs from {first} to {last}, not from 0 to the {n} entries")));
     }
     let mut stack = Vec::new();
     for (c, col) in codings.columns.iter().enumerate() {
@@ -199,8 +202,11 @@ fn check_entries(bytes: &[u8], table: &Table, codings: &Codings, expected: &Expe
         if j == n {
             break;
         }
-        if end < start || end > heap_end || key == table.empty {
+        if end < start || end > heap_end {
             return Err(offsets_fault());
+        }
+        if key == table.empty {
+            return Err(Error::damaged(format!("entry {j} holds the empty key")));
         }
         let mixed = mix(table.home, key);
         if last_mixed.is_some_and(|m| m >= mixed) {
@@ -210,16 +216,17 @@ fn check_entries(bytes: &[u8], table: &Table, codings: &Codings, expected: &Expe
         while j >= bucket_end {
             bucket += 1;
             if bucket >= b.count {
-                return Err(dir_fault());
+                return Err(dir_fault(format!("it ends before entry {j}")));
             }
             let next = dir(bucket + 1)?;
             if next < bucket_end {
-                return Err(dir_fault());
+                return Err(dir_fault(format!("it decreases after bucket {bucket}")));
             }
             bucket_end = next;
         }
-        if bucket_of(mixed, b.count) != bucket {
-            return Err(dir_fault());
+        let home = bucket_of(mixed, b.count);
+        if home != bucket {
+            return Err(dir_fault(format!("entry {j} lies in bucket {bucket}, its key's is {home}")));
         }
         if expected.records && undecodable.is_none() {
             let record = &bytes[start as usize..end as usize]; // inside the heap, so the file
@@ -229,15 +236,21 @@ fn check_entries(bytes: &[u8], table: &Table, codings: &Codings, expected: &Expe
         }
         (key, start) = (next_key, end);
     }
-    if key != table.empty || start != heap_end {
+    if start != heap_end {
         return Err(offsets_fault());
+    }
+    if key != table.empty {
+        return Err(Error::damaged("the terminal entry is not empty"));
     }
     // every bucket within its max (the walk above saw only the buckets holding entries)
     let mut prev = 0usize;
     for i in 1..=b.count {
         let d = dir(i)?;
-        if d < prev || d - prev > b.max {
-            return Err(dir_fault());
+        if d < prev {
+            return Err(dir_fault(format!("it decreases after bucket {}", i - 1)));
+        }
+        if d - prev > b.max {
+            return Err(dir_fault(format!("bucket {} holds {} entries, over the header's max {}", i - 1, d - prev, b.max)));
         }
         prev = d;
     }
@@ -265,8 +278,21 @@ fn check_dictionary(bytes: &[u8], d: &Dictionary, values: bool, stack: &mut Vec<
         if next < prev {
             return Err(Error::damaged("offsets decrease"));
         }
-        if values && (next == prev || value_end(&all[..next], prev, stack)? != next) {
-            return Err(Error::damaged(format!("value {} is not one msgpack value", i - 1)));
+        if next > d.length {
+            // ascending to the last, which is the length: an offset past it decreases later,
+            // but the values before are read now
+            return Err(Error::damaged(format!("offset {i} is past its {} bytes of values", d.length)));
+        }
+        if values {
+            let one = |what: &str| Error::damaged(format!("value {} is not one msgpack value: {what}", i - 1));
+            if next == prev {
+                return Err(one("no bytes"));
+            }
+            match value_end(&all[..next], prev, stack) {
+                Ok(end) if end != next => return Err(one("bytes after it")),
+                Err(e) => return Err(one(e.message())),
+                Ok(_) => {}
+            }
         }
         prev = next;
     }

@@ -47,11 +47,12 @@ fuzz_target!(|data: &[u8]| {
         width: (w(10) % 70_000) as usize,
         indexes,
         records: w(11) & 1 == 1,
+        codings: None, // format 2: the compact target's
     };
     let body = w(11) & 2 == 2; // hash here, or take the prefix's digest as handed over
     let digest = file.get(32..48).map(<[u8]>::to_vec);
     let verified = verify(file, &table, &expected, if body { digest.as_deref() } else { None });
-    let layer = Layer { bytes: file, table: &table };
+    let layer = Layer { bytes: file, table: &table, codings: None };
     let effect = delta_effect(&[layer], &layer);
     let kept = unshadowed(&layer, &layer);
     let keys: Vec<u64> = table.slots(file).map(|s| s.map(|(k, _)| k).collect()).unwrap_or_default();
