@@ -400,7 +400,7 @@ mod tests {
                                  "table": s.table, "postings": s.postings, "count": s.count}},
             "entries": {"offset": 0, "count": n + 1, "size": entry_size, "hash": "fib", "empty": plan.empty as i64},
             "buckets": {"offset": plan.buckets_at, "count": plan.directory.len() - 1, "max": plan.max_bucket},
-            "heap": {"offset": plan.heap_at, "length": plan.heap.len()},
+            "heap": {"offset": plan.heap_at, "length": plan.heap_length()},
             "columns": columns,
             "body_length": plan.body_length,
         });
