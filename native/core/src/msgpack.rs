@@ -46,6 +46,13 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// The bytes read since position `at` (a [`Reader::pos`] taken earlier): the whole
+    /// encoding of the values read in between.
+    #[inline(always)]
+    pub fn since(&self, at: usize) -> &'a [u8] {
+        &self.bytes[at.min(self.pos)..self.pos]
+    }
+
     /// The next `n` raw bytes (not a token).
     #[inline(always)]
     pub fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -280,8 +287,13 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
-    write_sized(out, b.len(), [0xc4, 0xc5, 0xc6]);
+    write_bin_header(out, b.len());
     out.extend_from_slice(b);
+}
+
+/// A bin header for `n` bytes (bin8, bin16, bin32), without the bytes.
+pub fn write_bin_header(out: &mut Vec<u8>, n: usize) {
+    write_sized(out, n, [0xc4, 0xc5, 0xc6]);
 }
 
 pub fn write_nil(out: &mut Vec<u8>) {
@@ -336,6 +348,84 @@ pub fn write_ext(out: &mut Vec<u8>, code: i8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+// -- the canonical forms' sizes: a value read back is canonical when its encoding has the
+// canonical size (for a given value and kind, msgpack's forms of one size are unique
+// except for ints, whose first byte is compared too).
+
+/// The first byte and the length of `v`'s canonical encoding ([`write_int`]).
+#[inline(always)]
+pub fn int_form(v: i64) -> (u8, usize) {
+    if v >= 0 {
+        match v {
+            0..=0x7f => (v as u8, 1),
+            0x80..=0xff => (0xcc, 2),
+            0x100..=0xffff => (0xcd, 3),
+            0x1_0000..=0xffff_ffff => (0xce, 5),
+            _ => (0xcf, 9),
+        }
+    } else if v >= -32 {
+        (v as u8, 1)
+    } else if v >= i8::MIN as i64 {
+        (0xd0, 2)
+    } else if v >= i16::MIN as i64 {
+        (0xd1, 3)
+    } else if v >= i32::MIN as i64 {
+        (0xd2, 5)
+    } else {
+        (0xd3, 9)
+    }
+}
+
+/// Whether `encoded` (which reads as the int `v`) is `v`'s canonical encoding.
+#[inline(always)]
+pub fn int_is_canonical(encoded: &[u8], v: i64) -> bool {
+    let (first, len) = int_form(v);
+    encoded.len() == len && encoded.first() == Some(&first)
+}
+
+/// Bytes of the canonical header of a str of `n` bytes ([`write_str_header`]).
+#[inline(always)]
+pub fn str_header_len(n: usize) -> usize {
+    match n {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of a bin of `n` bytes ([`write_bin_header`]).
+#[inline(always)]
+pub fn bin_header_len(n: usize) -> usize {
+    match n {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of an array or a map of `n` items.
+#[inline(always)]
+pub fn container_header_len(n: usize) -> usize {
+    match n {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of an ext of `n` payload bytes ([`write_ext_header`]),
+/// its type code included.
+#[inline(always)]
+pub fn ext_header_len(n: usize) -> usize {
+    match n {
+        1 | 2 | 4 | 8 | 16 => 2,
+        0..=0xff => 3,
+        0x100..=0xffff => 4,
+        _ => 6,
+    }
+}
+
 /// How many bytes the header of the str or bin value starting with `first` takes (its
 /// length field included), or None if `first` starts neither.
 pub fn str_or_bin_header_len(first: u8) -> Option<usize> {
@@ -369,6 +459,37 @@ mod tests {
         assert_eq!(ints(-129), [0xd1, 0xff, 0x7f]);
         assert_eq!(ints(1 << 40), [0xcf, 0, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(ints(i64::MIN)[0], 0xd3);
+    }
+
+    #[test]
+    fn canonical_sizes_are_the_writers() {
+        let mut ints: Vec<i64> = vec![i64::MIN, i64::MAX, 0, -1];
+        for b in 0..63 {
+            for d in [-1i64, 0, 1] {
+                ints.push((1i64 << b) + d);
+                ints.push(-(1i64 << b) + d);
+            }
+        }
+        for v in ints {
+            let out = written(|o| write_int(o, v));
+            assert_eq!(int_form(v), (out[0], out.len()), "{v}");
+            assert!(int_is_canonical(&out, v));
+        }
+        // 300 as int16: the canonical uint16's size, another first byte
+        assert!(!int_is_canonical(&[0xd1, 0x01, 0x2c], 300));
+        for n in [0usize, 1, 2, 3, 4, 5, 8, 15, 16, 17, 31, 32, 255, 256, 65535, 65536] {
+            assert_eq!(str_header_len(n), written(|o| write_str_header(o, n)).len(), "str {n}");
+            assert_eq!(bin_header_len(n), written(|o| write_bin_header(o, n)).len(), "bin {n}");
+            assert_eq!(container_header_len(n), written(|o| write_array_header(o, n)).len(), "array {n}");
+            assert_eq!(container_header_len(n), written(|o| write_map_header(o, n)).len(), "map {n}");
+            assert_eq!(ext_header_len(n), written(|o| write_ext_header(o, 7, n)).len(), "ext {n}");
+        }
+        let mut r = Reader::new(&[0x92, 0x01, 0xa1, b'x']);
+        r.token().unwrap();
+        let at = r.pos();
+        r.skip(2).unwrap();
+        r.skip(2).unwrap();
+        assert_eq!(r.since(at), [0x01, 0xa1, b'x']);
     }
 
     #[test]
