@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod codings;
+pub mod columnar;
 pub mod compact;
 pub mod blob;
 pub mod diff;

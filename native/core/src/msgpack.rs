@@ -46,6 +46,13 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// The bytes read since position `at` (a [`Reader::pos`] taken earlier): the whole
+    /// encoding of the values read in between.
+    #[inline(always)]
+    pub fn since(&self, at: usize) -> &'a [u8] {
+        &self.bytes[at.min(self.pos)..self.pos]
+    }
+
     /// The next `n` raw bytes (not a token).
     #[inline(always)]
     pub fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -176,6 +183,104 @@ impl<'a> Reader<'a> {
         })
     }
 
+    // -- values in their canonical form only (FORMAT.md, 6): each returns None when the
+    // next value is not of its kind or not in the form msgpack-python writes (the reader
+    // is then left anywhere inside that value).
+
+    /// The next value, when it is an int in its canonical form.
+    #[inline(always)]
+    pub fn canonical_int(&mut self) -> Result<Option<i64>> {
+        let b = self.byte()?;
+        Ok(match b {
+            0x00..=0x7f => Some(b as i64),
+            0xe0..=0xff => Some(b as i8 as i64),
+            0xcc => {
+                let v = self.byte()?;
+                (v > 0x7f).then_some(v as i64)
+            }
+            0xcd => {
+                let v = u16::from_be_bytes(self.be()?);
+                (v > 0xff).then_some(v as i64)
+            }
+            0xce => {
+                let v = u32::from_be_bytes(self.be()?);
+                (v > 0xffff).then_some(v as i64)
+            }
+            0xcf => {
+                let v = u64::from_be_bytes(self.be()?);
+                (v > 0xffff_ffff && v <= i64::MAX as u64).then_some(v as i64)
+            }
+            0xd0 => {
+                let v = self.byte()? as i8;
+                (v < -32).then_some(v as i64)
+            }
+            0xd1 => {
+                let v = i16::from_be_bytes(self.be()?);
+                (v < i8::MIN as i16).then_some(v as i64)
+            }
+            0xd2 => {
+                let v = i32::from_be_bytes(self.be()?);
+                (v < i16::MIN as i32).then_some(v as i64)
+            }
+            0xd3 => {
+                let v = i64::from_be_bytes(self.be()?);
+                (v < i32::MIN as i64).then_some(v)
+            }
+            _ => None,
+        })
+    }
+
+    /// The next value's bytes, when it is a str with its canonical header.
+    #[inline(always)]
+    pub fn canonical_str(&mut self) -> Result<Option<&'a [u8]>> {
+        let b = self.byte()?;
+        let n = match b {
+            0xa0..=0xbf => (b & 0x1f) as usize,
+            0xd9 => self.byte()? as usize,
+            0xda => u16::from_be_bytes(self.be()?) as usize,
+            0xdb => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        };
+        if b >= 0xd9 && str_header_len(n) != 1 + (1 << (b - 0xd9)) {
+            return Ok(None);
+        }
+        self.take(n).map(Some)
+    }
+
+    /// The next value's bytes, when it is a bin with its canonical header.
+    #[inline(always)]
+    pub fn canonical_bin(&mut self) -> Result<Option<&'a [u8]>> {
+        let b = self.byte()?;
+        let n = match b {
+            0xc4 => self.byte()? as usize,
+            0xc5 => u16::from_be_bytes(self.be()?) as usize,
+            0xc6 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        };
+        if bin_header_len(n) != 1 + (1 << (b - 0xc4)) {
+            return Ok(None);
+        }
+        self.take(n).map(Some)
+    }
+
+    /// The next value's item count, when it is an array (`map`: a map) with its
+    /// canonical header.
+    #[inline(always)]
+    pub fn canonical_container(&mut self, map: bool) -> Result<Option<usize>> {
+        let b = self.byte()?;
+        let (fix, form16) = if map { (0x80, 0xde) } else { (0x90, 0xdc) };
+        let n = match b {
+            _ if b & 0xf0 == fix => (b & 0x0f) as usize,
+            _ if b == form16 => u16::from_be_bytes(self.be()?) as usize,
+            _ if b == form16 + 1 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        };
+        if b & 0xf0 != fix && container_header_len(n) != if b == form16 { 3 } else { 5 } {
+            return Ok(None);
+        }
+        Ok(Some(self.items(n, if map { 2 } else { 1 })?))
+    }
+
     /// Skips one whole value (containers included), at most `depth` levels deep.
     pub fn skip(&mut self, depth: usize) -> Result<()> {
         let mut pending: usize = 1;
@@ -280,8 +385,13 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
-    write_sized(out, b.len(), [0xc4, 0xc5, 0xc6]);
+    write_bin_header(out, b.len());
     out.extend_from_slice(b);
+}
+
+/// A bin header for `n` bytes (bin8, bin16, bin32), without the bytes.
+pub fn write_bin_header(out: &mut Vec<u8>, n: usize) {
+    write_sized(out, n, [0xc4, 0xc5, 0xc6]);
 }
 
 pub fn write_nil(out: &mut Vec<u8>) {
@@ -336,6 +446,84 @@ pub fn write_ext(out: &mut Vec<u8>, code: i8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+// -- the canonical forms' sizes: a value read back is canonical when its encoding has the
+// canonical size (for a given value and kind, msgpack's forms of one size are unique
+// except for ints, whose first byte is compared too).
+
+/// The first byte and the length of `v`'s canonical encoding ([`write_int`]).
+#[inline(always)]
+pub fn int_form(v: i64) -> (u8, usize) {
+    if v >= 0 {
+        match v {
+            0..=0x7f => (v as u8, 1),
+            0x80..=0xff => (0xcc, 2),
+            0x100..=0xffff => (0xcd, 3),
+            0x1_0000..=0xffff_ffff => (0xce, 5),
+            _ => (0xcf, 9),
+        }
+    } else if v >= -32 {
+        (v as u8, 1)
+    } else if v >= i8::MIN as i64 {
+        (0xd0, 2)
+    } else if v >= i16::MIN as i64 {
+        (0xd1, 3)
+    } else if v >= i32::MIN as i64 {
+        (0xd2, 5)
+    } else {
+        (0xd3, 9)
+    }
+}
+
+/// Whether `encoded` (which reads as the int `v`) is `v`'s canonical encoding.
+#[inline(always)]
+pub fn int_is_canonical(encoded: &[u8], v: i64) -> bool {
+    let (first, len) = int_form(v);
+    encoded.len() == len && encoded.first() == Some(&first)
+}
+
+/// Bytes of the canonical header of a str of `n` bytes ([`write_str_header`]).
+#[inline(always)]
+pub fn str_header_len(n: usize) -> usize {
+    match n {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of a bin of `n` bytes ([`write_bin_header`]).
+#[inline(always)]
+pub fn bin_header_len(n: usize) -> usize {
+    match n {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of an array or a map of `n` items.
+#[inline(always)]
+pub fn container_header_len(n: usize) -> usize {
+    match n {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of the canonical header of an ext of `n` payload bytes ([`write_ext_header`]),
+/// its type code included.
+#[inline(always)]
+pub fn ext_header_len(n: usize) -> usize {
+    match n {
+        1 | 2 | 4 | 8 | 16 => 2,
+        0..=0xff => 3,
+        0x100..=0xffff => 4,
+        _ => 6,
+    }
+}
+
 /// How many bytes the header of the str or bin value starting with `first` takes (its
 /// length field included), or None if `first` starts neither.
 pub fn str_or_bin_header_len(first: u8) -> Option<usize> {
@@ -369,6 +557,108 @@ mod tests {
         assert_eq!(ints(-129), [0xd1, 0xff, 0x7f]);
         assert_eq!(ints(1 << 40), [0xcf, 0, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(ints(i64::MIN)[0], 0xd3);
+    }
+
+    #[test]
+    fn canonical_sizes_are_the_writers() {
+        let mut ints: Vec<i64> = vec![i64::MIN, i64::MAX, 0, -1];
+        for b in 0..63 {
+            for d in [-1i64, 0, 1] {
+                ints.push((1i64 << b) + d);
+                ints.push(-(1i64 << b) + d);
+            }
+        }
+        for v in ints {
+            let out = written(|o| write_int(o, v));
+            assert_eq!(int_form(v), (out[0], out.len()), "{v}");
+            assert!(int_is_canonical(&out, v));
+        }
+        // 300 as int16: the canonical uint16's size, another first byte
+        assert!(!int_is_canonical(&[0xd1, 0x01, 0x2c], 300));
+        for n in [0usize, 1, 2, 3, 4, 5, 8, 15, 16, 17, 31, 32, 255, 256, 65535, 65536] {
+            assert_eq!(str_header_len(n), written(|o| write_str_header(o, n)).len(), "str {n}");
+            assert_eq!(bin_header_len(n), written(|o| write_bin_header(o, n)).len(), "bin {n}");
+            assert_eq!(container_header_len(n), written(|o| write_array_header(o, n)).len(), "array {n}");
+            assert_eq!(container_header_len(n), written(|o| write_map_header(o, n)).len(), "map {n}");
+            assert_eq!(ext_header_len(n), written(|o| write_ext_header(o, 7, n)).len(), "ext {n}");
+        }
+        let mut r = Reader::new(&[0x92, 0x01, 0xa1, b'x']);
+        r.token().unwrap();
+        let at = r.pos();
+        r.skip(2).unwrap();
+        r.skip(2).unwrap();
+        assert_eq!(r.since(at), [0x01, 0xa1, b'x']);
+    }
+
+    #[test]
+    fn canonical_readers_take_exactly_the_canonical_forms() {
+        let mut values: Vec<i64> = vec![i64::MIN, i64::MAX, 0, -1, 127, 128, -32, -33];
+        for b in 0..63 {
+            for d in [-1i64, 0, 1] {
+                values.push((1i64 << b) + d);
+                values.push(-(1i64 << b) + d);
+            }
+        }
+        for &v in &values {
+            // every form that reads as v, canonical or not
+            let mut forms: Vec<Vec<u8>> = vec![written(|o| write_int(o, v))];
+            for (tag, width) in [(0xccu8, 1usize), (0xcd, 2), (0xce, 4), (0xcf, 8), (0xd0, 1), (0xd1, 2), (0xd2, 4), (0xd3, 8)] {
+                let signed = tag >= 0xd0;
+                let fits = if signed { width == 8 || (v >> (8 * width - 1)) == 0 || (v >> (8 * width - 1)) == -1 }
+                           else { v >= 0 && (width == 8 || (v as u64) >> (8 * width) == 0) };
+                if fits {
+                    let mut f = vec![tag];
+                    f.extend_from_slice(&v.to_be_bytes()[8 - width..]);
+                    forms.push(f);
+                }
+            }
+            for f in forms {
+                let canonical = int_is_canonical(&f, v);
+                assert_eq!(Reader::new(&f).token().unwrap(), Token::Int(v), "{f:02x?}");
+                assert_eq!(Reader::new(&f).canonical_int().unwrap(), canonical.then_some(v), "{f:02x?}");
+            }
+        }
+        assert_eq!(Reader::new(&[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]).canonical_int().unwrap(), None); // past int64
+        assert_eq!(Reader::new(&[0xa1, b'x']).canonical_int().unwrap(), None);
+        for n in [0usize, 31, 32, 255, 256, 65535, 65536] {
+            let s = vec![b'a'; n];
+            let canon = written(|o| write_str_bytes(o, &s));
+            assert_eq!(Reader::new(&canon).canonical_str().unwrap(), Some(&s[..]));
+            for (tag, width) in [(0xd9u8, 1usize), (0xda, 2), (0xdb, 4)] {
+                if width < 4 && n >> (8 * width) != 0 {
+                    continue;
+                }
+                let mut f = vec![tag];
+                f.extend_from_slice(&(n as u32).to_be_bytes()[4 - width..]);
+                f.extend_from_slice(&s);
+                let ok = f.len() == canon.len();
+                assert_eq!(Reader::new(&f).canonical_str().unwrap(), ok.then_some(&s[..]), "str {n} as {tag:02x}");
+            }
+            let canon = written(|o| write_bin(o, &s));
+            assert_eq!(Reader::new(&canon).canonical_bin().unwrap(), Some(&s[..]));
+            for (tag, width) in [(0xc4u8, 1usize), (0xc5, 2), (0xc6, 4)] {
+                if width < 4 && n >> (8 * width) != 0 {
+                    continue;
+                }
+                let mut f = vec![tag];
+                f.extend_from_slice(&(n as u32).to_be_bytes()[4 - width..]);
+                f.extend_from_slice(&s);
+                let ok = f.len() == canon.len();
+                assert_eq!(Reader::new(&f).canonical_bin().unwrap(), ok.then_some(&s[..]), "bin {n} as {tag:02x}");
+            }
+            for map in [false, true] {
+                let mut canon = Vec::new();
+                if map { write_map_header(&mut canon, n) } else { write_array_header(&mut canon, n) }
+                canon.extend(std::iter::repeat_n(0xc0u8, if map { 2 * n } else { n }));
+                assert_eq!(Reader::new(&canon).canonical_container(map).unwrap(), Some(n));
+                assert_eq!(Reader::new(&canon).canonical_container(!map).unwrap(), None);
+                let mut long = vec![if map { 0xdf } else { 0xdd }];
+                long.extend_from_slice(&(n as u32).to_be_bytes());
+                long.extend_from_slice(&canon[container_header_len(n)..]);
+                assert_eq!(Reader::new(&long).canonical_container(map).unwrap(), (n > 65535).then_some(n));
+            }
+        }
+        assert!(Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff]).canonical_container(false).is_err());
     }
 
     #[test]
