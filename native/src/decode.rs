@@ -378,6 +378,8 @@ impl Decoder {
                         };
                         for k in 0..n {
                             let item = self.dict_value(py, file, d, cache, unpack(ids, k, d.bits))?;
+                            // SAFETY: `seq` is the new list or tuple of n items above, `k < n`
+                            // and each slot is set once; SET_ITEM steals `item`'s reference.
                             unsafe {
                                 if self.use_list {
                                     ffi::PyList_SET_ITEM(seq.as_ptr(), k as ffi::Py_ssize_t, item.into_ptr());

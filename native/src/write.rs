@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use feedkit_core::codings::Kind;
 use feedkit_core::compact::{plan_compact, write_compact, CompactPlan};
 use feedkit_core::records::Records;
-use feedkit_core::write::{plan, write_file, Plan};
+use feedkit_core::layout::IndexSections;
+use feedkit_core::write::{plan, write_file, IndexTable, Plan};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -51,6 +52,23 @@ impl RecordArgs {
 }
 
 
+/// The header's `indexes` (FORMAT.md, 4.2; the same in both formats), as a list.
+fn index_metas<'py>(py: Python<'py>, tables: &[IndexTable], sections: &[IndexSections]) -> PyResult<Bound<'py, PyList>> {
+    let indexes = PyList::empty(py);
+    for (t, s) in tables.iter().zip(sections) {
+        let meta = PyDict::new(py);
+        meta.set_item("slots", t.slots())?;
+        meta.set_item("bits", t.bits)?;
+        meta.set_item("empty", t.empty)?;
+        meta.set_item("values", t.values)?;
+        meta.set_item("table", s.table)?;
+        meta.set_item("postings", s.postings)?;
+        meta.set_item("count", s.count)?;
+        indexes.append(meta)?;
+    }
+    Ok(indexes)
+}
+
 /// The numbers the header holds, for `render` (feedkit/format.py renders the JSON).
 fn layout<'py>(py: Python<'py>, p: &Plan, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
     let pl = &p.placement;
@@ -68,18 +86,7 @@ fn layout<'py>(py: Python<'py>, p: &Plan, int_keys: bool) -> PyResult<Bound<'py,
     let heap = PyDict::new(py);
     heap.set_item("offset", p.layout.heap)?;
     heap.set_item("length", p.layout.heap_length)?;
-    let indexes = PyList::empty(py);
-    for (t, s) in p.indexes.iter().zip(&p.layout.indexes) {
-        let meta = PyDict::new(py);
-        meta.set_item("slots", t.slots())?;
-        meta.set_item("bits", t.bits)?;
-        meta.set_item("empty", t.empty)?;
-        meta.set_item("values", t.values)?;
-        meta.set_item("table", s.table)?;
-        meta.set_item("postings", s.postings)?;
-        meta.set_item("count", s.count)?;
-        indexes.append(meta)?;
-    }
+    let indexes = index_metas(py, &p.indexes, &p.layout.indexes)?;
     let out = PyDict::new(py);
     out.set_item("count", pl.order.len())?;
     out.set_item("tombstones", p.tombstones)?;
@@ -172,18 +179,7 @@ fn compact_layout<'py>(py: Python<'py>, p: &CompactPlan<'_>, int_keys: bool) -> 
         }
         columns.append(column)?;
     }
-    let indexes = PyList::empty(py);
-    for (t, s) in p.indexes.iter().zip(&p.index_sections) {
-        let meta = PyDict::new(py);
-        meta.set_item("slots", t.slots())?;
-        meta.set_item("bits", t.bits)?;
-        meta.set_item("empty", t.empty)?;
-        meta.set_item("values", t.values)?;
-        meta.set_item("table", s.table)?;
-        meta.set_item("postings", s.postings)?;
-        meta.set_item("count", s.count)?;
-        indexes.append(meta)?;
-    }
+    let indexes = index_metas(py, &p.indexes, &p.index_sections)?;
     let out = PyDict::new(py);
     out.set_item("count", p.count())?;
     out.set_item("tombstones", 0)?;

@@ -157,27 +157,7 @@ pub fn parse(bytes: &[u8], int_keys: bool) -> Result<Parsed> {
     let heap_length = int(heap, "length", 0, body_length as i128)? as usize;
     let mut sections = vec![(0usize, SLOT_SIZE * slot_count), (heap_offset, heap_length)];
 
-    let fields = header.get("index_fields").and_then(Value::as_array).ok_or_else(|| bad("index_fields"))?;
-    let metas = object(&header, "indexes")?;
-    if fields.len() != metas.len() || fields.iter().any(|f| !f.as_str().is_some_and(|f| metas.contains_key(f))) {
-        return Err(bad("index_fields do not match the indexes"));
-    }
-    let mut indexes = Vec::with_capacity(metas.len());
-    // In the header's order (index_fields): the Python verifier reports in that order.
-    for name in fields.iter().filter_map(Value::as_str) {
-        let meta = metas.get(name).and_then(Value::as_object).ok_or_else(|| bad(format!("index {name}")))?;
-        let (table_slots, _) = table_size(meta, "slots", body_length)?;
-        let empty = int(meta, "empty", 0, u64::MAX as i128)? as u64;
-        let values = int(meta, "values", 0, table_slots as i128)? as usize;
-        let table_at = int(meta, "table", 0, body_length as i128)? as usize;
-        let postings_at = int(meta, "postings", 0, body_length as i128)? as usize;
-        let n = int(meta, "count", 0, body_length as i128)? as usize;
-        sections.push((table_at, 16 * table_slots));
-        sections.push((postings_at, 4 * n));
-        let index = IndexTable::new(bytes.len(), body_offset + table_at, table_slots, empty, values,
-                                    body_offset + postings_at, n)?;
-        indexes.push((name.to_string(), index));
-    }
+    let indexes = parse_indexes(&header, bytes, body_offset, &mut sections)?;
     if sections.iter().any(|&(at, n)| at.checked_add(n).is_none_or(|end| end > body_length)) {
         return Err(bad("a section reaches past the end of the file"));
     }
@@ -215,6 +195,7 @@ fn parse_indexes(
         return Err(bad("index_fields do not match the indexes"));
     }
     let mut indexes = Vec::with_capacity(metas.len());
+    // In the header's order (index_fields): the Python verifier reports in that order.
     for name in fields.iter().filter_map(Value::as_str) {
         let meta = metas.get(name).and_then(Value::as_object).ok_or_else(|| bad(format!("index {name}")))?;
         let (table_slots, _) = table_size(meta, "slots", body_length)?;
