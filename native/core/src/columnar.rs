@@ -83,14 +83,21 @@
 //! # What the decoder checks
 //!
 //! [`decode`] refuses (an `Err`, never a panic) any body it cannot rebuild exactly:
-//! `total` over the caller's `max_bytes`, a record count the total cannot hold, another
-//! width, a table of contents or stream table that does not parse or does not end where
-//! its sizes say, stream sizes that do not add up to the body or exceed what the records
-//! can need, a stream whose raw size is not the one its node implies (checked before
-//! it is decompressed), a zstd frame that does not decompress to its raw size, lengths
-//! and ids past their streams or dictionaries, streams not wholly used, and output that
-//! would pass `total` (checked before every write: the output buffer is allocated once,
-//! at `total` bytes).
+//! `total` over the caller's `max_bytes`; a record count the total cannot hold (a record
+//! takes `width + 1` bytes at least); another width; a table of contents or stream table
+//! that does not parse or does not end where its sizes say; stored sizes that do not add
+//! up to the rest of the body, or raw sizes past `17 * total + 8 * streams + 64` (more
+//! than an encoder writes: 8 bytes of ints for a one-byte value, twice over for a
+//! dictionary's); a stream whose raw size is not the one its node implies (checked
+//! before it is decompressed), a zstd frame that declares another size or could not
+//! expand to it (2^15 bytes per byte at most), or that does not decompress to it;
+//! counts and lengths past what `total` can hold, lengths past their streams, ids past
+//! their dictionaries, exceptions out of order; values or streams left over; and output
+//! that would pass `total` (checked before every write).
+//!
+//! Memory: the decompressed streams (each checked as above), and the output, which
+//! grows as it is written (from a guess of 64 bytes per body byte, doubling, never past
+//! `total`), so a body that claims more than it holds costs what it holds.
 
 use std::borrow::Cow;
 
