@@ -83,14 +83,21 @@
 //! # What the decoder checks
 //!
 //! [`decode`] refuses (an `Err`, never a panic) any body it cannot rebuild exactly:
-//! `total` over the caller's `max_bytes`, a record count the total cannot hold, another
-//! width, a table of contents or stream table that does not parse or does not end where
-//! its sizes say, stream sizes that do not add up to the body or exceed what the records
-//! can need, a stream whose raw size is not the one its node implies (checked before
-//! it is decompressed), a zstd frame that does not decompress to its raw size, lengths
-//! and ids past their streams or dictionaries, streams not wholly used, and output that
-//! would pass `total` (checked before every write: the output buffer is allocated once,
-//! at `total` bytes).
+//! `total` over the caller's `max_bytes`; a record count the total cannot hold (a record
+//! takes `width + 1` bytes at least); another width; a table of contents or stream table
+//! that does not parse or does not end where its sizes say; stored sizes that do not add
+//! up to the rest of the body, or raw sizes past `17 * total + 8 * streams + 64` (more
+//! than an encoder writes: 8 bytes of ints for a one-byte value, twice over for a
+//! dictionary's); a stream whose raw size is not the one its node implies (checked
+//! before it is decompressed), a zstd frame that declares another size or could not
+//! expand to it (2^15 bytes per byte at most), or that does not decompress to it;
+//! counts and lengths past what `total` can hold, lengths past their streams, ids past
+//! their dictionaries, exceptions out of order; values or streams left over; and output
+//! that would pass `total` (checked before every write).
+//!
+//! Memory: the decompressed streams (each checked as above), and the output, which
+//! grows as it is written (from a guess of 64 bytes per body byte, doubling, never past
+//! `total`), so a body that claims more than it holds costs what it holds.
 
 use std::borrow::Cow;
 
@@ -2438,6 +2445,15 @@ mod tests {
         assert!(used < 64 << 10, "{used}");
     }
 
+    /// The process's CPU time (user and system, every thread), from /proc/self/stat.
+    fn cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0 // utime, stime (fields 14, 15), at 100 ticks a second
+    }
+
     // -- measurement: `cargo test --release -p feedkit-core columnar -- --ignored --nocapture`
 
     /// Encodes and decodes the tables dumped at $COLUMNAR_TABLES (`<name>.data`: records
@@ -2467,21 +2483,24 @@ mod tests {
             // best of COLUMNAR_REPEAT runs (1 by default)
             let repeat: usize = std::env::var("COLUMNAR_REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
             let (mut enc, mut dec, mut body) = (f64::MAX, f64::MAX, Vec::new());
+            let (mut enc_cpu, mut dec_cpu) = (f64::MAX, f64::MAX);
             for _ in 0..repeat {
-                let t = std::time::Instant::now();
+                let (t, c) = (std::time::Instant::now(), cpu_seconds());
                 body = encode(&records, width, level).unwrap();
                 enc = enc.min(t.elapsed().as_secs_f64());
+                enc_cpu = enc_cpu.min(cpu_seconds() - c);
             }
             let decodes: usize = std::env::var("COLUMNAR_DECODES").ok().and_then(|r| r.parse().ok()).unwrap_or(repeat);
             for _ in 0..decodes {
-                let t = std::time::Instant::now();
+                let (t, c) = (std::time::Instant::now(), cpu_seconds());
                 let back = decode(&body, width, data.len()).unwrap();
                 dec = dec.min(t.elapsed().as_secs_f64());
+                dec_cpu = dec_cpu.min(cpu_seconds() - c);
                 assert_eq!(back.heap, data);
             }
             let mb = data.len() as f64 / 1e6;
-            println!("{name}: {n} records, {:.2} MB canonical -> body {} B = {:.3} B/record; encode {:.0} ms ({:.0} MB/s), decode {:.0} ms ({:.0} MB/s)",
-                     mb, body.len(), body.len() as f64 / n as f64, enc * 1e3, mb / enc, dec * 1e3, mb / dec);
+            println!("{name}: {n} records, {:.2} MB canonical -> body {} B = {:.3} B/record; encode {:.0} ms ({:.0} MB/s; {:.0} ms of CPU), decode {:.0} ms ({:.0} MB/s; {:.0} ms of CPU)",
+                     mb, body.len(), body.len() as f64 / n as f64, enc * 1e3, mb / enc, enc_cpu * 1e3, dec * 1e3, mb / dec, dec_cpu * 1e3);
             if std::env::var("COLUMNAR_COLUMNS").is_ok() {
                 for c in 0..width {
                     let (mut heap, mut s, mut l) = (Vec::new(), Vec::new(), Vec::new());
