@@ -27,7 +27,7 @@ import mmap
 import os
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from feedkit import _native
+from feedkit.blobs import BlobInfo
 from feedkit.errors import IntegrityError
 from feedkit.keys import (
     PART_KINDS,
@@ -56,6 +57,8 @@ __all__ = [
     "RecordSet",
     "StateFile",
     "derived_header",
+    "build_snapshot",
+    "write_snapshot_blob",
     "write_state",
 ]
 
@@ -134,20 +137,11 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
     int_keys = spec.slot_kind == "int"
     keys = rs.keys.astype(np.int64 if int_keys else np.uint64, copy=False)
     fields = list(header.get("index_fields", []))
-    full = dict(header)
-
-    def render(layout: dict[str, Any]) -> bytes:
-        full.update(layout, format=format, indexes=dict(zip(fields, layout["indexes"], strict=True)))
-        return json.dumps(full, separators=(",", ":"), sort_keys=True).encode()
-
+    render, full = _renderer(header, format, fields)
     target = Path(path)
-    sources = [np.ascontiguousarray(s, dtype=np.uint8)
-               for s in (rs.sources if rs.source is not None else rs.sources[:1])]
-    source = None if rs.source is None else np.ascontiguousarray(rs.source, dtype=np.uint8)
+    starts, lengths, sources, source = _record_arrays(rs)
     hashes = [np.ascontiguousarray(rs.index_hashes[f], dtype=np.uint64) for f in fields]
     key_view = np.ascontiguousarray(keys).view(np.uint64)
-    starts = np.ascontiguousarray(rs.starts, dtype=np.int64)
-    lengths = np.ascontiguousarray(rs.lengths, dtype=np.int64)
     if format == FORMAT_COMPACT:
         if rs.tombstone is not None and rs.tombstone.any():
             raise ValueError("a format-2 state file holds no tombstones")
@@ -163,6 +157,98 @@ def write_state(path: str | os.PathLike[str], header: dict[str, Any], rs: Record
         else np.ascontiguousarray(rs.tombstone, dtype=bool).view(np.uint8),
         hashes, render)
     return full
+
+
+def _record_arrays(rs: RecordSet) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """A RecordSet's byte ranges as the native writers take them."""
+    sources = [np.ascontiguousarray(s, dtype=np.uint8)
+               for s in (rs.sources if rs.source is not None else rs.sources[:1])]
+    source = None if rs.source is None else np.ascontiguousarray(rs.source, dtype=np.uint8)
+    return (np.ascontiguousarray(rs.starts, dtype=np.int64),
+            np.ascontiguousarray(rs.lengths, dtype=np.int64), sources, source)
+
+
+def _shape(header: dict[str, Any]) -> tuple[int, list[int], list[str]]:
+    """Schema width, the key's record fields and its part kinds."""
+    spec = KeySpec.from_json(header["key"])
+    names = [c["name"] for c in header["schema"]]
+    return len(names), [names.index(c) for c in spec.columns], list(spec.parts)
+
+
+def write_snapshot_blob(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet,
+                        key: str, level: int) -> BlobInfo:
+    """Write the columnar snapshot blob (FORMAT.md, 11) of the base ``rs`` (canonical
+    records without tombstones) with the descriptive ``header`` at ``path``: what a
+    format-2 version's manifest names as its snapshot. Encoding and compression run
+    compiled with the GIL released (``native/core/src/snapshot.rs``, ``columnar.rs``).
+
+    Raises:
+        IntegrityError: a record is not a canonical array of the schema's width.
+        OSError: the file cannot be written.
+    """
+    if rs.tombstone is not None and rs.tombstone.any():
+        raise ValueError("a snapshot holds no tombstones")
+    width, key_fields, parts = _shape(header)
+    starts, lengths, sources, source = _record_arrays(rs)
+    size, sha256, raw_size = _native.write_snapshot_blob(
+        path, json.dumps(header, separators=(",", ":"), sort_keys=True).encode(),
+        starts, lengths, sources, source, width, key_fields, parts, level)
+    return BlobInfo(key, size, sha256, raw_size)
+
+
+def build_snapshot(blob: str | os.PathLike[str], info: BlobInfo, expected: dict[str, Any],
+                   target: str | os.PathLike[str]) -> None:
+    """Rebuild the format-2 state file a columnar snapshot blob holds, at ``target``.
+
+    ``expected``: what the manifest says of the state (feed, version, key, schema,
+    index_fields, record_count, state_digest as an int). The blob's header must say
+    the same; its size and SHA-256 must be the manifest's, its records' bytes, count
+    and digest too. The slot keys and index hashes are derived from the records.
+    The caller still verifies the file (``StateFile.verify(records=True)``).
+
+    Raises:
+        IntegrityError: the blob is damaged or is not the manifest's state.
+        OSError: a file cannot be read or written.
+    """
+    where = f"snapshot blob {info.key}"
+    try:
+        head = _native.snapshot_blob_header(blob)
+        header = json.loads(head)
+        if not isinstance(header, dict):
+            raise TypeError("not an object")
+        _check_python_fields(header)
+        _shape(header)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{where}: {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise IntegrityError(f"{where}: its header is not one feedkit writes: {exc!r}") from None
+    want = dict(expected, kind="base", state_digest=f"{expected['state_digest']:016x}")
+    wrong = {k: header.get(k) for k, v in want.items() if header.get(k) != v}
+    if wrong:
+        raise IntegrityError(f"{where} does not match its manifest: {wrong}")
+    width, key_fields, parts = _shape(header)
+    names = [c["name"] for c in header["schema"]]
+    fields = list(header["index_fields"])
+    target = Path(target)
+    _native.build_snapshot(
+        (blob, info.key, info.size, info.sha256, info.raw_size), head,
+        (width, key_fields, parts, [names.index(f) for f in fields],
+         [c["kind"] for c in header["schema"]]),
+        (expected["record_count"], expected["state_digest"]),
+        _tmp_path(target), target, _renderer(header, FORMAT_COMPACT, fields)[0])
+
+
+def _renderer(header: dict[str, Any], format: int,
+              fields: list[str]) -> tuple[Callable[[dict[str, Any]], bytes], dict[str, Any]]:
+    """The native writers' callback (the file's JSON header from its layout) and the
+    complete header it fills in."""
+    full = dict(header)
+
+    def render(layout: dict[str, Any]) -> bytes:
+        full.update(layout, format=format, indexes=dict(zip(fields, layout["indexes"], strict=True)))
+        return json.dumps(full, separators=(",", ":"), sort_keys=True).encode()
+
+    return render, full
 
 
 DESCRIPTIVE = ("feed", "key", "schema", "index_fields", "use_list")

@@ -24,7 +24,14 @@ from feedkit.errors import (
     StoreError,
     VersionNotFoundError,
 )
-from feedkit.format import PREFIX_SIZE, StateFile, derived_header, write_state
+from feedkit.format import (
+    FORMAT_COMPACT,
+    PREFIX_SIZE,
+    StateFile,
+    build_snapshot,
+    derived_header,
+    write_state,
+)
 from feedkit.manifest import Manifest
 from feedkit.merge import apply_delta, compact
 from feedkit.planner import Plan, plan
@@ -252,11 +259,33 @@ class Loader:
         if cached is not None and len(cached) == 1:
             return cached
         assert m.snapshot is not None
-        scratch, digest = self._download(m.snapshot, f"{m.version:020d}.base")
+        name = f"{m.version:020d}.base"
+        if m.state_format == FORMAT_COMPACT:
+            scratch, digest = self._rebuild(m, name), None
+        else:
+            scratch, digest = self._download(m.snapshot, name)
         self._checked(scratch, m, "base", digest)
         final = self.cache.base_path(m.version)
         os.replace(scratch, final)
         return [StateFile.from_mapping(final, _native.map_file(final))]
+
+    def _rebuild(self, m: Manifest, name: str) -> Path:
+        """Fetch a format-2 version's columnar snapshot blob and rebuild its state file
+        from it under a scratch name (``format.build_snapshot``: the blob's size,
+        SHA-256, header, records' bytes, count and digest checked against ``m``)."""
+        assert m.snapshot is not None
+        blob = self._fetch_blob(m.snapshot, name)
+        out = self.cache.scratch_path(name)
+        try:
+            build_snapshot(blob, m.snapshot, {
+                "feed": self.feed, "version": m.version, "key": m.key, "schema": m.schema,
+                "index_fields": m.index_fields, "record_count": m.record_count,
+                "state_digest": m.state_digest}, out)
+        except IntegrityError as exc:
+            raise IntegrityError(f"feed {self.feed!r}: {exc}") from None
+        finally:
+            _native.remove_file(blob)
+        return out
 
     def _fetch_blob(self, info: BlobInfo, name: str) -> Path:
         """Download a blob into a scratch file of the cache folder (nothing checked yet)."""

@@ -54,7 +54,15 @@ from feedkit.errors import (
     RefusedError,
     ValidationError,
 )
-from feedkit.format import FORMATS, RecordSet, StateFile, derived_header, write_state
+from feedkit.format import (
+    FORMAT_COMPACT,
+    FORMATS,
+    RecordSet,
+    StateFile,
+    derived_header,
+    write_snapshot_blob,
+    write_state,
+)
 from feedkit.manifest import Announcement, Manifest
 from feedkit.merge import (
     Diff,
@@ -750,17 +758,25 @@ class Producer:
                 files = [StateFile(created[-1])]
             if due:
                 # The producer's own state is format 1 (its diffs compare canonical bytes
-                # at memcmp speed); the snapshot is the feed's format.
-                snap_state = files[0].path
-                if self.format != files[0].format:
-                    snap_state = self.work_dir / f".{version:020d}.snapshot"
-                    tmp_blobs.append(snap_state)
-                    write_state(snap_state, dict(header, kind="base"), base_records(files[0]),
-                                format=self.format)
+                # at memcmp speed); the snapshot is the feed's format: format 2's is a
+                # columnar blob of the records (FORMAT.md, 11), format 1's the state
+                # file compressed.
                 snap_blob = self.work_dir / f".{version:020d}.snapshot.zst"
                 tmp_blobs.append(snap_blob)
-                snapshot_info = compress_file(snap_state, snap_blob, names.snapshot_key(
-                    self.feed, version), self.compression_level)
+                snap_key = names.snapshot_key(self.feed, version)
+                if self.format == FORMAT_COMPACT:
+                    snapshot_info = write_snapshot_blob(
+                        snap_blob, dict(header, kind="base"), base_records(files[0]), snap_key,
+                        self.compression_level)
+                else:
+                    snap_state = files[0].path
+                    if files[0].format != self.format:
+                        snap_state = self.work_dir / f".{version:020d}.snapshot"
+                        tmp_blobs.append(snap_state)
+                        write_state(snap_state, dict(header, kind="base"),
+                                    base_records(files[0]), format=self.format)
+                    snapshot_info = compress_file(snap_state, snap_blob, snap_key,
+                                                  self.compression_level)
             report.seconds["compress"] = clock.lap()
             manifest = Manifest(
                 feed=self.feed, version=version,

@@ -9,7 +9,6 @@ had. The random counterpart is ``tests/fuzz/test_compact_state_file.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -17,12 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
-import zstandard
 
-import feedkit
-from feedkit import IntegrityError, names
+from feedkit import IntegrityError
 from feedkit.format import StateFile
 from feedkit.keys import KeySpec
 from feedkit.state import State
@@ -241,127 +237,3 @@ def test_a_compact_base_under_an_overlay_of_another_schema(good: File, tmp_path:
     with pytest.raises(IntegrityError, match=r"fuzz\.feed.*overlay over .*good: a format-2 file of "
                                              r"4 columns under a schema of 3"):
         State([StateFile(overlay), base])
-
-
-# -- a consumer refuses such a snapshot and keeps serving ---------------------------------------
-
-
-def _table(extra: bool) -> pa.Table:
-    rows = _rows()
-    data: dict[str, Any] = {
-        "id": pa.array([r[0] for r in rows], pa.int64()),
-        "word": pa.array([r[1] for r in rows], pa.string()),
-        "tags": pa.array([r[2] for r in rows], pa.list_(pa.string())),
-        "title": pa.array([r[3] for r in rows], pa.string()),
-    }
-    if extra:  # a new column: the version is a snapshot without a delta
-        data["extra"] = pa.array([len(r[3]) for r in rows], pa.int64())
-    return pa.table(data)
-
-
-def _replace_snapshot(store: feedkit.BlobStore, feed: str, version: int,
-                      damage: Callable[[bytes], bytes]) -> None:
-    """The snapshot blob of ``version`` replaced by its state file damaged, compressed
-    again, with the manifest's sha256, size and raw size made to match."""
-    key = names.manifest_key(feed, version)
-    manifest = json.loads(store.get_bytes(key))
-    info = manifest["snapshot"]
-    assert manifest["delta"] is None and manifest["format"] == 2
-    raw = damage(zstandard.ZstdDecompressor().decompress(store.get_bytes(info["key"])))
-    blob = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw)
-    store.delete(info["key"])
-    store.put_new_bytes(info["key"], blob)
-    info.update(sha256=hashlib.sha256(blob).hexdigest(), size=len(blob), raw_size=len(raw))
-    store.delete(key)
-    store.put_new_bytes(key, json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
-def _sections_of(raw: bytes) -> dict[str, Section]:
-    return {s.name: s for s in compact_sections(raw)}
-
-
-def _swap_entry_keys(raw: bytes) -> bytes:
-    """Two neighbouring entries of one bucket swapped (their keys)."""
-    header, _ = split_state(raw)
-    keys = _sections_of(raw)["entry keys"]
-    count = header["buckets"]["count"]
-    data = bytearray(raw)
-
-    def bucket(k: int) -> int:
-        return (((k * 0x9E3779B97F4A7C15) % 2**64) * count) >> 64
-    values = [keys.get(raw, j) for j in range(len(keys.at) - 1)]
-    j = next(j for j in range(len(values) - 1) if bucket(values[j]) == bucket(values[j + 1]))
-    keys.put(data, j, values[j + 1])
-    keys.put(data, j + 1, values[j])
-    return fix_checksum(bytes(data))
-
-
-def _words(section: str, change: Callable[[bytes, Section], dict[int, int]]) -> Callable[[bytes], bytes]:
-    def apply(raw: bytes) -> bytes:
-        s = _sections_of(raw)[section]
-        data = bytearray(raw)
-        for i, v in change(raw, s).items():
-            s.put(data, i, v)
-        return fix_checksum(bytes(data))
-    return apply
-
-
-def _elements_count(raw: bytes) -> bytes:
-    """The first record's tags count made 127 (its ids cannot fit the record)."""
-    header, _ = split_state(raw)
-    body = struct.unpack_from("<Q", raw, 16)[0]
-    heap = body + header["heap"]["offset"]
-    data = bytearray(raw)
-    # entry 0's record: [word id, tags count, ...] (the id column is the entry's key)
-    assert [c["coding"] for c in header["columns"]][:3] == ["key", "dict", "elements"]
-    data[heap + 1] = 0x7F
-    return fix_checksum(bytes(data))
-
-
-def _share_dictionary(raw: bytes) -> bytes:
-    header, body = split_state(raw)
-    _share_a_dictionary(header)
-    return join_state(header, body, like=raw)
-
-
-SNAPSHOT_DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
-    "dictionary offsets out of order": (
-        _words("dictionary 1 offsets", lambda raw, s: {1: s.get(raw, 2), 2: s.get(raw, 1)}),
-        "the dictionary of column 1"),  # value 0 is two values now, before any offset decreases
-    "a directory that does not end at the entry count": (
-        _words("directory", lambda raw, s: {len(s.at) - 1: 1}), "bucket directory"),
-    "entries out of key order": (_swap_entry_keys, "entries out of key order"),
-    "the terminal entry not empty": (
-        _words("entry keys", lambda raw, s: {len(s.at) - 1: 7}), "terminal entry is not empty"),
-    "an elements count longer than its record": (_elements_count, "longer than its record"),
-    "dictionaries that overlap": (_share_dictionary, "sections overlap"),
-}
-
-
-@pytest.mark.parametrize("name", list(SNAPSHOT_DAMAGE))
-def test_a_consumer_refuses_a_damaged_snapshot_and_keeps_serving(tmp_path: Path, name: str) -> None:
-    damage, says = SNAPSHOT_DAMAGE[name]
-    store = feedkit.open_store(f"file://{tmp_path}/store")
-    with feedkit.Producer(store, feed="compact.feed", primary_key="id",
-                          work_dir=tmp_path / "work", format=2) as producer:
-        v1 = producer.publish(_table(extra=False))
-        with feedkit.Consumer(store, feed="compact.feed", cache_dir=tmp_path / "cache",
-                              watch=False) as feed:
-            assert feed.version == v1 and feed.get(-50).title == "title 0"
-            v2 = producer.publish(_table(extra=True))
-            assert v2 is not None
-            _replace_snapshot(store, "compact.feed", v2, damage)
-            with pytest.raises(IntegrityError, match=re.escape(says)):
-                feed.refresh()
-            assert feed.version == v1
-            assert feed.get(-50) == (-50, "alpha", ["alpha"], "title 0")  # the producer: lists
-            assert len(list(feed.items())) == 60
-            assert not any(p.name.startswith(f"{v2:020d}") for p in (tmp_path / "cache").rglob("*"))
-
-
-def test_the_damage_is_real(good: File, tmp_path: Path) -> None:
-    """The damages above change bytes the writer wrote (a damage that changed nothing would
-    pass these tests for the wrong reason), and the undamaged file passes everything."""
-    for name, (damage, _, _) in CASES.items():
-        assert damage(good) != good.data, name
-    StateFile(tmp_path / "good").verify(records=True)

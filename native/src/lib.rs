@@ -20,6 +20,7 @@ mod load;
 mod mapping;
 mod merge;
 mod reader;
+mod snapshot;
 mod verify;
 mod view;
 mod write;
@@ -46,6 +47,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge::canonical_records, m)?)?;
     m.add_function(wrap_pyfunction!(load::apply_delta_blob, m)?)?;
     m.add_function(wrap_pyfunction!(load::decompress_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::write_snapshot_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::snapshot_blob_header, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::build_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_small, m)?)?;
     m.add_function(wrap_pyfunction!(files::list_dir, m)?)?;
     m.add_function(wrap_pyfunction!(files::remove_file, m)?)?;

@@ -147,7 +147,7 @@ pub fn write_state(
 }
 
 /// The numbers a format-2 header holds, for `render` (FORMAT.md, 10.2).
-fn compact_layout<'py>(py: Python<'py>, p: &CompactPlan<'_>, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
+pub fn compact_layout<'py>(py: Python<'py>, p: &CompactPlan<'_>, int_keys: bool) -> PyResult<Bound<'py, PyDict>> {
     let entries = PyDict::new(py);
     entries.set_item("offset", 0)?;
     entries.set_item("count", p.count() + 1)?;
@@ -224,7 +224,7 @@ pub fn write_compact_state(
         let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
         let records = args.records().map_err(|e| to_py(py, e))?;
         let p = py
-            .detach(|| plan_compact(keys.items(), int_keys, &records, &hashes, &kinds, &key_fields))
+            .detach(|| plan_compact(keys.items(), int_keys, &records, &hashes, &kinds, &key_fields, &[]))
             .map_err(|e| to_py(py, e))?;
         let header = render.call1((compact_layout(py, &p, int_keys)?,))?;
         let header = header.cast::<PyBytes>()?.as_bytes();

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
+use crate::columnar::Tap;
 use crate::error::{Error, Result};
 use crate::layout::u32_at;
 use crate::msgpack::{write_array_header, write_int, write_map_header, write_uint, Reader, Token};
@@ -330,6 +331,16 @@ pub struct Coder<'a> {
     pub kinds: Vec<Kind>,
     dicts: Vec<Interned<'a>>,
     width: usize,
+    /// Per field, the ids of a dictionary given with the records (a columnar blob's):
+    /// then nothing is hashed.
+    given: Vec<Option<Given<'a>>>,
+}
+
+/// A given dictionary's ids in record order: one per record (`dict`), or each record's
+/// elements' from `starts[i]` to `starts[i + 1]` (`elements`).
+struct Given<'a> {
+    ids: &'a [u32],
+    starts: Option<Vec<usize>>,
 }
 
 /// A sample of one column's values (or list elements).
@@ -394,6 +405,16 @@ impl<'a> Coder<'a> {
     /// field, which entries hold (left out of records); `key_fields`: every key field,
     /// never coded (a lookup compares them).
     pub fn new(records: &Records<'a>, kinds: &[&str], key_field: Option<usize>, key_fields: &[usize]) -> Result<Coder<'a>> {
+        Coder::with_taps(records, kinds, key_field, key_fields, &[])
+    }
+
+    /// [`Coder::new`], taking the dictionary of a field from `taps` (a columnar blob's,
+    /// [`crate::columnar::decode_tapped`], for the same records in the same order) where
+    /// the field's coding is the tap's kind (`dict` for a `DICT` column, `elements` for
+    /// a `LIST` of one): its values become the file's dictionary and its ids the
+    /// records' codes, with no value hashed.
+    pub fn with_taps(records: &Records<'a>, kinds: &[&str], key_field: Option<usize>, key_fields: &[usize],
+                     taps: &'a [Option<Tap>]) -> Result<Coder<'a>> {
         let width = kinds.len();
         let n = records.len();
         let step = n.div_ceil(SAMPLE).max(1);
@@ -450,7 +471,35 @@ impl<'a> Coder<'a> {
             }
         }
         drop(seen);
-        let coded: Vec<usize> = (0..width).filter(|&c| chosen[c].coded()).collect();
+        let mut given: Vec<Option<Given<'a>>> = (0..width).map(|_| None).collect();
+        for (c, tap) in taps.iter().enumerate().take(width) {
+            let Some(tap) = tap else { continue };
+            let starts = match (chosen[c], &tap.lengths) {
+                (Kind::Dict, None) if tap.ids.len() == n => None,
+                (Kind::Elements, Some(lengths)) if lengths.len() == n => {
+                    let mut starts = Vec::with_capacity(n + 1);
+                    let mut at = 0usize;
+                    starts.push(0);
+                    for &l in lengths {
+                        at += l as usize;
+                        starts.push(at);
+                    }
+                    if at != tap.ids.len() {
+                        return Err(Error::damaged(format!("column {c}: {} element ids for {at} elements", tap.ids.len())));
+                    }
+                    Some(starts)
+                }
+                _ => continue,
+            };
+            let k = tap.offsets.len().saturating_sub(1);
+            if tap.offsets.first() != Some(&0) || tap.offsets.last() != Some(&tap.values.len())
+                || tap.offsets.windows(2).any(|w| w[0] > w[1]) || tap.ids.iter().any(|&id| id as usize >= k) {
+                return Err(Error::damaged(format!("column {c}: a dictionary that does not hold its ids")));
+            }
+            dicts[c].values = tap.offsets.windows(2).map(|w| &tap.values[w[0]..w[1]]).collect();
+            given[c] = Some(Given { ids: &tap.ids, starts });
+        }
+        let coded: Vec<usize> = (0..width).filter(|&c| chosen[c].coded() && given[c].is_none()).collect();
         if !coded.is_empty() {
             let mut names: Vec<&[u8]> = Vec::new();
             for i in 0..n {
@@ -490,7 +539,7 @@ impl<'a> Coder<'a> {
                 return Err(Error::damaged(format!("column {c}'s dictionary passes 4 GiB")));
             }
         }
-        Ok(Coder { kinds: chosen, dicts, width })
+        Ok(Coder { kinds: chosen, dicts, width, given })
     }
 
     /// Column `c`'s dictionary: its values in id order and the bits of an element id.
@@ -498,9 +547,9 @@ impl<'a> Coder<'a> {
         (&self.dicts[c].values, self.dicts[c].bits())
     }
 
-    /// Appends the format-2 coding of the canonical `record` (one the coder was built
-    /// from) to `out`.
-    pub fn encode(&self, record: &[u8], spans: &mut Vec<(usize, usize)>, elems: &mut Vec<(usize, usize)>,
+    /// Appends the format-2 coding of the canonical `record` (record `i` of those the
+    /// coder was built from) to `out`.
+    pub fn encode(&self, i: usize, record: &[u8], spans: &mut Vec<(usize, usize)>, elems: &mut Vec<(usize, usize)>,
                   ids: &mut Vec<u32>, out: &mut Vec<u8>) -> Result<()> {
         field_spans(record, self.width, spans)?;
         for (c, &(a, b)) in spans.iter().enumerate() {
@@ -508,16 +557,38 @@ impl<'a> Coder<'a> {
             match self.kinds[c] {
                 Kind::Key => {}
                 Kind::Plain => out.extend_from_slice(value),
-                Kind::Dict => write_uint(out, self.lookup(c, value)? as u64),
+                Kind::Dict => {
+                    let id = match &self.given[c] {
+                        Some(g) => *g.ids.get(i).ok_or_else(|| Error::damaged("a record past its dictionary's ids"))?,
+                        None => self.lookup(c, value)?,
+                    };
+                    write_uint(out, id as u64);
+                }
                 Kind::Elements => {
                     if element_spans(value, elems)?.is_none() {
                         out.push(NIL);
                         continue;
                     }
-                    ids.clear();
-                    for &(x, y) in elems.iter() {
-                        ids.push(self.lookup(c, &value[x..y])?);
-                    }
+                    let given = match &self.given[c] {
+                        Some(Given { ids, starts: Some(starts) }) => {
+                            let (x, y) = (starts.get(i).copied(), starts.get(i + 1).copied());
+                            match (x, y) {
+                                (Some(x), Some(y)) if y - x == elems.len() => Some(&ids[x..y]),
+                                _ => return Err(Error::damaged("a list of another length than its dictionary's ids")),
+                            }
+                        }
+                        _ => None,
+                    };
+                    let ids = match given {
+                        Some(given) => given,
+                        None => {
+                            ids.clear();
+                            for &(x, y) in elems.iter() {
+                                ids.push(self.lookup(c, &value[x..y])?);
+                            }
+                            &ids[..]
+                        }
+                    };
                     write_uint(out, ids.len() as u64);
                     pack(ids, self.dicts[c].bits(), out);
                 }
@@ -610,7 +681,13 @@ mod tests {
         let recs = Records::new(vec![&heap[..]], None, &starts, &lengths).unwrap();
         let coder = Coder::new(&recs, &["int", "str", "struct", "list"], Some(0), &[0]).unwrap();
         assert_eq!(coder.kinds, vec![Kind::Key, Kind::Dict, Kind::Fields, Kind::Elements]);
-        // a file holding the two dictionaries, then the coded records
+        round_trip(&recs, &coder);
+    }
+
+    /// Codes `recs` with `coder` into a file holding its dictionaries and checks that
+    /// every coded record rebuilds its canonical bytes (and that damage is refused).
+    fn round_trip(recs: &Records<'_>, coder: &Coder<'_>) {
+        // a file holding the dictionaries, then the coded records
         let mut file = Vec::new();
         let mut columns = Vec::new();
         for (c, kind) in coder.kinds.iter().enumerate() {
@@ -636,7 +713,7 @@ mod tests {
         let (mut spans, mut elems, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..recs.len() {
             let mut coded = Vec::new();
-            coder.encode(recs.get(i), &mut spans, &mut elems, &mut ids, &mut coded).unwrap();
+            coder.encode(i, recs.get(i), &mut spans, &mut elems, &mut ids, &mut coded).unwrap();
             assert!(coded.len() < recs.get(i).len());
             let mut back = Vec::new();
             codings.canonical(&file, 1000 + i as u64, &coded, &mut back).unwrap();
@@ -646,6 +723,50 @@ mod tests {
         }
         let bad = [0x7f, 0x00];
         assert!(codings.canonical(&file, 0, &bad, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_columnar_bodys_dictionaries_code_the_records_without_hashing() {
+        // [int key, str from 3 words, list of strs from 4 words (never null), int]
+        let words = ["alpha", "beta", "gamma", "delta"];
+        let (mut heap, mut starts, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rng = 7u64;
+        for i in 0..3000usize {
+            let at = heap.len();
+            write_array_header(&mut heap, 4);
+            write_int(&mut heap, 1000 + i as i64);
+            write_str(&mut heap, words[i % 3]);
+            write_array_header(&mut heap, 3 + i % 6);
+            for _ in 0..3 + i % 6 {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                write_str(&mut heap, words[(rng >> 62) as usize]);
+            }
+            write_int(&mut heap, (i * 7919 % 1000) as i64);
+            starts.push(at as i64);
+            lengths.push((heap.len() - at) as i64);
+        }
+        let recs = Records::new(vec![&heap[..]], None, &starts, &lengths).unwrap();
+        let body = crate::columnar::encode(&recs, 4, 3).unwrap();
+        let decoded = crate::columnar::decode_tapped(&body, 4, heap.len()).unwrap();
+        assert_eq!(decoded.heap, heap);
+        let tapped: Vec<bool> = decoded.taps.iter().map(Option::is_some).collect();
+        assert_eq!(tapped, vec![false, true, true, false]);
+        let back = decoded.records().unwrap();
+        let kinds = ["int", "str", "list", "int"];
+        let coder = Coder::with_taps(&back, &kinds, Some(0), &[0], &decoded.taps).unwrap();
+        assert_eq!(coder.kinds[..3], [Kind::Key, Kind::Dict, Kind::Elements]);
+        assert!(coder.given[1].is_some() && coder.given[2].is_some());
+        // the dictionaries are the body's (its values, not rebuilt)
+        let tap = decoded.taps[2].as_ref().unwrap();
+        assert_eq!(coder.dictionary(2).0.len(), tap.offsets.len() - 1);
+        round_trip(&back, &coder);
+        // taps that do not hold their records' ids are refused
+        let mut short = decoded.taps.clone();
+        short[2].as_mut().unwrap().ids.pop();
+        assert!(Coder::with_taps(&back, &kinds, Some(0), &[0], &short).is_err());
+        let mut past = decoded.taps.clone();
+        past[1].as_mut().unwrap().ids[0] = 99;
+        assert!(Coder::with_taps(&back, &kinds, Some(0), &[0], &past).is_err());
     }
 
     #[test]

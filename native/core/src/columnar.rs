@@ -1139,6 +1139,47 @@ pub struct Decoded {
     pub heap: Vec<u8>,
     pub starts: Vec<i64>,
     pub lengths: Vec<i64>,
+    /// Per field, with [`decode_tapped`], the dictionary a `DICT` column (or a `LIST`
+    /// column of a `DICT`) was written from; empty otherwise.
+    pub taps: Vec<Option<Tap>>,
+}
+
+/// A field's dictionary as its records were written from it: the distinct values'
+/// canonical bytes (value `k` is `values[offsets[k]..offsets[k + 1]]`) and, in record
+/// order, the id of each value (a `DICT` column) or of each list element (a `LIST` of
+/// a `DICT`, with each record's list length in `lengths`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tap {
+    pub values: Vec<u8>,
+    pub offsets: Vec<usize>,
+    pub ids: Vec<u32>,
+    pub lengths: Option<Vec<u32>>,
+}
+
+impl Col<'_> {
+    /// Starts recording ids when this top-level column is a `DICT` or a `LIST` of one.
+    fn tap(&mut self, count: usize) {
+        match self {
+            Col::Dict { tap, .. } => *tap = Some(Vec::with_capacity(count)),
+            Col::List { elements, tap, .. } if matches!(**elements, Col::Dict { .. }) => {
+                *tap = Some(Vec::with_capacity(count));
+                elements.tap(count);
+            }
+            _ => {}
+        }
+    }
+
+    fn take_tap(self) -> Option<Tap> {
+        match self {
+            Col::Dict { values, offsets, tap: Some(ids), .. } => Some(Tap { values, offsets, ids, lengths: None }),
+            Col::List { elements, tap: Some(lengths), .. } => {
+                let mut tap = elements.take_tap()?;
+                tap.lengths = Some(lengths);
+                Some(tap)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Decoded {
@@ -1158,6 +1199,17 @@ fn damaged(why: impl Into<String>) -> Error {
 ///
 /// Never panics; every damage the decoder can see is an `Err` (module doc).
 pub fn decode(body: &[u8], width: usize, max_bytes: usize) -> Result<Decoded> {
+    decode_with(body, width, max_bytes, false)
+}
+
+/// [`decode`], also returning the dictionaries of `DICT` columns and `LIST`s of them
+/// ([`Decoded::taps`]), so that a format-2 writer can take them instead of building
+/// its own.
+pub fn decode_tapped(body: &[u8], width: usize, max_bytes: usize) -> Result<Decoded> {
+    decode_with(body, width, max_bytes, true)
+}
+
+fn decode_with(body: &[u8], width: usize, max_bytes: usize, tapped: bool) -> Result<Decoded> {
     let mut p = Toc { bytes: body, pos: 0 };
     if p.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
         return Err(damaged("no FKC1 magic"));
@@ -1216,6 +1268,9 @@ pub fn decode(body: &[u8], width: usize, max_bytes: usize) -> Result<Decoded> {
         return Err(damaged("streams that no column uses"));
     }
     drop(ctx);
+    if tapped {
+        columns.iter_mut().for_each(|c| c.tap(count));
+    }
     let mut header = Vec::new();
     write_array_header(&mut header, width);
     // What a body can expand to is bounded by `total` only: the output grows as it is
@@ -1239,7 +1294,8 @@ pub fn decode(body: &[u8], width: usize, max_bytes: usize) -> Result<Decoded> {
     if !columns.iter().all(Col::done) {
         return Err(damaged("values left over after the last record"));
     }
-    Ok(Decoded { heap: out.buf, starts, lengths })
+    let taps = if tapped { columns.into_iter().map(Col::take_tap).collect() } else { Vec::new() };
+    Ok(Decoded { heap: out.buf, starts, lengths, taps })
 }
 
 /// A byte cursor over the table of contents (and the body's head).
@@ -1647,8 +1703,8 @@ enum Col<'b> {
     Decimal(Box<DecimalCol<'b>>),
     Bytes { frame: Frame, lengths: IntCol<'b>, bytes: Cow<'b, [u8]>, pos: usize },
     ExtInt { code: i8, size: usize, ints: IntCol<'b> },
-    Dict { values: Vec<u8>, offsets: Vec<usize>, ids: IntCol<'b> },
-    List { lengths: IntCol<'b>, elements: Box<Col<'b>> },
+    Dict { values: Vec<u8>, offsets: Vec<usize>, ids: IntCol<'b>, tap: Option<Vec<u32>> },
+    List { lengths: IntCol<'b>, elements: Box<Col<'b>>, tap: Option<Vec<u32>> },
     Map { counts: IntCol<'b>, keys: Box<Col<'b>>, values: Box<Col<'b>> },
     Struct { header: Vec<u8>, keys: Vec<&'b [u8]>, fields: Vec<Col<'b>> },
 }
@@ -1678,14 +1734,15 @@ fn bytes_value(frame: Frame, lengths: &mut IntCol<'_>, bytes: &[u8], pos: &mut u
 
 /// A dictionary node's next value.
 #[inline(always)]
-fn dict_value(values: &[u8], offsets: &[usize], ids: &mut IntCol<'_>, out: &mut Out) -> Result<()> {
+fn dict_value(values: &[u8], offsets: &[usize], ids: &mut IntCol<'_>, out: &mut Out) -> Result<u32> {
     let k = offsets.len() - 1;
     let id = ids.next()?;
     if id < 0 || id as u64 >= k as u64 {
         return Err(damaged(format!("dictionary id {id} of {k} values")));
     }
     let id = id as usize;
-    out.put(&values[offsets[id]..offsets[id + 1]])
+    out.put(&values[offsets[id]..offsets[id + 1]])?;
+    Ok(id as u32)
 }
 
 /// `count` bits and nothing after them (the last byte's padding is zero).
@@ -1774,12 +1831,12 @@ impl<'b> Col<'b> {
                 if !child.done() {
                     return Err(damaged("a dictionary's values left over"));
                 }
-                Col::Dict { values: values.buf, offsets, ids: IntCol::parse(ctx, count)? }
+                Col::Dict { values: values.buf, offsets, ids: IntCol::parse(ctx, count)?, tap: None }
             }
             LIST => {
                 let lengths = IntCol::parse(ctx, count)?;
                 let elements = lengths.sum(total)?;
-                Col::List { lengths, elements: Box::new(Col::parse(ctx, elements, depth + 1)?) }
+                Col::List { lengths, elements: Box::new(Col::parse(ctx, elements, depth + 1)?), tap: None }
             }
             MAP => {
                 let counts = IntCol::parse(ctx, count)?;
@@ -1811,9 +1868,12 @@ impl<'b> Col<'b> {
     /// than a dispatch per value, for the nodes lists hold most.
     fn write_n(&mut self, out: &mut Out, n: usize) -> Result<()> {
         match self {
-            Col::Dict { values, offsets, ids } => {
+            Col::Dict { values, offsets, ids, tap } => {
                 for _ in 0..n {
-                    dict_value(values, offsets, ids, out)?;
+                    let id = dict_value(values, offsets, ids, out)?;
+                    if let Some(tap) = tap.as_mut() {
+                        tap.push(id);
+                    }
                 }
             }
             Col::Int(ints) => {
@@ -1887,9 +1947,17 @@ impl<'b> Col<'b> {
                     buf.extend_from_slice(&v.to_be_bytes());
                 }
             }
-            Col::Dict { values, offsets, ids } => dict_value(values, offsets, ids, out)?,
-            Col::List { lengths, elements } => {
+            Col::Dict { values, offsets, ids, tap } => {
+                let id = dict_value(values, offsets, ids, out)?;
+                if let Some(tap) = tap {
+                    tap.push(id);
+                }
+            }
+            Col::List { lengths, elements, tap } => {
                 let n = lengths.next_len(out.limit - out.buf.len())?;
+                if let Some(tap) = tap {
+                    tap.push(n as u32);
+                }
                 write_array_header(out.room(container_header_len(n))?, n);
                 elements.write_n(out, n)?;
             }
@@ -1924,7 +1992,7 @@ impl<'b> Col<'b> {
             Col::Bytes { lengths, bytes, pos, .. } => lengths.done() && *pos == bytes.len(),
             Col::ExtInt { ints, .. } => ints.done(),
             Col::Dict { ids, .. } => ids.done(),
-            Col::List { lengths, elements } => lengths.done() && elements.done(),
+            Col::List { lengths, elements, .. } => lengths.done() && elements.done(),
             Col::Map { counts, keys, values } => counts.done() && keys.done() && values.done(),
             Col::Struct { fields, .. } => fields.iter().all(Col::done),
         }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::columnar::Tap;
 use crate::codings::Coder;
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -86,6 +87,7 @@ pub fn plan_compact<'a>(
     index_hashes: &[&[u64]],
     kinds: &[&str],
     key_fields: &[usize],
+    taps: &'a [Option<Tap>],
 ) -> Result<CompactPlan<'a>> {
     let n = keys.len();
     if records.len() != n || index_hashes.iter().any(|h| h.len() != n) {
@@ -132,7 +134,7 @@ pub fn plan_compact<'a>(
         [f] if int_keys => Some(*f),
         _ => None,
     };
-    let coder = Coder::new(records, kinds, key_field, key_fields)?;
+    let coder = Coder::with_taps(records, kinds, key_field, key_fields, taps)?;
     // Coded in input order (a sequential read of the records: coding them in entry order
     // would stall on a cache miss per record), gathered in entry order when written.
     // Coded records are never longer than their canonical bytes.
@@ -141,7 +143,7 @@ pub fn plan_compact<'a>(
     let (mut spans, mut elems, mut ids) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         at.push(coded.len());
-        coder.encode(records.get(i), &mut spans, &mut elems, &mut ids, &mut coded)?;
+        coder.encode(i, records.get(i), &mut spans, &mut elems, &mut ids, &mut coded)?;
     }
     at.push(coded.len());
     let mut offsets = Vec::with_capacity(n + 1);
@@ -297,7 +299,7 @@ mod tests {
         }
         let records = Records::new(vec![&heap[..]], None, &starts, &lengths).unwrap();
         let hashes: Vec<u64> = (0..n as u64).map(|i| i % 4 + 1).collect();
-        let plan = plan_compact(&keys, true, &records, &[&hashes], &["str", "int", "list"], &[1]).unwrap();
+        let plan = plan_compact(&keys, true, &records, &[&hashes], &["str", "int", "list"], &[1], &[]).unwrap();
         assert_eq!(plan.coder.kinds, vec![Kind::Dict, Kind::Key, Kind::Elements]);
         assert!(plan.max_bucket >= 1 && plan.directory[plan.directory.len() - 1] as usize == n);
         let (tmp, target) = (dir.join(".c.tmp"), dir.join("c.state"));
@@ -368,7 +370,7 @@ mod tests {
         }
         let records = Records::new(vec![&heap[..]], None, &starts, &lengths).unwrap();
         let hashes: Vec<u64> = (0..n as u64).map(|i| i % 3 + 1).collect();
-        let mut plan = plan_compact(&keys, true, &records, &[&hashes], &["str", "int", "list", "str"], &[1]).unwrap();
+        let mut plan = plan_compact(&keys, true, &records, &[&hashes], &["str", "int", "list", "str"], &[1], &[]).unwrap();
         assert_eq!(plan.coder.kinds, vec![Kind::Dict, Kind::Key, Kind::Elements, Kind::Plain]);
         plan.entry_size = entry_size;
         plan.buckets_at = align((n + 1) * entry_size, SECTION_ALIGN);

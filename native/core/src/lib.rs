@@ -3,8 +3,6 @@
 //! Nothing here knows Python; `feedkit-native` is the boundary. Every input is
 //! untrusted bytes: functions return `Err` on damage and never index past a slice's
 //! end.
-//! hashing, the msgpack codec, verification and the consumer's merge arithmetic.
-//! untrusted bytes: functions return `Err` on damage and never index past a slice's end.
 
 pub mod apply;
 pub mod codings;
@@ -21,6 +19,7 @@ pub mod merge;
 pub mod msgpack;
 pub mod probe;
 pub mod records;
+pub mod snapshot;
 pub mod state;
 pub mod verify;
 pub mod write;

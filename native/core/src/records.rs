@@ -68,6 +68,32 @@ impl<'a> Records<'a> {
         let a = self.starts[i] as usize;
         &self.sources[s][a..a + self.lengths[i] as usize]
     }
+
+    /// The records `order` names, in that order (each index `< len()`).
+    pub fn select(&self, order: &[u32]) -> Selection<'a> {
+        Selection {
+            sources: self.sources.clone(),
+            source: self.source.map(|s| order.iter().map(|&i| s[i as usize]).collect()),
+            starts: order.iter().map(|&i| self.starts[i as usize]).collect(),
+            lengths: order.iter().map(|&i| self.lengths[i as usize]).collect(),
+        }
+    }
+}
+
+/// Records of another [`Records`] in another order ([`Records::select`]).
+#[derive(Debug, Clone)]
+pub struct Selection<'a> {
+    sources: Vec<&'a [u8]>,
+    source: Option<Vec<u8>>,
+    starts: Vec<i64>,
+    lengths: Vec<i64>,
+}
+
+impl Selection<'_> {
+    pub fn records(&self) -> Records<'_> {
+        // Every range was checked by the `Records` it was selected from.
+        Records { sources: self.sources.clone(), source: self.source.as_deref(), starts: &self.starts, lengths: &self.lengths }
+    }
 }
 
 #[cfg(test)]
