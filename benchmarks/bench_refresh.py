@@ -34,7 +34,10 @@ Method:
    generated lookup; ``close`` is outside the window). Peer ``zstd decompress``:
    ``zstandard.ZstdDecompressor().copy_stream`` of the same blob file, read in place in
    the store folder, to a file in a new folder, 1 MiB reads/writes, no verification (so
-   the peer does not copy the blob; feedkit does). Same file system for both. One
+   the peer does not copy the blob; feedkit does). A format-2 snapshot is a columnar blob
+   that feedkit rebuilds its state file from (FORMAT.md, 11), not a zstd frame: the peer
+   then decompresses that state file, compressed once at level 3 before the rounds (what
+   the snapshot blob was before). Same file system for both. One
    warm-up each, then ``ROUNDS`` interleaved rounds (feedkit, peer, ...), medians;
    GC on, collected before each window. An informative breakdown of feedkit's steps
    (``store.download``, ``decompress_file``, ``StateFile`` + ``verify``) is timed
