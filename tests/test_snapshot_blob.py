@@ -187,6 +187,9 @@ DAMAGE: dict[str, tuple[Callable[[bytes], bytes], Callable[[dict[str, Any]], Non
     "a body without its magic": (_flip(lambda b: _body_at(b, 0)), None, "no FKC1 magic"),
     "a truncated body": (lambda b: b[:-7], None, "columnar body"),
     "a damaged stream": (_flip(lambda b: len(b) - 3), None, "snapshot blob"),
+    "a blob longer than its manifest says": (
+        lambda b: b + b"x", lambda m: m["snapshot"].update(size=m["snapshot"]["size"] - 1),
+        "bytes, the manifest says"),
     "a raw size the records do not have": (
         lambda b: b, lambda m: m["snapshot"].update(raw_size=m["snapshot"]["raw_size"] + 1),
         "the manifest says"),

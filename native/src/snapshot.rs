@@ -131,6 +131,12 @@ pub fn build_snapshot(
         let (width, key_fields, key_parts, index, kinds) = shape;
         let parts = parts(py, &key_parts)?;
         let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        // The size first, so that a blob longer than its manifest says is never read.
+        let actual = fs::metadata(&path).map_err(|e| os_error(e, &path))?.len();
+        if actual != size {
+            return Err(to_py(py, Error::damaged(format!(
+                "snapshot blob {key}: {actual} bytes, the manifest says {size}"))));
+        }
         let bytes = py.detach(|| fs::read(&path)).map_err(|e| os_error(e, &path))?;
         let expected = Expected {
             width,
