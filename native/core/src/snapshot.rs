@@ -135,10 +135,15 @@ pub fn encode(records: &Records<'_>, width: usize, key: &Key<'_>, header: &[u8],
 
 /// The blob's header bytes (untrusted: the caller parses and checks them).
 pub fn header(blob: &[u8]) -> Result<&[u8]> {
-    if blob.get(..MAGIC.len()) != Some(&MAGIC[..]) {
-        return Err(Error::damaged("not a columnar snapshot blob (no FEEDKITC magic)"));
+    head_of(blob, &MAGIC, "a columnar snapshot blob")
+}
+
+fn head_of<'b>(blob: &'b [u8], magic: &[u8; 8], what: &str) -> Result<&'b [u8]> {
+    if blob.get(..magic.len()) != Some(&magic[..]) {
+        let name = String::from_utf8_lossy(magic);
+        return Err(Error::damaged(format!("not {what} (no {name} magic)")));
     }
-    let len = u32::from_le_bytes(blob[MAGIC.len()..].get(..4).and_then(|b| b.try_into().ok())
+    let len = u32::from_le_bytes(blob[magic.len()..].get(..4).and_then(|b| b.try_into().ok())
         .ok_or_else(|| Error::damaged("the blob ends inside its head"))?) as usize;
     if len > MAX_HEADER {
         return Err(Error::damaged(format!("a header of {len} bytes")));
@@ -254,6 +259,103 @@ fn bad_key(i: usize, part: Part) -> Error {
     }))
 }
 
+// -- delta blobs ------------------------------------------------------------------------
+
+/// The magic of a columnar delta blob (FORMAT.md, 11.5; not yet written by producers).
+pub const DELTA_MAGIC: [u8; 8] = *b"FEEDKITD";
+
+/// A columnar delta blob: the overlay's descriptive `header`, the deleted slot keys
+/// (`deleted`, any order; stored ascending, as u64, in one zstd frame) and the upserted
+/// records (canonical arrays of `width` fields, any order; a columnar body in key order).
+///
+/// ```text
+/// delta := "FEEDKITD" u32 header_len header
+///          u64 deleted   u64 stored   stored bytes: zstd of the deleted keys, u64 LE
+///          body          a columnar body of the upserts, to the end of the blob
+/// ```
+pub fn encode_delta(upserts: &Records<'_>, deleted: &[u64], width: usize, key: &Key<'_>, header: &[u8],
+                    level: i32) -> Result<Vec<u8>> {
+    if header.len() > MAX_HEADER {
+        return Err(Error::invalid(format!("a header of {} bytes", header.len())));
+    }
+    let mut keys = deleted.to_vec();
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid("a key deleted twice"));
+    }
+    let raw: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+    let frame = zstd::bulk::compress(&raw, level).map_err(|e| Error::invalid(format!("zstd: {e}")))?;
+    let order = key_order(upserts, width, key)?;
+    let body = columnar::encode(&upserts.select(&order).records(), width, level)?;
+    let mut blob = Vec::with_capacity(HEAD + header.len() + 16 + frame.len() + body.len());
+    blob.extend_from_slice(&DELTA_MAGIC);
+    blob.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    blob.extend_from_slice(header);
+    blob.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    blob.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+    blob.extend_from_slice(&frame);
+    blob.extend_from_slice(&body);
+    Ok(blob)
+}
+
+/// A delta blob's contents: the upserts with their derived keys and index hashes, and
+/// the deleted slot keys, ascending.
+#[derive(Debug)]
+pub struct Delta {
+    pub upserts: Decoded,
+    pub derived: Derived,
+    pub deleted: Vec<u64>,
+}
+
+/// The delta blob's header bytes (untrusted).
+pub fn delta_header(blob: &[u8]) -> Result<&[u8]> {
+    head_of(blob, &DELTA_MAGIC, "a columnar delta blob")
+}
+
+/// Decodes a delta blob. `raw_size`: the upserts' bytes (the manifest's); `max_deleted`:
+/// the most keys it may delete (the parent state's record count). Refused: another
+/// size, more deletions, a keys frame that does not hold exactly its keys, keys not
+/// strictly ascending, and whatever [`derive`] and the body's decoder refuse.
+pub fn decode_delta(blob: &[u8], width: usize, key: &Key<'_>, index: &[usize], raw_size: u64,
+                    max_deleted: u64) -> Result<Delta> {
+    let head = delta_header(blob)?;
+    let mut at = HEAD + head.len();
+    let word = |at: usize| -> Result<u64> {
+        blob.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| Error::damaged("the blob ends inside its deleted keys"))
+    };
+    let (count, stored) = (word(at)?, word(at + 8)?);
+    at += 16;
+    if count > max_deleted {
+        return Err(Error::damaged(format!("{count} deleted keys, the state holds {max_deleted} records")));
+    }
+    let frame = usize::try_from(stored).ok().and_then(|n| blob.get(at..at.checked_add(n)?))
+        .ok_or_else(|| Error::damaged(format!("a deleted keys frame of {stored} bytes past the blob's end")))?;
+    at += frame.len();
+    let want = (count as usize).checked_mul(8).ok_or_else(|| Error::damaged("a huge key count"))?;
+    // zstd expands a byte to at most 2^15 bytes: a frame too small for its keys is refused
+    // before anything is allocated for them.
+    if want > frame.len().saturating_mul(1 << 15) + 64 {
+        return Err(Error::damaged(format!("{count} deleted keys cannot come from {stored} bytes")));
+    }
+    let raw = zstd::bulk::decompress(frame, want)
+        .map_err(|e| Error::damaged(format!("the deleted keys' zstd frame: {e}")))?;
+    if raw.len() != want {
+        return Err(Error::damaged(format!("{} bytes of deleted keys, not {want}", raw.len())));
+    }
+    let deleted: Vec<u64> = raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+    if deleted.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::damaged("deleted keys not in ascending order"));
+    }
+    let max = usize::try_from(raw_size).map_err(|_| Error::damaged("a huge raw size"))?;
+    let upserts = columnar::decode(&blob[at..], width, max)?;
+    if upserts.heap.len() as u64 != raw_size {
+        return Err(Error::damaged(format!("{} bytes of records, the manifest says {raw_size}", upserts.heap.len())));
+    }
+    let derived = derive(&upserts.records()?, width, key, index)?;
+    Ok(Delta { upserts, derived, deleted })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +451,35 @@ mod tests {
         assert!(header(b"FEEDKITC\x05\0\0\0abc").is_err());
         assert!(header(b"FEEDKITC\xff\xff\xff\xff").is_err());
         assert_eq!(header(b"FEEDKITC\x01\0\0\0{").unwrap(), b"{");
+    }
+
+    #[test]
+    fn delta_blobs_hold_their_upserts_and_deleted_keys() {
+        let rows: Vec<Vec<u8>> = (0..50).map(|i| row(i * 3, "w", b"x")).collect();
+        let (h, s, l) = heap(&rows);
+        let records = Records::new(vec![&h], None, &s, &l).unwrap();
+        let deleted = [9u64, 2, 400, u64::MAX];
+        let blob = encode_delta(&records, &deleted, 3, &INT, b"{}", 3).unwrap();
+        assert_eq!(delta_header(&blob).unwrap(), b"{}");
+        let d = decode_delta(&blob, 3, &INT, &[], h.len() as u64, 10).unwrap();
+        assert_eq!(d.deleted, vec![2, 9, 400, u64::MAX]);
+        assert_eq!(d.derived.keys, (0..50).map(|i| (i * 3) as u64).collect::<Vec<_>>());
+        assert_eq!(d.upserts.heap, h);
+        // more deletions than the state holds, another raw size, damaged keys
+        assert!(decode_delta(&blob, 3, &INT, &[], h.len() as u64, 3).is_err());
+        assert!(decode_delta(&blob, 3, &INT, &[], h.len() as u64 + 1, 10).is_err());
+        let keys_at = HEAD + 2;
+        let mut more = blob.clone();
+        more[keys_at] = 5; // five keys claimed, four stored
+        assert!(decode_delta(&more, 3, &INT, &[], h.len() as u64, 10).is_err());
+        let mut huge = blob.clone();
+        huge[keys_at + 7] = 0x10; // 2^60 keys
+        assert!(decode_delta(&huge, 3, &INT, &[], h.len() as u64, u64::MAX).is_err());
+        assert!(encode_delta(&records, &[1, 1], 3, &INT, b"{}", 3).is_err());
+        assert!(delta_header(b"FEEDKITC\0\0\0\0").is_err());
+        // every truncation is refused, never a panic
+        for cut in 0..blob.len() {
+            assert!(decode_delta(&blob[..cut], 3, &INT, &[], h.len() as u64, 10).is_err(), "cut at {cut}");
+        }
     }
 }
