@@ -58,6 +58,7 @@ __all__ = [
     "StateFile",
     "derived_header",
     "build_snapshot",
+    "write_delta_blob",
     "write_snapshot_blob",
     "write_state",
 ]
@@ -193,6 +194,32 @@ def write_snapshot_blob(path: str | os.PathLike[str], header: dict[str, Any], rs
     size, sha256, raw_size = _native.write_snapshot_blob(
         path, json.dumps(header, separators=(",", ":"), sort_keys=True).encode(),
         starts, lengths, sources, source, width, key_fields, parts, level)
+    return BlobInfo(key, size, sha256, raw_size)
+
+
+def write_delta_blob(path: str | os.PathLike[str], header: dict[str, Any], rs: RecordSet,
+                     key: str, level: int) -> BlobInfo:
+    """Write the columnar delta blob (FORMAT.md, 11.5) of the delta ``rs`` (upserts and
+    tombstones) with the overlay's descriptive ``header`` at ``path``: what a version
+    over a format-2 state names as its delta. The upserts travel as a columnar body,
+    the tombstones as their slot keys; the consumer writes the overlay they stand for
+    (``native/core/src/apply.rs``). The manifest's ``raw_size`` is the upserts' bytes.
+
+    Raises:
+        IntegrityError: a record is not a canonical array of the schema's width.
+        OSError: the file cannot be written.
+    """
+    width, key_fields, parts = _shape(header)
+    dead = (np.zeros(len(rs), dtype=bool) if rs.tombstone is None
+            else np.asarray(rs.tombstone, dtype=bool))
+    live = ~dead
+    upserts = RecordSet(rs.keys[live], rs.starts[live], rs.lengths[live], rs.sources,
+                        None if rs.source is None else rs.source[live])
+    starts, lengths, sources, source = _record_arrays(upserts)
+    deleted = np.ascontiguousarray(rs.keys[dead]).view(np.uint64)
+    size, sha256, raw_size = _native.write_delta_blob(
+        path, json.dumps(header, separators=(",", ":"), sort_keys=True).encode(),
+        starts, lengths, sources, source, deleted, width, key_fields, parts, level)
     return BlobInfo(key, size, sha256, raw_size)
 
 

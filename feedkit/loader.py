@@ -356,8 +356,9 @@ class Loader:
         if files[0].version != m.parent:
             raise IntegrityError(f"feed {self.feed!r}: delta to {m.version} starts at {m.parent}, "
                                  f"the state held is {files[0].version}")
-        scratch, digest = self._download(m.delta, f"{m.parent:020d}-{m.version:020d}.delta",
-                                         native=False)
+        stem = f"{m.parent:020d}-{m.version:020d}.delta"
+        scratch, digest = self._columnar_delta(files, m, stem) or self._download(
+            m.delta, stem, native=False)
         try:
             delta = self._checked(scratch, m, "overlay", digest)
             records = apply_delta(files, delta, m.record_count, m.state_digest)
@@ -373,6 +374,32 @@ class Loader:
         sf = StateFile(final)
         sf.verify()
         return [sf, base]
+
+    def _columnar_delta(self, files: list[StateFile], m: Manifest,
+                        stem: str) -> tuple[Path, bytes | None] | None:
+        """The oracle's columnar delta (FORMAT.md, 11.5): the overlay file it stands
+        for, written by the compiled decoder (the oracle checks the merge, not the
+        columnar body, which its own fuzz and differential tests cover); ``None`` when
+        the manifest's delta is a compressed state file."""
+        assert m.delta is not None
+        info, base = m.delta, files[-1]
+        blob = self._fetch_blob(info, stem + ".c")
+        out = self.cache.scratch_path(stem)
+        try:
+            made = _native.columnar_delta_state(
+                (blob, info.key, info.size, info.sha256, info.raw_size),
+                (base.spec.slot_kind == "int", len(base.header["schema"]),
+                 json.dumps(base.header["key"]), list(base.header["index_fields"])),
+                int(files[0].header["record_count"]),
+                self.cache.scratch_path(stem + ".w"), self.cache.scratch_path(stem + ".p"))
+            if made is None:
+                return None
+            out.write_bytes(made)
+        except IntegrityError as exc:
+            raise IntegrityError(f"feed {self.feed!r}: {exc}") from None
+        finally:
+            _native.remove_file(blob)
+        return out, None
 
     def compact(self, files: list[StateFile]) -> list[StateFile]:
         """Write ``[overlay, base]`` as one base file of the same version."""

@@ -60,6 +60,7 @@ from feedkit.format import (
     RecordSet,
     StateFile,
     derived_header,
+    write_delta_blob,
     write_snapshot_blob,
     write_state,
 )
@@ -750,8 +751,16 @@ class Producer:
             if last is not None and delta_state is not None:
                 delta_blob = self.work_dir / f".{version:020d}.delta.zst"
                 tmp_blobs.append(delta_blob)
-                delta_info = compress_file(delta_state, delta_blob, names.delta_key(
-                    self.feed, last.manifest.version, version), self.compression_level)
+                delta_key = names.delta_key(self.feed, last.manifest.version, version)
+                if last.manifest.state_format == FORMAT_COMPACT:
+                    # a format-2 chain's delta is columnar (FORMAT.md, 11.5), format 1's
+                    # the delta's state file compressed
+                    delta_info = write_delta_blob(delta_blob, dict(
+                        header, kind="overlay", base_version=last.manifest.version),
+                        change.delta, delta_key, self.compression_level)  # type: ignore[arg-type]
+                else:
+                    delta_info = compress_file(delta_state, delta_blob, delta_key,
+                                               self.compression_level)
             if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
                 created.append(self._base_path(version))
                 write_state(created[-1], dict(header, kind="base"), compact(files))

@@ -121,6 +121,11 @@ def _manifest(store: feedkit.BlobStore, version: int) -> dict[str, Any]:
     return json.loads(data)  # type: ignore[no-any-return]
 
 
+def _blob(store: feedkit.BlobStore, key: str) -> bytes:
+    data, _ = store.read_if_changed(key)  # type: ignore[misc]
+    return data  # type: ignore[no-any-return]
+
+
 def test_a_store_holding_both_formats_serves_every_consumer(tmp_path: Path) -> None:
     """A feed moves to format 2 with a snapshot (no delta crosses formats), and back:
     a consumer that held a format-1 state takes the snapshot, a new one starts from it,
@@ -143,6 +148,11 @@ def test_a_store_holding_both_formats_serves_every_consumer(tmp_path: Path) -> N
         m1, m2, m3, m4 = (_manifest(store, v) for v in (v1, v2, v3, v4))  # type: ignore[arg-type]
         assert (m1["format"], m2["format"], m3["format"], m4["format"]) == (1, 1, 2, 2)
         assert m2["delta"] and m3["delta"] is None and m3["snapshot"] and m4["delta"]
+        # format 1's delta is its state file compressed, format 2's a columnar delta
+        # (FORMAT.md, 11.5) of the upserts and deleted keys, a fraction of the size
+        d2, d4 = (_blob(store, m["delta"]["key"]) for m in (m2, m4))
+        assert d2[:4] == b"\x28\xb5\x2f\xfd" and d4[:8] == b"FEEDKITD"
+        assert m4["delta"]["raw_size"] < m2["delta"]["raw_size"]
         assert held.refresh() and held.version == v4
         formats = {sf.kind: sf.format for sf in held._state.files}
         assert formats == {"overlay": 1, "base": 2}  # a format-1 delta over a format-2 base

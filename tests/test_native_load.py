@@ -27,7 +27,7 @@ from feedkit import IntegrityError, _native, open_store
 from feedkit.blobs import BlobInfo, compress_file, decompress_file
 from feedkit.cache import FeedCache
 from feedkit.codec import pack_value
-from feedkit.format import RecordSet, StateFile, write_state
+from feedkit.format import RecordSet, StateFile, write_delta_blob, write_state
 from feedkit.keys import KeySpec, value_hash
 from feedkit.loader import Loader
 from feedkit.manifest import Manifest
@@ -42,6 +42,16 @@ def state_file(path: Path, rows: dict[Any, Row | None], *, width: int, index: bo
                str_keys: bool, version: int, base_version: int | None,
                state: dict[Any, Row]) -> StateFile:
     """A state file of ``rows`` (None: a tombstone); an overlay when ``base_version``."""
+    header, rs = state_records(rows, width=width, index=index, str_keys=str_keys,
+                               version=version, base_version=base_version, state=state)
+    write_state(path, header, rs)
+    return StateFile(path)
+
+
+def state_records(rows: dict[Any, Row | None], *, width: int, index: bool, str_keys: bool,
+                  version: int, base_version: int | None,
+                  state: dict[Any, Row]) -> tuple[dict[str, Any], RecordSet]:
+    """The header and records of :func:`state_file`."""
     keys = list(rows)
     records = [b"\xc0" if rows[k] is None else pack_value(rows[k]) for k in keys]
     lengths = np.array([len(r) for r in records], dtype=np.int64)
@@ -57,14 +67,13 @@ def state_file(path: Path, rows: dict[Any, Row | None], *, width: int, index: bo
     if base_version is not None:
         header["base_version"] = base_version
     tomb = np.array([rows[k] is None for k in keys], dtype=bool)
-    write_state(path, header, RecordSet(
+    return header, RecordSet(
         keys=np.array([slot_key(k) for k in keys], dtype=np.uint64 if str_keys else np.int64),
         starts=np.cumsum(lengths) - lengths, lengths=lengths,
         sources=[np.frombuffer(b"".join(records) or b"\0", dtype=np.uint8)],
         tombstone=tomb if tomb.any() else None,
         index_hashes={f: np.array([0 if rows[k] is None else value_hash(rows[k][1])
-                                   for k in keys], dtype=np.uint64) for f in fields}))
-    return StateFile(path)
+                                   for k in keys], dtype=np.uint64) for f in fields})
 
 
 def manifest(base: StateFile, version: int, parent: int, state: dict[Any, Row],
@@ -90,39 +99,85 @@ def leftovers(cache: FeedCache) -> list[str]:
                   if p.name != ".lock" and not p.name.endswith((".base", ".overlay")))
 
 
+def publish_columnar(store: Any, work: Path, header: dict[str, Any], rs: RecordSet,
+                     parent: int) -> BlobInfo:
+    """The delta ``rs`` as a columnar delta blob (FORMAT.md, 11.5) in the store."""
+    key = f"{FEED}/deltas/{parent:020d}-{header['version']:020d}.delta.zst"
+    blob = work / f"{header['version']}.columnar"
+    info = write_delta_blob(blob, header, rs, key, 3)
+    store.put_new(key, blob)
+    return info
+
+
+def served(files: list[StateFile]) -> dict[int, bytes]:
+    """What ``[overlay, base]`` serves: slot key -> canonical record."""
+    out: dict[int, bytes] = {}
+    for sf in reversed(files):
+        slots = sf.occupied()
+        heap, starts, lengths = sf.canonical(slots)
+        for k, a, n in zip(sf.slot_keys(slots).tolist(), starts.tolist(), lengths.tolist(),
+                           strict=True):
+            record = bytes(heap[a:a + n])
+            if record == b"\xc0":
+                out.pop(k, None)
+            else:
+                out[k] = record
+    return out
+
+
 @fuzz_settings(60)
 @given(histories())
 def test_the_compiled_delta_path_writes_the_python_paths_files(
         tmp_path_factory: pytest.TempPathFactory, history: Any) -> None:
+    """Each delta goes out twice: as a compressed state file (format 1's delta) and as a
+    columnar delta blob (format 2's). Per kind, the compiled path and the Python one
+    write the same overlay, byte for byte; across kinds, the overlays serve the same
+    records, which are the history's."""
     (rows, width, index, str_keys), deltas = history
     root = tmp_path_factory.mktemp("load")
-    store = open_store(root / "store")
-    caches = {name: FeedCache(root / name, FEED) for name in ("native", "python")}
-    loaders = {name: Loader(store, FEED, cache) for name, cache in caches.items()}
+    stores = {"state": open_store(root / "store"), "columnar": open_store(root / "store-c")}
+    routes = [(kind, how) for kind in stores for how in ("native", "python")]
+    caches = {r: FeedCache(root / "-".join(r), FEED) for r in routes}
+    loaders = {r: Loader(stores[r[0]], FEED, caches[r]) for r in routes}
     state = dict(rows)
     base_rows: dict[Any, Row | None] = dict(rows)
     held = {}
-    for name, cache in caches.items():
-        held[name] = [state_file(cache.base_path(5), base_rows, width=width, index=index,
-                                 str_keys=str_keys, version=5, base_version=None, state=state)]
+    for r, cache in caches.items():
+        held[r] = [state_file(cache.base_path(5), base_rows, width=width, index=index,
+                              str_keys=str_keys, version=5, base_version=None, state=state)]
     version = 5
     for n, delta_rows in enumerate(deltas):
+        before = dict(state)
         for k, r in delta_rows.items():
             if r is None:
                 state.pop(k, None)
             else:
                 state[k] = r
         parent, version = version, 10 + n
-        delta = state_file(root / f"delta{n}", delta_rows, width=width, index=index,
-                           str_keys=str_keys, version=version, base_version=parent, state=state)
-        m = manifest(held["native"][-1], version, parent, state, publish(store, root, delta, parent))
-        native = loaders["native"]._apply(held["native"], m)
-        python = loaders["python"]._apply_py(held["python"], m)
-        assert native[0].path.read_bytes() == python[0].path.read_bytes()
-        assert native[0].header == python[0].header and len(native) == len(python) == 2
-        native[0].verify(records=True)
-        held = {"native": native, "python": python}
-        assert leftovers(caches["native"]) == []
+        args = {"width": width, "index": index, "str_keys": str_keys, "version": version,
+                "base_version": parent, "state": state}
+        delta = state_file(root / f"delta{n}", delta_rows, **args)
+        # a producer deletes only what the state holds (a columnar delta may delete no
+        # more keys than the state has records)
+        header, rs = state_records({k: r for k, r in delta_rows.items()
+                                    if r is not None or k in before}, **args)
+        infos = {"state": publish(stores["state"], root, delta, parent),
+                 "columnar": publish_columnar(stores["columnar"], root, header, rs, parent)}
+        out = {}
+        for kind, how in routes:
+            m = manifest(held[kind, how][-1], version, parent, state, infos[kind])
+            loader = loaders[kind, how]
+            out[kind, how] = (loader._apply if how == "native" else loader._apply_py)(
+                held[kind, how], m)
+            assert leftovers(caches[kind, how]) == []
+        for kind in stores:
+            native, python = out[kind, "native"], out[kind, "python"]
+            assert native[0].path.read_bytes() == python[0].path.read_bytes(), kind
+            assert native[0].header == python[0].header and len(native) == len(python) == 2
+            native[0].verify(records=True)
+        truth = {slot_key(k): pack_value(r) for k, r in state.items()}
+        assert served(out["state", "native"]) == served(out["columnar", "native"]) == truth
+        held = out
 
 
 @pytest.fixture()
@@ -145,7 +200,7 @@ def setup(tmp_path: Path) -> dict[str, Any]:
     delta = state_file(tmp_path / "delta", delta_rows, width=3, index=True, str_keys=False,
                        version=9, base_version=5, state=state)
     return {"store": store, "cache": cache, "base": base, "delta": delta, "state": state,
-            "tmp": tmp_path, "loader": Loader(store, FEED, cache)}
+            "tmp": tmp_path, "loader": Loader(store, FEED, cache), "delta_rows": delta_rows}
 
 
 def refuse(s: dict[str, Any], m: Manifest, *says: str) -> None:
@@ -225,6 +280,73 @@ def test_damaged_truncated_and_wrongly_hashed_blobs_are_refused(setup: dict[str,
     # and the good blob still applies: nothing of the failures stayed behind
     files = s["loader"]._apply([s["base"]], manifest(s["base"], 9, 5, s["state"], info))
     files[0].verify(records=True)
+
+
+def test_damaged_columnar_delta_blobs_are_refused(setup: dict[str, Any]) -> None:
+    """A columnar delta (FORMAT.md, 11.5) is refused when its bytes are not the
+    manifest's, and, hashed honestly, when what it holds is damaged or is not the
+    manifest's delta: nothing is written, and the good blob applies after."""
+    s = setup
+    args = {"width": 3, "index": True, "str_keys": False, "version": 9, "base_version": 5,
+            "state": s["state"]}
+    header, rs = state_records(s["delta_rows"], **args)
+    info = publish_columnar(s["store"], s["tmp"], header, rs, 5)
+    m = manifest(s["base"], 9, 5, s["state"], info)
+    stored = s["store"].root / info.key
+    good = stored.read_bytes()
+    assert good[:8] == b"FEEDKITD"
+
+    def put(data: bytes) -> None:
+        os.chmod(stored, 0o600)
+        stored.write_bytes(data)
+
+    def honest(data: bytes, raw: int = info.raw_size) -> Manifest:
+        put(data)
+        return manifest(s["base"], 9, 5, s["state"], BlobInfo(
+            info.key, len(data), hashlib.sha256(data).hexdigest(), raw))
+
+    def blob(rows: dict[Any, Row | None], str_keys: bool = False,
+             **fields: Any) -> tuple[bytes, int]:
+        h, r = state_records(rows, **{**args, "str_keys": str_keys})
+        path = s["tmp"] / "other.columnar"
+        made = write_delta_blob(path, {**h, **fields}, r, info.key, 3)
+        return path.read_bytes(), made.raw_size
+
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x40
+    put(bytes(flipped))
+    refuse(s, m, "SHA-256 mismatch")
+    put(good[:-10])
+    refuse(s, m, f"{len(good) - 10} bytes, the manifest says {len(good)}")
+    refuse(s, honest(good, info.raw_size + 1), "the manifest says")
+    refuse(s, honest(good[:-1]), "columnar body")
+    start = 12
+    end = start + int.from_bytes(good[8:12], "little")
+    refuse(s, honest(good[:start] + b"!" * (end - start) + good[end:]), "header is not JSON")
+    refuse(s, honest(*blob(s["delta_rows"], version=10)), "does not match its manifest",
+           "'version': 10")
+    refuse(s, honest(*blob(s["delta_rows"], feed="t.other")), "'feed': \"t.other\"")
+    # more deletions than the state has records; a key both upserted and deleted
+    many: dict[Any, Row | None] = {k: None for k in range(1000, 1201)}
+    refuse(s, honest(*blob(many)), "201 deleted keys, the state holds 200 records")
+    twice = {**s["delta_rows"], 2000: [2000, "x", 1]}
+    data, raw = blob(twice)
+    h, r = state_records(twice, **args)
+    dup = RecordSet(np.append(r.keys, 2000), np.append(r.starts, 0), np.append(r.lengths, 1),
+                    [np.append(r.sources[0], np.uint8(0xC0))],
+                    tombstone=np.append(r.tombstone, True))
+    dup.starts[-1] = len(r.sources[0])
+    made = write_delta_blob(s["tmp"] / "dup.columnar", h, dup, info.key, 3)
+    refuse(s, honest((s["tmp"] / "dup.columnar").read_bytes(), made.raw_size),
+           "upserted or deleted twice")
+    # a key of another kind than the state's: a str where the key is an int
+    refuse(s, honest(*blob({"x": ["x", "y", 1]}, str_keys=True)), "a key field that is not an int")
+    # the good blob still applies, and serves the state
+    put(good)
+    files = s["loader"]._apply([s["base"]], m)
+    files[0].verify(records=True)
+    assert served(files) == {k: pack_value(r) for k, r in s["state"].items()}
+    assert leftovers(s["cache"]) == []
 
 
 def test_a_delta_over_a_damaged_held_state_is_refused(setup: dict[str, Any]) -> None:

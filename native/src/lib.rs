@@ -47,6 +47,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge::canonical_records, m)?)?;
     m.add_function(wrap_pyfunction!(load::apply_delta_blob, m)?)?;
     m.add_function(wrap_pyfunction!(load::decompress_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(load::columnar_delta_state, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::write_delta_blob, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot::write_snapshot_blob, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot::snapshot_blob_header, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot::build_snapshot, m)?)?;

@@ -8,7 +8,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use feedkit_core::apply::{apply_delta_blob as apply, Current, LoadError, Paths, Shape, Target};
+use feedkit_core::apply::{apply_delta_blob as apply, columnar_overlay, read_columnar, Current, LoadError, Paths, Shape, Target};
 use feedkit_core::blob::{decompress, BlobInfo, Failure};
 use feedkit_core::layout::{IndexTable, PREFIX_SIZE};
 use pyo3::prelude::*;
@@ -126,6 +126,43 @@ pub fn decompress_blob<'py>(py: Python<'py>, blob: BlobArgs, out: PathBuf) -> Py
         });
         match result {
             Ok(digest) => Ok(PyBytes::new(py, &digest)),
+            Err(LoadError::Damaged(e)) => Err(to_py(py, e)),
+            Err(LoadError::Io(e, at)) => Err(os_error(e, &at)),
+        }
+    })
+}
+
+/// The format-1 overlay file a columnar delta blob (FORMAT.md, 11.5) at `blob` stands
+/// for (`feedkit_core::apply::columnar_overlay`: size and SHA-256 checked, upserts and
+/// deleted keys decoded, planned and written under `tmp` and `part`, read back), or
+/// `None` when the blob is not a columnar delta. `shape`: the base's, as for
+/// [`apply_delta_blob`]; `max_deleted`: the state's record count. The loader's Python
+/// path (`Loader._apply_py`, the differential tests' oracle) uses it.
+#[pyfunction]
+pub fn columnar_delta_state<'py>(
+    py: Python<'py>,
+    blob: BlobArgs,
+    shape: ShapeArgs,
+    max_deleted: u64,
+    tmp: PathBuf,
+    part: PathBuf,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    guard(py, || {
+        let (path, key, size, sha256, raw_size) = blob;
+        let info = BlobInfo::new(&key, size, &sha256, raw_size).map_err(|e| to_py(py, e))?;
+        let (int_keys, width, key_json, index_fields) = shape;
+        let key_value = serde_json::from_str(&key_json)
+            .map_err(|e| integrity(py, format!("the state's key {key_json:?}: {e}")))?;
+        let shape = Shape { int_keys, width, key: key_value, index_fields };
+        let paths = Paths { blob: &path, tmp: &tmp, part: &part, target: &part };
+        let result = py.detach(|| -> Result<Option<Vec<u8>>, LoadError> {
+            match read_columnar(&info, &path)? {
+                Some(bytes) => columnar_overlay(&bytes, &info, &shape, max_deleted, &paths).map(Some),
+                None => Ok(None),
+            }
+        });
+        match result {
+            Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b))),
             Err(LoadError::Damaged(e)) => Err(to_py(py, e)),
             Err(LoadError::Io(e, at)) => Err(os_error(e, &at)),
         }

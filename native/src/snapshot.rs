@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sha2::{Digest, Sha256};
 
+use crate::buffers::Held;
 use crate::errors::{guard, to_py};
 use crate::files::os_error;
 use crate::write::{compact_layout, RecordArgs};
@@ -61,13 +62,51 @@ pub fn write_snapshot_blob(
         let blob = py
             .detach(|| snapshot::encode(&records, width, &key, header, level))
             .map_err(|e| to_py(py, e))?;
-        py.detach(|| -> std::io::Result<(u64, String, u64)> {
-            let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&dst)?;
-            out.write_all(&blob)?;
-            Ok((blob.len() as u64, hex(&Sha256::digest(&blob)), raw_size))
-        })
-        .map_err(|e| os_error(e, &dst))
+        write_blob(py, &dst, &blob, raw_size)
     })
+}
+
+/// Writes the columnar delta blob (FORMAT.md 11.5) of a delta RecordSet's upserts
+/// (records, any order) and `deleted` slot keys with the overlay's descriptive `header`
+/// (JSON) to `dst`. Returns its size, SHA-256 (hex) and raw size (the upserts' bytes).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (dst, header, starts, lengths, sources, source, deleted, width, key_fields, key_parts, level))]
+pub fn write_delta_blob(
+    py: Python<'_>,
+    dst: PathBuf,
+    header: &[u8],
+    starts: &Bound<'_, PyAny>,
+    lengths: &Bound<'_, PyAny>,
+    sources: &Bound<'_, PyAny>,
+    source: Option<&Bound<'_, PyAny>>,
+    deleted: &Bound<'_, PyAny>,
+    width: usize,
+    key_fields: Vec<usize>,
+    key_parts: Vec<String>,
+    level: i32,
+) -> PyResult<(u64, String, u64)> {
+    guard(py, || {
+        let args = RecordArgs::get(starts, lengths, sources, source)?;
+        let deleted: Held<u64> = Held::get(deleted, "deleted")?;
+        let parts = parts(py, &key_parts)?;
+        let records = args.records().map_err(|e| to_py(py, e))?;
+        let raw_size: u64 = (0..records.len()).map(|i| records.length(i) as u64).sum();
+        let key = Key { fields: &key_fields, parts: &parts };
+        let blob = py
+            .detach(|| snapshot::encode_delta(&records, deleted.items(), width, &key, header, level))
+            .map_err(|e| to_py(py, e))?;
+        write_blob(py, &dst, &blob, raw_size)
+    })
+}
+
+fn write_blob(py: Python<'_>, dst: &PathBuf, blob: &[u8], raw_size: u64) -> PyResult<(u64, String, u64)> {
+    py.detach(|| -> std::io::Result<(u64, String, u64)> {
+        let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dst)?;
+        out.write_all(blob)?;
+        Ok((blob.len() as u64, hex(&Sha256::digest(blob)), raw_size))
+    })
+    .map_err(|e| os_error(e, dst))
 }
 
 /// The header bytes of the snapshot blob at `path` (untrusted: read before its

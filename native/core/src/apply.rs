@@ -10,10 +10,11 @@
 //! renamed to its final name.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::blob::{decompress, BlobInfo, Failure};
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ use crate::header::{parse, render, Parsed};
 use crate::layout::{IndexTable, TOMBSTONE};
 use crate::merge::{delta_effect, posted_hashes, unshadowed, Layer};
 use crate::records::Records;
+use crate::snapshot::{decode_delta, delta_header, Key, Part, DELTA_MAGIC};
 use crate::verify::verify;
 use crate::write::{plan, write_file};
 
@@ -86,8 +88,21 @@ pub fn apply_delta_blob(
     fields: &[(String, String)],
     paths: &Paths<'_>,
 ) -> std::result::Result<(), LoadError> {
-    let delta = read_blob(info, paths.blob);
-    let _ = fs::remove_file(paths.blob);
+    let delta = match read_columnar(info, paths.blob) {
+        Ok(Some(bytes)) => {
+            let _ = fs::remove_file(paths.blob);
+            columnar_overlay(&bytes, info, shape, current.record_count, paths)
+        }
+        Ok(None) => {
+            let delta = read_blob(info, paths.blob);
+            let _ = fs::remove_file(paths.blob);
+            delta
+        }
+        Err(e) => {
+            let _ = fs::remove_file(paths.blob);
+            Err(e)
+        }
+    };
     let delta = delta?;
     let parsed = check_delta(&delta, shape, target)?;
     let result = merge_and_write(&delta, &parsed, current, shape, target, fields, paths);
@@ -108,6 +123,106 @@ pub fn read_blob(info: &BlobInfo, path: &Path) -> std::result::Result<Vec<u8>, L
         Err(Failure::Damaged(e)) => Err(LoadError::Damaged(e)),
         Err(Failure::Read(e) | Failure::Write(e)) => Err(io_err(e)),
     }
+}
+
+/// The bytes of the blob at `path` when it is a columnar delta (FORMAT.md, 11.5: its
+/// first bytes are `FEEDKITD`), its size (before it is read) and SHA-256 checked
+/// against `info`; `None` when it is not one (a zstd frame: a format-1 delta).
+pub fn read_columnar(info: &BlobInfo, path: &Path) -> std::result::Result<Option<Vec<u8>>, LoadError> {
+    let io_err = |e: io::Error| LoadError::Io(e, path.to_path_buf());
+    let mut file = fs::File::open(path).map_err(io_err)?;
+    let mut magic = [0u8; 8];
+    let mut got = 0;
+    while got < magic.len() {
+        match file.read(&mut magic[got..]).map_err(io_err)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got < magic.len() || magic != DELTA_MAGIC {
+        return Ok(None);
+    }
+    let key = &info.key;
+    let size = file.metadata().map_err(io_err)?.len();
+    if size != info.size {
+        return Err(Error::damaged(format!("blob {key}: {size} bytes, the manifest says {}", info.size)).into());
+    }
+    let mut bytes = magic.to_vec();
+    bytes.reserve_exact((size as usize).saturating_sub(magic.len()));
+    file.take(size - magic.len() as u64).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 != info.size {
+        return Err(Error::damaged(format!("blob {key}: {} bytes, the manifest says {}", bytes.len(), info.size)).into());
+    }
+    if Sha256::digest(&bytes)[..] != info.sha256 {
+        return Err(Error::damaged(format!("blob {key}: SHA-256 mismatch (corrupt or replaced blob)")).into());
+    }
+    Ok(Some(bytes))
+}
+
+/// The format-1 overlay file a columnar delta blob (`bytes`, authenticated) stands
+/// for: its upserts, and its deleted keys as tombstones, planned and written as the
+/// producer of a format-1 delta would have (its header's descriptive fields are the
+/// blob's), then read back. What follows ([`check_delta`], the merge) is then the same
+/// for both kinds of delta. The file is written under `paths.tmp` and `paths.part`,
+/// and removed once read. `max_deleted`: the state's record count.
+///
+/// Going through a file costs a write and a read of the delta's size (small beside the
+/// merge, which writes the whole overlay) and keeps one parser and one set of checks.
+pub fn columnar_overlay(bytes: &[u8], info: &BlobInfo, shape: &Shape, max_deleted: u64,
+                        paths: &Paths<'_>) -> std::result::Result<Vec<u8>, LoadError> {
+    let key = &info.key;
+    let bad = |why: String| LoadError::Damaged(Error::damaged(format!("delta blob {key}: {why}")));
+    let header: Value = serde_json::from_slice(delta_header(bytes)?)
+        .map_err(|e| bad(format!("its header is not JSON: {e}")))?;
+    let Value::Object(header) = header else { return Err(bad("its header is not a JSON object".into())) };
+    let names: Vec<&str> = header.get("schema").and_then(Value::as_array)
+        .and_then(|cols| cols.iter().map(|c| c.get("name").and_then(Value::as_str)).collect())
+        .ok_or_else(|| bad("its header has no schema of named columns".into()))?;
+    let position = |name: &str, what: &str| {
+        names.iter().position(|n| *n == name).ok_or_else(|| bad(format!("no {what} column {name:?} in its schema")))
+    };
+    let columns = shape.key.get("columns").and_then(Value::as_array);
+    let parts = shape.key.get("parts").and_then(Value::as_array);
+    let (Some(columns), Some(parts)) = (columns, parts) else {
+        return Err(bad(format!("the state's key {} has no columns and parts", shape.key)));
+    };
+    let fields = columns.iter().map(|c| position(c.as_str().unwrap_or(""), "key")).collect::<std::result::Result<Vec<_>, _>>()?;
+    let parts = parts.iter().map(|p| Part::parse(p.as_str().unwrap_or(""))).collect::<Result<Vec<_>>>()?;
+    let index = shape.index_fields.iter().map(|f| position(f, "indexed")).collect::<std::result::Result<Vec<_>, _>>()?;
+    let k = Key { fields: &fields, parts: &parts };
+    let delta = decode_delta(bytes, names.len(), &k, &index, info.raw_size, max_deleted)
+        .map_err(|e| bad(e.message().to_string()))?;
+    let (live, deleted) = (delta.derived.keys.len(), delta.deleted.len());
+    let mut keys = delta.derived.keys;
+    keys.extend_from_slice(&delta.deleted);
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad(format!("slot key {:016x} upserted or deleted twice", w[0])));
+    }
+    drop(sorted);
+    let mut starts = delta.upserts.starts.clone();
+    let mut lengths = delta.upserts.lengths.clone();
+    starts.resize(live + deleted, 0);
+    lengths.resize(live + deleted, 1);
+    let mut source = vec![0u8; live];
+    source.resize(live + deleted, 1);
+    let tombstone = &source; // source 1 is the one tombstone byte
+    let tomb_byte = [TOMBSTONE];
+    let records = Records::new(vec![&delta.upserts.heap, &tomb_byte], Some(&source), &starts, &lengths)?;
+    let hashes: Vec<Vec<u64>> = delta.derived.index_hashes.into_iter().map(|mut h| {
+        h.resize(live + deleted, 0); // ignored: a tombstone is in no index
+        h
+    }).collect();
+    let hashes: Vec<&[u64]> = hashes.iter().map(Vec::as_slice).collect();
+    let p = plan(&keys, shape.int_keys, &records, Some(tombstone), &hashes)?;
+    let described: Vec<(String, String)> = header.iter().map(|(n, v)| (n.clone(), v.to_string())).collect();
+    let rendered = render(&described, &p, shape.int_keys, &shape.index_fields);
+    write_file(&p, &keys, &records, &rendered, paths.tmp, paths.part)
+        .map_err(|e| LoadError::Io(e, paths.tmp.to_path_buf()))?;
+    let written = fs::read(paths.part).map_err(|e| LoadError::Io(e, paths.part.to_path_buf()));
+    let _ = fs::remove_file(paths.part);
+    written
 }
 
 /// Parses and verifies the delta's state file (records too: its bytes are untrusted)
@@ -309,6 +424,7 @@ mod tests {
         fs::read(target).unwrap()
     }
 
+    #[derive(Clone)]
     struct Case {
         dir: PathBuf,
         base: Vec<u8>,
@@ -404,6 +520,56 @@ mod tests {
         let v: Value = serde_json::from_slice(text).unwrap();
         assert_eq!(v["slots"]["hash"], Value::from(p.table.home.name()));
         fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn a_columnar_delta_gives_the_overlay_its_state_file_gives() {
+        let c = case("columnar");
+        let (count, state_digest) = (c.state.len() as u64, digest(&c.state));
+        let want = run(&c, &c.blob, count, state_digest).unwrap();
+        // the same delta as a columnar blob: the upserts, and the deleted keys the base holds
+        let (mut heap, mut lengths, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        for k in c.base_state.keys().chain(c.state.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (c.base_state.get(k), c.state.get(k)) {
+                (_, Some(v)) if c.base_state.get(k) != Some(v) => {
+                    let r = record(*k, v);
+                    lengths.push(r.len() as i64);
+                    heap.extend_from_slice(&r);
+                }
+                (Some(_), None) => deleted.push(*k as u64),
+                _ => {}
+            }
+        }
+        let starts: Vec<i64> = lengths.iter().scan(0, |a, &l| { *a += l; Some(*a - l) }).collect();
+        let records = Records::new(vec![&heap], None, &starts, &lengths).unwrap();
+        let header: String = {
+            let f = fields(9, Some(5), count as usize, state_digest);
+            let body: Vec<String> = f.iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        };
+        let key = Key { fields: &[0], parts: &[Part::Int] };
+        let blob = crate::snapshot::encode_delta(&records, &deleted, 2, &key, header.as_bytes(), 3).unwrap();
+        let columnar = Case { blob: blob.clone(), raw: heap.len(), ..c.clone() };
+        let got = run(&columnar, &blob, count, state_digest).unwrap();
+        let (a, b) = (parse(&want, true).unwrap(), parse(&got, true).unwrap());
+        assert_eq!((b.version, b.kind.as_str(), b.record_count), (9, "overlay", count));
+        // both overlays, over the base, serve the new state (their tombstones differ: the
+        // state file's delta also deletes a key the base never held)
+        for k in c.base_state.keys().chain(c.state.keys()) {
+            let live = |bytes: &[u8], t: &crate::layout::Table| match probe(bytes, t, *k as u64).unwrap() {
+                Found::Record { start, end, .. } => Some(bytes[start..end].to_vec()),
+                Found::Deleted => None,
+                Found::Miss => c.base_state.get(k).map(|v| record(*k, v)),
+            };
+            assert_eq!(live(&got, &b.table), live(&want, &a.table), "key {k}");
+            assert_eq!(live(&got, &b.table), c.state.get(k).map(|v| record(*k, v)), "key {k}");
+        }
+        // a blob deleting more keys than the state holds is refused
+        let many: Vec<u64> = (0..61).map(|k| 5000 + k).collect();
+        let blob = crate::snapshot::encode_delta(&records, &many, 2, &key, header.as_bytes(), 3).unwrap();
+        let lying = Case { blob: blob.clone(), raw: heap.len(), ..c.clone() };
+        assert!(damaged(run(&lying, &blob, count, state_digest)).contains("61 deleted keys, the state holds 60"));
+        fs::remove_dir_all(&lying.dir).unwrap();
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn bad_key(i: usize, part: Part) -> Error {
 
 // -- delta blobs ------------------------------------------------------------------------
 
-/// The magic of a columnar delta blob (FORMAT.md, 11.5; not yet written by producers).
+/// The magic of a columnar delta blob (FORMAT.md, 11.5).
 pub const DELTA_MAGIC: [u8; 8] = *b"FEEDKITD";
 
 /// A columnar delta blob: the overlay's descriptive `header`, the deleted slot keys
