@@ -72,7 +72,8 @@ class FeedRunner:
         self.stop = stop
         self.force = force
         self.source = IcebergSource(catalog, cfg.table, feed=cfg.name,
-                                    columns=list(cfg.columns) if cfg.columns else None)
+                                    columns=list(cfg.columns) if cfg.columns else None,
+                                    key=cfg.primary_key)
         try:
             self.validators = [load_validator(v) for v in cfg.validators]
         except ConfigurationError as exc:
@@ -228,20 +229,28 @@ class FeedRunner:
             return "idle"
         plan = self.source.plan(table, self.published)
         if plan.kind == "none":
+            if plan.since != plan.position:  # compactions: the feed's rows are the table's
+                log.info("event=skipped feed=%s reason=%r iceberg_snapshot=%s", self.cfg.name,
+                         plan.reason, plan.position.snapshot_id)
+                self.published = plan.position
             self.seen_location = table.metadata_location
             return "idle"
-        reader = self.source.read(table, plan)
-        if plan.kind == "append" and not producer.can_append(reader.schema):
-            plan = ReadPlan("full", "the feed's columns differ from the appended rows'",
-                            plan.position, plan.since)
-            reader = self.source.read(table, plan)
+        change = self.source.read_change(table, plan) if plan.kind == "files" else None
+        reader = change.upserts if change is not None else self.source.read(table, plan)
+        if plan.kind in ("append", "files") and not producer.can_append(reader.schema):
+            plan = ReadPlan("full", f"the feed's columns differ from the {plan.kind} plan's rows'",
+                            plan.position, plan.since, live=plan.live)
+            change, reader = None, self.source.read(table, plan)
         log.info("event=read feed=%s plan=%s reason=%r iceberg_snapshot=%s schema_id=%s",
                  self.cfg.name, plan.kind, plan.reason, plan.position.snapshot_id,
                  plan.position.schema_id)
         batches = self._watched(reader, _expected_rows(table, plan))
         source = self.source.source(table, plan.position)
         try:
-            if plan.kind == "append":
+            if change is not None:
+                version = producer.update(batches, deletes=change.deletes, source=source,
+                                          force=self.force)
+            elif plan.kind == "append":
                 version = producer.append(batches, source=source, force=self.force)
             else:
                 version = producer.publish(batches, source=source, force=self.force)
@@ -277,6 +286,8 @@ class FeedRunner:
 def _expected_rows(table: Any, plan: ReadPlan) -> int | None:
     """Rows the plan will read, from the snapshot summaries (for the progress bar)."""
     with contextlib.suppress(Exception):
+        if plan.change is not None:
+            return sum(t.file.record_count for t in plan.change.added)
         if plan.kind == "full":
             summary = table.current_snapshot().summary
             return int(summary["total-records"])

@@ -2,12 +2,18 @@
 
 A feed version records the table position it was built from (snapshot id, schema
 id) as its manifest's ``source``. The next cycle compares the table's current
-position with it:
+position with it and plans (:meth:`IcebergSource.plan`):
 
-- same snapshot and schema           -> nothing to read
-- only ``append`` snapshots since     -> read only the data files they added
-- anything else (overwrite, delete, replace, a schema change, a rollback to a
-  snapshot that does not descend from the published one) -> read the whole table
+- ``none``: the same snapshot and schema, or only ``replace`` snapshots (compactions)
+  whose live row counts match: nothing to read, no version;
+- ``append``: only ``append`` snapshots since: read the data files they added;
+- ``files``: anything else between two snapshots whose files are known (overwrites,
+  deletes, upserts, position or key equality deletes, a rollback or a branch switch):
+  read the data files one snapshot has and the other has not (``producer/changes.py``)
+  and publish the change (``Producer.update``);
+- ``full``: no version yet, a schema change, a published snapshot that was expired
+  before its files were seen, a delete the file diff cannot follow, or a change that
+  reads more rows than the table holds: read the whole table. The plan says why.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,13 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, ancestors_between_ids, is_parent_ancestor_of
 
 from feedkit.errors import ConfigurationError, FeedkitError, ValidationError
+
+from .changes import FileChange, LiveFiles, equality_keys, file_change, live_files, read_units
 
 __all__ = ["CatalogHandle", "IcebergSource", "ReadPlan", "TablePosition", "open_catalog"]
 
@@ -153,12 +163,24 @@ class TablePosition:
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """What a cycle reads: ``"none"``, ``"append"`` (rows added since ``since``) or ``"full"``."""
+    """What a cycle reads: ``"none"``, ``"append"`` (rows added since ``since``),
+    ``"files"`` (the data files ``change`` names, as upserts and deletes) or ``"full"``;
+    ``reason`` says why, for the log and the metrics."""
 
     kind: str
     reason: str
     position: TablePosition
     since: TablePosition | None = None
+    change: FileChange | None = None  # a "files" plan's
+    live: LiveFiles | None = None  # the files at ``position``, when the plan listed them
+
+
+@dataclass
+class ChangeReaders:
+    """A ``files`` plan's rows: the upserts (the feed's columns) and the deleted keys."""
+
+    upserts: pa.RecordBatchReader
+    deletes: pa.RecordBatchReader
 
 
 class IcebergSource:
@@ -170,15 +192,23 @@ class IcebergSource:
         table: the table identifier, ``"namespace.table"``.
         feed: the feed's name (for messages).
         columns: the columns to read, in this order; None reads every column.
+        key: the feed's primary key columns; None plans no ``files`` reads (every change
+            but an append is a full read).
     """
 
+    _KNOWN = 4  # live file lists kept, by (table uuid, snapshot id)
+
     def __init__(self, catalog: Catalog | CatalogHandle, table: str, *, feed: str,
-                 columns: list[str] | None = None) -> None:
+                 columns: list[str] | None = None, key: tuple[str, ...] | None = None) -> None:
         self._handle = catalog if isinstance(catalog, CatalogHandle) else None
         self._catalog = catalog if not isinstance(catalog, CatalogHandle) else None
         self.table_name = table
         self.feed = feed
         self.columns = list(columns) if columns else None
+        self.key = tuple(key) if key else None
+        # The files of snapshots planned from: a published snapshot expired since is
+        # still known here (a process's lifetime; a restart plans it from the metadata).
+        self._known: dict[tuple[str, int], LiveFiles] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -226,26 +256,83 @@ class IcebergSource:
                 "schema_id": position.schema_id, "metadata_location": table.metadata_location}
 
     def plan(self, table: Table, since: TablePosition | None) -> ReadPlan:
-        """Decide what the next cycle reads, given the position last published."""
+        """Decide what the next cycle reads, given the position last published.
+
+        Raises:
+            FeedkitError: the table's current manifests cannot be read.
+        """
         now = self.position(table)
-        if since is None:
-            return ReadPlan("full", "no version published from this table yet", now)
         if since == now:
             return ReadPlan("none", "no new snapshot", now, since)
+        # The files of the snapshot read now: the next plan diffs against them, even once
+        # the snapshot is expired.
+        new = self._live(table, now.snapshot_id) if self.key and now.snapshot_id else None
+        if since is None:
+            return ReadPlan("full", "no version published from this table yet", now, live=new)
         if since.schema_id != now.schema_id:
-            return ReadPlan("full", f"schema {since.schema_id} -> {now.schema_id}", now, since)
+            return ReadPlan("full", f"schema {since.schema_id} -> {now.schema_id}", now, since,
+                            live=new)
         if since.snapshot_id is None or now.snapshot_id is None:
-            return ReadPlan("full", "the table had no snapshot", now, since)
+            return ReadPlan("full", "the table had no snapshot", now, since, live=new)
         meta = table.metadata
-        if not is_parent_ancestor_of(now.snapshot_id, since.snapshot_id, meta):
-            return ReadPlan("full", f"snapshot {since.snapshot_id} is not an ancestor of "
-                                    f"{now.snapshot_id}", now, since)
-        for snap in ancestors_between_ids(since.snapshot_id, now.snapshot_id, meta):
-            op = snap.summary.operation if snap.summary else None
-            if op != Operation.APPEND:
-                name = op.value if op else "unknown"
-                return ReadPlan("full", f"snapshot {snap.snapshot_id} is {name}", now, since)
-        return ReadPlan("append", "append-only snapshots", now, since)
+        ops: list[str] = []
+        if is_parent_ancestor_of(now.snapshot_id, since.snapshot_id, meta):
+            snaps = list(ancestors_between_ids(since.snapshot_id, now.snapshot_id, meta))[::-1]
+            ops = [s.summary.operation.value if s.summary else "unknown" for s in snaps]
+            if all(op == Operation.APPEND.value for op in ops):
+                return ReadPlan("append", "append-only snapshots", now, since, live=new)
+            if all(op == Operation.REPLACE.value for op in ops) and _live_rows(
+                    table, since.snapshot_id) == _live_rows(table, now.snapshot_id) is not None:
+                return ReadPlan("none", f"{len(ops)} replace snapshot(s) (compaction): the "
+                                        "same rows in other files", now, since)
+        how = (", ".join(dict.fromkeys(ops)) if ops else
+               f"snapshot {since.snapshot_id} is not an ancestor of {now.snapshot_id}")
+        if self.key is None:
+            return ReadPlan("full", f"{how} (no key: no file diff)", now, since)
+        old = self._live(table, since.snapshot_id)
+        if old is None:
+            return ReadPlan("full", f"the published snapshot {since.snapshot_id} is no longer "
+                                    "in the table's metadata (expired) and its files are not "
+                                    "known", now, since, live=new)
+        new = self._live(table, now.snapshot_id)  # again: the newest in the cache
+        if new is None:
+            raise FeedkitError(f"feed {self.feed!r}: cannot list the files of snapshot "
+                               f"{now.snapshot_id} of table {self.table_name!r}")
+        try:
+            key_ids = frozenset(table.schema().find_field(c).field_id for c in self.key)
+        except ValueError:
+            return ReadPlan("full", f"a key column of {self.key} is not in the table", now,
+                            since, live=new)
+        change = file_change(old, new, key_ids)
+        if change.problem:
+            return ReadPlan("full", change.problem, now, since, live=new)
+        if change.records > new.records:
+            return ReadPlan("full", f"{how}: the changed files hold {change.records} rows, "
+                                    f"more than the table's {new.records}", now, since, live=new)
+        return ReadPlan("files", f"{how}: {len(change.added)} data file(s) added, "
+                                 f"{len(change.removed)} removed, {len(change.equality)} "
+                                 f"key equality-delete file(s)", now, since, change, new)
+
+    def _live(self, table: Table, snapshot_id: int) -> LiveFiles | None:
+        """The live files of a snapshot: known, or listed from its manifests (None when the
+        snapshot is gone from the metadata or its manifests cannot be read)."""
+        known = (str(table.metadata.table_uuid), snapshot_id)
+        live = self._known.get(known)
+        if live is None:
+            snapshot = table.snapshot_by_id(snapshot_id)
+            if snapshot is None:
+                return None
+            try:
+                live = live_files(table, snapshot)
+            except (OSError, ValueError) as exc:
+                log.warning("event=files_unknown feed=%s snapshot=%s reason=%r", self.feed,
+                            snapshot_id, str(exc))
+                return None
+        self._known.pop(known, None)
+        self._known[known] = live  # the newest last
+        while len(self._known) > self._KNOWN:
+            del self._known[next(iter(self._known))]
+        return live
 
     def _fields(self, table: Table) -> tuple[str, ...]:
         if self.columns is None:
@@ -257,8 +344,55 @@ class IcebergSource:
                                       f"{self.table_name!r} (columns: {', '.join(sorted(present))})")
         return tuple(self.columns)
 
+    def read_change(self, table: Table, plan: ReadPlan) -> ChangeReaders:
+        """A ``files`` plan's upserts (the rows of the added data files, in the projected
+        schema) and deleted keys (the key columns of the removed files' rows and of the
+        key equality-delete files).
+
+        Raises:
+            ValidationError: a configured column is not in the table.
+            FeedkitError: a file cannot be read.
+        """
+        assert plan.change is not None and plan.live is not None and self.key is not None
+        fields = self._fields(table)
+        columns = None if fields == ("*",) else list(fields)
+        key = list(self.key)
+        old = self._live(table, plan.since.snapshot_id) if plan.since else None  # type: ignore[arg-type]
+        if old is None:  # listed by plan() a moment ago
+            raise FeedkitError(f"feed {self.feed!r}: the files of snapshot "
+                               f"{plan.since and plan.since.snapshot_id} are no longer known")
+        try:
+            schema = table.schema()
+            upsert_schema = schema_to_pyarrow(schema if columns is None else schema.select(*columns),
+                                              include_field_ids=False)
+            key_schema = schema_to_pyarrow(schema.select(*key), include_field_ids=False)
+            upserts = pa.RecordBatchReader.from_batches(upsert_schema, self._guarded(
+                read_units(table, plan.live, plan.change.added, columns), upsert_schema))
+            eq = equality_keys(table, plan.change, key)
+            gone = self._guarded(read_units(table, old, plan.change.removed, key), key_schema)
+            deletes = pa.RecordBatchReader.from_batches(key_schema, _chained(
+                gone, eq.cast(key_schema).to_batches() if eq is not None else []))
+        except (OSError, ValueError) as exc:
+            raise FeedkitError(f"feed {self.feed!r}: cannot read table {self.table_name!r}: "
+                               f"{exc}") from exc
+        if self.columns is not None:
+            upserts = _reordered(upserts, self.columns)
+        return ChangeReaders(upserts, deletes)
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch],
+                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """``batches`` cast to ``schema`` (pyiceberg may give large types), their read
+        errors as FeedkitError."""
+        try:
+            for batch in batches:
+                yield batch.cast(schema)
+        except (OSError, ValueError) as exc:
+            raise FeedkitError(f"feed {self.feed!r}: cannot read table {self.table_name!r}: "
+                               f"{exc}") from exc
+
     def read(self, table: Table, plan: ReadPlan) -> pa.RecordBatchReader:
-        """The rows ``plan`` asks for, as a stream of batches in the projected schema.
+        """The rows ``plan`` asks for (``append`` or ``full``), as a stream of batches in
+        the projected schema.
 
         Raises:
             ValidationError: a configured column is not in the table.
@@ -266,7 +400,15 @@ class IcebergSource:
         """
         fields = self._fields(table)
         try:
-            if plan.kind == "append":
+            if plan.kind == "full" and plan.live is not None and plan.live.equality:
+                # pyiceberg's scan refuses equality deletes: the listed files, read here
+                schema = table.schema()
+                columns = None if fields == ("*",) else list(fields)
+                arrow = schema_to_pyarrow(schema if columns is None else schema.select(*columns),
+                                          include_field_ids=False)
+                reader = pa.RecordBatchReader.from_batches(arrow, self._guarded(read_units(
+                    table, plan.live, list(plan.live.units.values()), columns), arrow))
+            elif plan.kind == "append":
                 assert plan.since is not None
                 scan = table.incremental_append_scan(
                     from_snapshot_id_exclusive=plan.since.snapshot_id,
@@ -294,6 +436,25 @@ class IcebergSource:
             return None
         path = Path(unquote(url.path)).parent
         return path if os.path.isdir(path) else None
+
+
+def _live_rows(table: Table, snapshot_id: int) -> int | None:
+    """A snapshot's rows less its position deletes, from its summary (None: not known)."""
+    snapshot = table.snapshot_by_id(snapshot_id)
+    summary = snapshot.summary if snapshot else None
+    if summary is None:
+        return None
+    try:
+        if int(summary["total-equality-deletes"] or 0):
+            return None
+        return int(summary["total-records"]) - int(summary["total-position-deletes"] or 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a summary without totals
+        return None
+
+
+def _chained(*parts: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for part in parts:
+        yield from part
 
 
 def _reordered(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:

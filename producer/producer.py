@@ -391,7 +391,7 @@ class Producer:
                 signing key (and not ``allow_unsigned``); nothing is written.
             FeedkitError: any other failure; nothing is announced.
         """
-        return self._counted(table, source, force, append=False)
+        return self._counted(table, source, force, "publish")
 
     def append(self, table: TableLike, *, source: dict[str, Any] | None = None,
                force: bool = False) -> int | None:
@@ -406,7 +406,36 @@ class Producer:
                 version's; nothing is written.
             RefusedError, ProducerFencedError, FeedkitError: as for :meth:`publish`.
         """
-        return self._counted(table, source, force, append=True)
+        return self._counted(table, source, force, "append")
+
+    def update(self, upserts: TableLike, *, deletes: TableLike | None = None,
+               source: dict[str, Any] | None = None, force: bool = False) -> int | None:
+        """Publish the last version with the records of ``upserts`` added or replaced and
+        the keys of ``deletes`` removed: a change, not a whole state.
+
+        Costs the size of the change plus a probe per key, not a read of the whole table
+        (the daemon's file-diff cycles use it: the rows of the Iceberg data files a
+        snapshot added are ``upserts``, the keys of the rows it removed ``deletes``). An
+        upserted record equal to the one published is no change; a key both upserted and
+        deleted is upserted; deleting a key that is not in the feed does nothing. No
+        change at all publishes nothing.
+
+        Args:
+            upserts: rows in the last version's columns (a pyarrow Table,
+                RecordBatchReader, RecordBatch or iterable of batches).
+            deletes: rows holding (at least) the key columns, of the key's types; None
+                deletes nothing.
+            source, force: as for :meth:`publish`.
+
+        Returns the new version, or None when nothing changed.
+
+        Raises:
+            ValidationError: nothing was published yet, the upserts' columns, key or
+                indexes differ from the last version's, a key (upserted or deleted) is
+                null or missing, or an upserted key repeats; nothing is written.
+            RefusedError, ProducerFencedError, FeedkitError: as for :meth:`publish`.
+        """
+        return self._counted(upserts, source, force, "update", deletes)
 
     def _check_signed_parent(self) -> None:
         """Refuse to put an unsigned version on top of a signed one (unless allowed): every
@@ -449,12 +478,12 @@ class Producer:
             and all(last.base.header[k] == describe[k] for k in ("key", "schema", "index_fields"))
 
     def _counted(self, table: TableLike, source: dict[str, Any] | None, force: bool,
-                 append: bool) -> int | None:
+                 mode: str, deletes: TableLike | None = None) -> int | None:
         """:meth:`_run`, with its outcome and figures counted for :meth:`metrics`."""
         self._check_open()
         before, started = self.last_report, time.monotonic()
         try:
-            version = self._run(table, source, force, append)
+            version = self._run(table, source, force, mode, deletes)
         except Exception as exc:
             report = self.last_report if self.last_report is not before else None
             self._stats.record(report, time.monotonic() - started, exc)
@@ -464,7 +493,7 @@ class Producer:
         return version
 
     def _run(self, table: TableLike, source: dict[str, Any] | None, force: bool,
-             append: bool) -> int | None:
+             mode: str, deletes: TableLike | None) -> int | None:
         self._check_open()
         clock = _Clock()
         etag = self._restore()  # 1
@@ -475,20 +504,27 @@ class Producer:
         self.last_report = report
         schema, batches = _batches(table, self.batch_rows)
         describe, plan = self._describe(schema)
-        if append and not self._same_shape(describe, format=False):
+        if mode == "update" and last is None:
+            raise ValidationError(f"feed {self.feed!r}: nothing published yet to update; "
+                                  "publish the whole table first")
+        if mode != "publish" and not self._same_shape(describe, format=False):
             raise ValidationError(
-                f"feed {self.feed!r}: cannot append rows whose columns, key or indexes differ "
+                f"feed {self.feed!r}: cannot {mode} rows whose columns, key or indexes differ "
                 f"from version {report.previous_version}'s; publish the whole table instead")
         spill = self.work_dir / f".spill.{uuid.uuid4().hex[:8]}"
         try:
-            if not append and self._streams(describe):
-                # 2 + 3 + 4, batch by batch: only the changed records are kept (spilled)
-                change, report.rows_read = self._streamed(batches, plan, spill, report, clock)
+            if mode == "update" or (mode == "publish" and self._streams(describe)):
+                # 2 + 3 + 4, batch by batch: only the changed records are kept (spilled);
+                # an update's deletes are the keys it names, a publish's the keys not seen
+                gone = self._slot_keys(deletes, plan) if mode == "update" else None
+                change, report.rows_read = self._streamed(batches, plan, spill, report, clock,
+                                                          gone)
                 report.seconds["diff"] = clock.lap()  # its last step: the keys that are gone
             else:
                 rs, report.rows_read = self._encode(batches, plan, spill)  # 2 + 3
                 report.seconds["encode"] = clock.lap()
-                change = self._appended(rs, plan) if append else self._diffed(rs, describe)  # 4
+                change = (self._appended(rs, plan) if mode == "append"
+                          else self._diffed(rs, describe))  # 4
                 report.seconds["diff"] = clock.lap()
             if change is None:
                 report.record_count = last.manifest.record_count  # type: ignore[union-attr]
@@ -541,10 +577,40 @@ class Producer:
         return (last is not None and self._same_shape(describe)
                 and last.since_snapshot + 1 < self.snapshot_every)
 
+    def _slot_keys(self, deletes: TableLike | None, plan: ColumnPlan) -> np.ndarray:
+        """The slot keys (as uint64 words) of the key values in ``deletes``' key columns.
+
+        Raises:
+            ValidationError: a key column is missing, of another kind than the feed's key,
+                or holds a null.
+        """
+        if deletes is None:
+            return np.empty(0, np.uint64)
+        schema, batches = _batches(deletes, self.batch_rows)
+        columns = list(plan.spec.columns)
+        spec = key_spec_for(schema, self.primary_key, self.feed)
+        if spec.parts != plan.spec.parts:
+            raise ValidationError(
+                f"feed {self.feed!r}: the deleted keys' column(s) {', '.join(columns)} are of "
+                f"kind {'/'.join(spec.parts)}, the feed's key is {'/'.join(plan.spec.parts)}")
+        keys_plan = ColumnPlan(self.feed, plan.spec, columns, [])
+        parts = []
+        for batch in batches:
+            enc = encode_batch(batch.select(columns), keys_plan)
+            if len(enc.null_key_rows):
+                raise ValidationError(
+                    f"feed {self.feed!r}: null in the deleted keys' column(s) "
+                    f"{', '.join(columns)} at {len(enc.null_key_rows)} row(s)")
+            parts.append(enc.slot_keys.view(np.uint64))
+        return np.ascontiguousarray(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+
     def _streamed(self, batches: Iterable[pa.RecordBatch], plan: ColumnPlan, spill: Path,
-                  report: CycleReport, clock: _Clock) -> tuple[_Change | None, int]:
+                  report: CycleReport, clock: _Clock,
+                  deletes: np.ndarray | None = None) -> tuple[_Change | None, int]:
         """Encode and diff each batch against the last state as it comes; keep (spill) the
-        upserts' records only, and every slot key (for the uniqueness check).
+        upserts' records only, and every slot key (for the uniqueness check). With
+        ``deletes`` (slot keys), the records of those keys go and the others stay (an
+        update); without, the records of the keys not seen go (a whole new state).
 
         The change has no whole state: the cycle merges the delta into a new overlay,
         compacted when it outgrows the base or a snapshot is due after all.
@@ -584,7 +650,10 @@ class Producer:
         self._check_unique(np.concatenate(slot_keys).astype(dtype, copy=False)
                            if slot_keys else np.empty(0, dtype), plan, report_keys)
         report.seconds["encode"] = clock.lap()
-        deleted, changed_old, removed_digest, added_digest = differ.finish()
+        if deletes is not None:
+            differ.delete(deletes)
+        deleted, changed_old, removed_digest, added_digest = differ.finish(
+            named=deletes is not None)
         d = Diff(upserts=np.arange(sum(len(k) for k in up_keys), dtype=np.int64),
                  deleted=[np.frombuffer(b, dtype=np.int64) for b in deleted],
                  changed_old=[np.frombuffer(b, dtype=np.int64) for b in changed_old],
@@ -602,8 +671,10 @@ class Producer:
                           for k, v in up_hashes.items()},
         )
         digest = (last.manifest.state_digest - d.removed_digest + d.added_digest) & _M64
-        return _Change(None, delta_records(last.files, upserts, d, self.indexes), digest, rows,
-                       len(d.upserts) - d.changed, d.changed, d.removed), rows
+        added = len(d.upserts) - d.changed
+        count = rows if deletes is None else last.manifest.record_count + added - d.removed
+        return _Change(None, delta_records(last.files, upserts, d, self.indexes), digest, count,
+                       added, d.changed, d.removed), rows
 
     def _null_keys(self, plan: ColumnPlan, count: int, first: list[Any]) -> ValidationError:
         return ValidationError(

@@ -131,12 +131,30 @@ impl Differ {
         })
     }
 
+    /// After the batches: delete the keys `keys` (uint64 slot keys) that are live and
+    /// matched by no new record (the others are nothing to do). For a change that names
+    /// its deletes: `finish(named=True)`.
+    fn delete<'py>(&mut self, py: Python<'py>, keys: &Bound<'py, PyAny>) -> PyResult<()> {
+        guard(py, || {
+            let keys = Held::<u64>::get(keys, "keys")?;
+            let (files, state) = (&self.files, &mut self.state);
+            let state = state
+                .as_mut()
+                .ok_or_else(|| PyTypeError::new_err("the diff is finished"))?;
+            py.detach(|| state.delete(&layers(files), keys.items()))
+                .map_err(|e| to_py(py, e))
+        })
+    }
+
     /// The end of the diff: (deleted per file, changed_old per file, removed digest,
-    /// added digest), as `diff` gives them.
+    /// added digest), as `diff` gives them. `named`: the deleted records are those
+    /// `delete` named, the others stay (a change, not a whole new state).
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (named = false))]
     fn finish<'py>(
         &mut self,
         py: Python<'py>,
+        named: bool,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, u64, u64)> {
         guard(py, || {
             let state = self
@@ -145,7 +163,7 @@ impl Differ {
                 .ok_or_else(|| PyTypeError::new_err("the diff is finished"))?;
             let files = &self.files;
             let d = py
-                .detach(|| state.finish(&layers(files)))
+                .detach(|| if named { state.finish_named(&layers(files)) } else { state.finish(&layers(files)) })
                 .map_err(|e| to_py(py, e))?;
             let per_file = |lists: &[Vec<usize>]| {
                 PyList::new(py, lists.iter().map(|s| int64s(py, s)).collect::<PyResult<Vec<_>>>()?)

@@ -60,6 +60,7 @@ pub struct Differ {
     slot_counts: Vec<usize>,
     matched: Vec<Marks>,
     changed_old: Vec<Vec<usize>>,
+    deleted: Vec<Vec<usize>>, // named deletes (Differ::delete)
     removed_digest: u64,
     added_digest: u64,
 }
@@ -70,6 +71,7 @@ impl Differ {
             slot_counts: layers.iter().map(|l| l.table.slot_count).collect(),
             matched: layers.iter().map(|l| Marks::new(l.table.slot_count)).collect(),
             changed_old: vec![Vec::new(); layers.len()],
+            deleted: vec![Vec::new(); layers.len()],
             removed_digest: 0,
             added_digest: 0,
         }
@@ -106,6 +108,44 @@ impl Differ {
             self.added_digest = self.added_digest.wrapping_add(xxh3_64(new));
         }
         Ok(upserts)
+    }
+
+    /// Deletes the keys `keys` (slot keys), after every batch: each that is live in the
+    /// state and matched by no new record goes, the others are nothing to do (absent,
+    /// already deleted, or upserted: an upsert of the same key wins). For a change that
+    /// names its deletes ([`Differ::finish_named`]) instead of a whole new state.
+    pub fn delete(&mut self, layers: &[Layer<'_>], keys: &[u64]) -> Result<()> {
+        self.check(layers)?;
+        let mut buf = Vec::new();
+        for &key in keys {
+            if let Some(Live { file: f, slot, start, end }) = lookup(layers, key)? {
+                if self.matched[f].get(slot) {
+                    continue;
+                }
+                self.matched[f].set(slot);
+                self.deleted[f].push(slot);
+                let record = layers[f].canonical(key, start, end, &mut buf)?;
+                self.removed_digest = self.removed_digest.wrapping_add(xxh3_64(record));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a change whose deletes were named ([`Differ::delete`]): the records no
+    /// new key matched stay. `upserts` is left empty (each batch returned its own).
+    pub fn finish_named(self, layers: &[Layer<'_>]) -> Result<Diff> {
+        self.check(layers)?;
+        let mut deleted = self.deleted;
+        for slots in &mut deleted {
+            slots.sort_unstable();
+        }
+        Ok(Diff {
+            upserts: Vec::new(),
+            deleted,
+            changed_old: self.changed_old,
+            removed_digest: self.removed_digest,
+            added_digest: self.added_digest,
+        })
     }
 
     /// The deleted records (live, unmatched by any new key) and the digests; `upserts`
@@ -246,5 +286,35 @@ mod tests {
         // Other files than the ones the diff began with are refused, not indexed blindly.
         let mut differ = Differ::new(&layers);
         assert!(differ.batch(&layers[1..], &keys[..2], &first).is_err());
+    }
+    #[test]
+    fn named_deletes_remove_only_live_unmatched_keys() {
+        let (base, bt) = file(&[(1, b"\x91\x01"), (2, b"\x91\x02"), (3, b"\x91\x03"), (4, b"\x91\x04")], false);
+        // the overlay changed 2, deleted 3 and added 5
+        let (over, ot) = file(&[(2, b"\x91\x12"), (3, b"\xc0"), (5, b"\x91\x05")], true);
+        let layers = [Layer { bytes: &over, table: &ot, codings: None }, Layer { bytes: &base, table: &bt, codings: None }];
+        // upserts: 4 changed, 6 new, 1 the same; deletes: 1 (upserted: stays), 2 (the
+        // overlay's), 3 (a tombstone: nothing), 4 (upserted: changed, not deleted), 5, 5
+        // again, 7 (absent)
+        let heap: &[u8] = b"\x91\x01\x91\x44\x91\x06";
+        let keys: Vec<u64> = [1i64, 4, 6].iter().map(|&k| k as u64).collect();
+        let records = Records::new(vec![heap], None, &[0, 2, 4], &[2; 3]).unwrap();
+        let mut differ = Differ::new(&layers);
+        assert_eq!(differ.batch(&layers, &keys, &records).unwrap(), vec![1, 2]);
+        let gone: Vec<u64> = [1i64, 2, 3, 4, 5, 5, 7].iter().map(|&k| k as u64).collect();
+        differ.delete(&layers, &gone).unwrap();
+        let d = differ.finish_named(&layers).unwrap();
+        let mut over_gone = vec![slot_of(&layers[0], 2), slot_of(&layers[0], 5)];
+        over_gone.sort();
+        assert_eq!(d.deleted, vec![over_gone, Vec::<usize>::new()]);
+        assert_eq!(d.changed_old, vec![vec![], vec![slot_of(&layers[1], 4)]]);
+        let h = |b: &[u8]| xxh3_64(b);
+        assert_eq!(d.added_digest, h(b"\x91\x44").wrapping_add(h(b"\x91\x06")));
+        assert_eq!(d.removed_digest,
+                   h(b"\x91\x04").wrapping_add(h(b"\x91\x12")).wrapping_add(h(b"\x91\x05")));
+        // base record 3 under its tombstone, and 1, stay: no walk over the slots
+        let mut differ = Differ::new(&layers);
+        differ.delete(&layers, &[]).unwrap();
+        assert_eq!(differ.finish_named(&layers).unwrap().deleted, vec![Vec::<usize>::new(); 2]);
     }
 }
