@@ -29,6 +29,7 @@ __all__ = [
     "PRODUCER_METRICS",
     "ConsumerCollector",
     "Durations",
+    "Histogram",
     "ProducerCollector",
     "register",
     "unregister",
@@ -55,6 +56,34 @@ class Durations:
 
     def as_dict(self) -> dict[str, Any]:
         return {"count": self.count, "sum": self.sum, "last": self.last, "max": self.max}
+
+
+class Histogram:
+    """Counts of observations at or under each upper bound, their count and sum.
+
+    Not locked: the owner updates and reads it under its own lock.
+    """
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * len(self.bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """``buckets`` {upper bound: cumulative count} (+Inf is ``count``), ``count``,
+        ``sum``."""
+        return {"buckets": dict(zip(self.bounds, self.counts, strict=True)),
+                "count": self.count, "sum": self.sum}
 
 
 # -- Prometheus ---------------------------------------------------------------------------
@@ -99,6 +128,13 @@ PRODUCER_METRICS = {
     "feedkit_producer_last_publish_timestamp_seconds": "gauge: unix time of the last publish",
     "feedkit_daemon_checks_total": "counter {outcome}: the daemon's table checks",
     "feedkit_daemon_consecutive_failures": "gauge: the daemon's failed checks in a row",
+    "feedkit_feed_staleness_seconds": "gauge: 0 while the feed reflects the table's current "
+                                      "snapshot, else the age of the oldest Iceberg commit "
+                                      "it does not (the daemon's feeds)",
+    "feedkit_feed_commit_to_announce_seconds": "histogram: seconds from the oldest Iceberg "
+                                               "commit a version takes in to its announce",
+    "feedkit_daemon_plans_total": "counter {kind=append|files|full}: cycles by what they read",
+    "feedkit_daemon_full_reads_total": "counter {cause}: whole-table reads by cause",
 }
 
 
@@ -276,9 +312,10 @@ class ProducerCollector(_Collector):
         core, feed = self._core, ["feed"]
         gauge = partial(self._gauge, dicts)
 
-        def counter(name: str, doc: str, label: str, key: str) -> Any:
+        def counter(name: str, doc: str, label: str, key: str,
+                    of: list[dict[str, Any]] = dicts) -> Any:
             family = core.CounterMetricFamily(name, doc, labels=["feed", label])
-            for m in dicts:
+            for m in of:
                 for value, n in sorted(m.get(key, {}).items()):
                     family.add_metric([m["feed"], value], n)
             return family
@@ -312,6 +349,23 @@ class ProducerCollector(_Collector):
                       "outcome", "checks")
         yield gauge("feedkit_daemon_consecutive_failures", "The daemon's failed checks in a row.",
                     "consecutive_failures")
+        fresh = [dict(m["freshness"], feed=m["feed"]) for m in dicts if "freshness" in m]
+        yield self._gauge(fresh, "feedkit_feed_staleness_seconds",
+                          "0 while the feed reflects the table's current snapshot, else the "
+                          "age of the oldest Iceberg commit it does not.", "staleness_seconds")
+        latency = core.HistogramMetricFamily(
+            "feedkit_feed_commit_to_announce_seconds",
+            "Seconds from the oldest Iceberg commit a version takes in to its announce.",
+            labels=feed)
+        for m in fresh:
+            h = m["commit_to_announce"]
+            latency.add_metric([m["feed"]], [(repr(float(b)), n) for b, n in h["buckets"].items()]
+                               + [("+Inf", h["count"])], h["sum"])
+        yield latency
+        yield counter("feedkit_daemon_plans", "Cycles by what they read.", "kind", "plans",
+                      fresh)
+        yield counter("feedkit_daemon_full_reads", "Whole-table reads by cause.", "cause",
+                      "full_reads", fresh)
 
 
 _registered: weakref.WeakKeyDictionary[Any, dict[str, _Collector]] = weakref.WeakKeyDictionary()

@@ -21,8 +21,8 @@ from feedkit.format import FORMATS
 
 from .producer import compression_level_problem
 
-__all__ = ["CatalogConfig", "DaemonConfig", "FeedConfig", "StoreConfig", "load_config",
-           "parse_config"]
+__all__ = ["CatalogConfig", "DaemonConfig", "FeedConfig", "MetricsConfig", "StoreConfig",
+           "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,15 @@ class DaemonConfig:
     work_dir: Path | None = None  # [producer] work_dir: per-feed state kept across restarts
     compression_level: int = 3
     source: str = "<config>"
+    metrics: MetricsConfig | None = None  # [metrics]: the daemon's Prometheus port
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: serve ``Daemon.metrics()`` for Prometheus on ``address:port``."""
+
+    port: int  # 0: any free port (Daemon.metrics_address says which)
+    address: str = "0.0.0.0"  # every interface, as prometheus_client's own default
 
 
 # key -> (accepted types, required)
@@ -83,7 +92,8 @@ _FEED: _Spec = {
     "allow_unsigned": ((bool,), False),
     "format": ((int,), False),
 }
-_TOP = {"store", "catalog", "producer", "feed"}
+_METRICS: _Spec = {"port": ((int,), True), "address": ((str,), False)}
+_TOP = {"store", "catalog", "producer", "feed", "metrics"}
 
 
 def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
@@ -211,7 +221,14 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
     problem = compression_level_problem(level)
     if problem:
         raise ConfigurationError(f"{source}: producer.compression_level {problem}")
+    metrics = None
+    if "metrics" in doc:
+        m = _check(doc["metrics"], _METRICS, "metrics", source)
+        if not 0 <= m["port"] <= 65535:
+            raise ConfigurationError(f"{source}: metrics.port must be 0..65535, not {m['port']}")
+        metrics = MetricsConfig(m["port"], m.get("address", "0.0.0.0"))
     return DaemonConfig(
+        metrics=metrics,
         store=StoreConfig(_resolve(store["url"], base_dir),
                           {k: v for k, v in store.items() if k != "url"}),
         catalog=CatalogConfig(catalog["name"],

@@ -42,6 +42,7 @@ from feedkit.errors import (
 from feedkit.store import BlobStore, open_store
 
 from .config import DaemonConfig, FeedConfig
+from .freshness import Freshness
 from .iceberg import CatalogHandle, IcebergSource, ReadPlan, TablePosition
 from .producer import Producer
 from .stats import CycleStats
@@ -90,6 +91,7 @@ class FeedRunner:
         self.last_outcome = ""
         self.checks: Counter[str] = Counter()  # outcomes of check(), for metrics()
         self.stats = CycleStats()  # handed to each producer made, so counts survive a fence
+        self.freshness = Freshness()
         self.pin: tuple[int | None, str | None] | None = None  # the pin last logged
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -135,7 +137,7 @@ class FeedRunner:
         out = self.stats.as_dict(self.cfg.name, m.version if m else None,
                                  m.record_count if m else None)
         out.update(checks=dict(self.checks), last_check=self.last_outcome or None,
-                   consecutive_failures=self.failures)
+                   consecutive_failures=self.failures, freshness=self.freshness.as_dict())
         return out
 
     def wake(self, now: float) -> None:
@@ -224,6 +226,8 @@ class FeedRunner:
         if table.metadata_location == self.seen_location:
             return "idle"
         position = self.source.position(table)
+        self.freshness.pending(None if position == self.published
+                               else _oldest_commit(table, self.published))
         if position == self.refused:
             self.seen_location = table.metadata_location
             return "idle"
@@ -233,17 +237,19 @@ class FeedRunner:
                 log.info("event=skipped feed=%s reason=%r iceberg_snapshot=%s", self.cfg.name,
                          plan.reason, plan.position.snapshot_id)
                 self.published = plan.position
+            self.freshness.caught_up()
             self.seen_location = table.metadata_location
             return "idle"
         change = self.source.read_change(table, plan) if plan.kind == "files" else None
         reader = change.upserts if change is not None else self.source.read(table, plan)
         if plan.kind in ("append", "files") and not producer.can_append(reader.schema):
-            plan = ReadPlan("full", f"the feed's columns differ from the {plan.kind} plan's rows'",
-                            plan.position, plan.since, live=plan.live)
+            plan = ReadPlan.full("columns", f"the feed's columns differ from the {plan.kind} "
+                                 "plan's rows'", plan.position, plan.since, live=plan.live)
             change, reader = None, self.source.read(table, plan)
-        log.info("event=read feed=%s plan=%s reason=%r iceberg_snapshot=%s schema_id=%s",
-                 self.cfg.name, plan.kind, plan.reason, plan.position.snapshot_id,
-                 plan.position.schema_id)
+        log.info("event=read feed=%s plan=%s cause=%s reason=%r iceberg_snapshot=%s "
+                 "schema_id=%s", self.cfg.name, plan.kind, plan.cause or "-", plan.reason,
+                 plan.position.snapshot_id, plan.position.schema_id)
+        self.freshness.planned(plan.kind, plan.cause, plan.reason)
         batches = self._watched(reader, _expected_rows(table, plan))
         source = self.source.source(table, plan.position)
         try:
@@ -261,7 +267,14 @@ class FeedRunner:
         self.published = plan.position
         self.refused = None
         self.seen_location = table.metadata_location
-        return "published" if version is not None else "unchanged"
+        if version is None:
+            self.freshness.caught_up()
+            return "unchanged"
+        seconds = self.freshness.announced()
+        log.info("event=announced feed=%s version=%s plan=%s cause=%s iceberg_snapshot=%s "
+                 "commit_to_announce_s=%s", self.cfg.name, version, plan.kind, plan.cause or "-",
+                 plan.position.snapshot_id, f"{seconds:.3f}" if seconds is not None else "-")
+        return "published"
 
     def _watched(self, reader: pa.RecordBatchReader, total: int | None) -> pa.RecordBatchReader:
         """The reader's batches, with a progress bar on a terminal and a stop check."""
@@ -281,6 +294,27 @@ class FeedRunner:
                     raise Abandoned()
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _oldest_commit(table: Any, published: TablePosition | None) -> float | None:
+    """Unix time of the oldest commit the table holds beyond ``published``: the first
+    snapshot after it on the current branch; the current snapshot's when ``published`` is
+    not an ancestor (a rollback) or unknown; the metadata's last update for a schema
+    change without a new snapshot."""
+    snap = table.current_snapshot()
+    if snap is None or (published is not None and snap.snapshot_id == published.snapshot_id):
+        return table.metadata.last_updated_ms / 1000
+    oldest = snap
+    if published is not None and published.snapshot_id is not None:
+        seen = 0
+        while snap is not None and seen < 10_000:
+            if snap.snapshot_id == published.snapshot_id:
+                return oldest.timestamp_ms / 1000
+            oldest, seen = snap, seen + 1
+            snap = (table.snapshot_by_id(snap.parent_snapshot_id)
+                    if snap.parent_snapshot_id is not None else None)
+        oldest = table.current_snapshot()  # not an ancestor: the current snapshot's time
+    return oldest.timestamp_ms / 1000
 
 
 def _expected_rows(table: Any, plan: ReadPlan) -> int | None:
@@ -322,6 +356,32 @@ class Daemon:
                                    force=force) for f in config.feeds]
         self._observer: Any = None
         self._watched: set[Path] = set()
+        self._http: Any = None  # the [metrics] port's server, while run() runs
+        self.metrics_address: tuple[str, int] | None = None
+
+    def _serve_metrics(self) -> None:
+        """Serve :meth:`metrics` for Prometheus on the ``[metrics]`` port.
+
+        Raises:
+            NotInstalledError: prometheus_client is not installed.
+            ConfigurationError: the port cannot be bound.
+        """
+        cfg = self.config.metrics
+        if cfg is None or self._http is not None:
+            return
+        from feedkit.metrics import ProducerCollector, _prometheus
+
+        prom = _prometheus()
+        registry = prom.CollectorRegistry()
+        registry.register(ProducerCollector(self))
+        try:
+            server, _ = prom.start_http_server(cfg.port, addr=cfg.address, registry=registry)
+        except OSError as exc:
+            raise ConfigurationError(f"{self.config.source}: metrics.port: cannot serve on "
+                                     f"{cfg.address}:{cfg.port}: {exc.strerror}") from exc
+        self._http = server
+        self.metrics_address = (cfg.address, server.server_address[1])
+        log.info("event=metrics_serving address=%s port=%s", *self.metrics_address)
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """``{feed: metrics}`` for every configured feed (see :meth:`FeedRunner.metrics`);
@@ -359,6 +419,7 @@ class Daemon:
         log.info("event=started feeds=%s store=%s", ",".join(r.cfg.name for r in self.runners),
                  self.config.store.url)
         try:
+            self._serve_metrics()
             while not self.stop_event.is_set():
                 for runner in self.runners:
                     if self.stop_event.is_set():
@@ -378,6 +439,11 @@ class Daemon:
         return 0
 
     def close(self) -> None:
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                self._http.shutdown()
+                self._http.server_close()
+            self._http = None
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()

@@ -38,7 +38,8 @@ from feedkit.errors import ConfigurationError, FeedkitError, ValidationError
 
 from .changes import FileChange, LiveFiles, equality_keys, file_change, live_files, read_units
 
-__all__ = ["CatalogHandle", "IcebergSource", "ReadPlan", "TablePosition", "open_catalog"]
+__all__ = ["FULL_READ_CAUSES", "CatalogHandle", "ChangeReaders", "IcebergSource", "ReadPlan",
+           "TablePosition", "open_catalog"]
 
 log = logging.getLogger("feedkit.producer.iceberg")
 
@@ -173,6 +174,28 @@ class ReadPlan:
     since: TablePosition | None = None
     change: FileChange | None = None  # a "files" plan's
     live: LiveFiles | None = None  # the files at ``position``, when the plan listed them
+    cause: str = ""  # a full read's, a short code: FULL_READ_CAUSES
+
+    @classmethod
+    def full(cls, cause: str, reason: str, position: TablePosition,
+             since: TablePosition | None = None, *, live: LiveFiles | None = None) -> ReadPlan:
+        """A full read, for ``cause`` (one of :data:`FULL_READ_CAUSES`)."""
+        assert cause in FULL_READ_CAUSES, cause
+        return cls("full", reason, position, since, live=live, cause=cause)
+
+
+# Why a cycle read the whole table (``ReadPlan.cause``; the daemon counts them by cause)
+FULL_READ_CAUSES = {
+    "first": "no version published from this table yet",
+    "schema": "the table's schema changed",
+    "no_snapshot": "the published or the current position has no snapshot",
+    "no_key": "no key to diff files by, or a key column missing from the table",
+    "expired": "the published snapshot was expired before its files were listed",
+    "delete_files": "delete files the file diff cannot follow (equality deletes on other "
+                    "columns than the key, an equality-delete file that went away)",
+    "costlier": "the changed files hold more rows than the table",
+    "columns": "the rows read do not have the feed's columns",
+}
 
 
 @dataclass
@@ -268,12 +291,14 @@ class IcebergSource:
         # the snapshot is expired.
         new = self._live(table, now.snapshot_id) if self.key and now.snapshot_id else None
         if since is None:
-            return ReadPlan("full", "no version published from this table yet", now, live=new)
+            return ReadPlan.full("first", "no version published from this table yet", now,
+                                 live=new)
         if since.schema_id != now.schema_id:
-            return ReadPlan("full", f"schema {since.schema_id} -> {now.schema_id}", now, since,
-                            live=new)
+            return ReadPlan.full("schema", f"schema {since.schema_id} -> {now.schema_id}", now,
+                                 since, live=new)
         if since.snapshot_id is None or now.snapshot_id is None:
-            return ReadPlan("full", "the table had no snapshot", now, since, live=new)
+            return ReadPlan.full("no_snapshot", "the table had no snapshot", now, since,
+                                 live=new)
         meta = table.metadata
         ops: list[str] = []
         if is_parent_ancestor_of(now.snapshot_id, since.snapshot_id, meta):
@@ -288,12 +313,12 @@ class IcebergSource:
         how = (", ".join(dict.fromkeys(ops)) if ops else
                f"snapshot {since.snapshot_id} is not an ancestor of {now.snapshot_id}")
         if self.key is None:
-            return ReadPlan("full", f"{how} (no key: no file diff)", now, since)
+            return ReadPlan.full("no_key", f"{how} (no key: no file diff)", now, since)
         old = self._live(table, since.snapshot_id)
         if old is None:
-            return ReadPlan("full", f"the published snapshot {since.snapshot_id} is no longer "
-                                    "in the table's metadata (expired) and its files are not "
-                                    "known", now, since, live=new)
+            return ReadPlan.full("expired", f"the published snapshot {since.snapshot_id} is no "
+                                 "longer in the table's metadata (expired) and its files are "
+                                 "not known", now, since, live=new)
         new = self._live(table, now.snapshot_id)  # again: the newest in the cache
         if new is None:
             raise FeedkitError(f"feed {self.feed!r}: cannot list the files of snapshot "
@@ -301,14 +326,15 @@ class IcebergSource:
         try:
             key_ids = frozenset(table.schema().find_field(c).field_id for c in self.key)
         except ValueError:
-            return ReadPlan("full", f"a key column of {self.key} is not in the table", now,
-                            since, live=new)
+            return ReadPlan.full("no_key", f"a key column of {self.key} is not in the table",
+                                 now, since, live=new)
         change = file_change(old, new, key_ids)
         if change.problem:
-            return ReadPlan("full", change.problem, now, since, live=new)
+            return ReadPlan.full("delete_files", change.problem, now, since, live=new)
         if change.records > new.records:
-            return ReadPlan("full", f"{how}: the changed files hold {change.records} rows, "
-                                    f"more than the table's {new.records}", now, since, live=new)
+            return ReadPlan.full("costlier", f"{how}: the changed files hold {change.records} "
+                                 f"rows, more than the table's {new.records}", now, since,
+                                 live=new)
         return ReadPlan("files", f"{how}: {len(change.added)} data file(s) added, "
                                  f"{len(change.removed)} removed, {len(change.equality)} "
                                  f"key equality-delete file(s)", now, since, change, new)
