@@ -19,6 +19,8 @@ import feedkit
 from feedkit.producer import Producer
 from feedkit.producer.iceberg import IcebergSource, ReadPlan, TablePosition
 
+from .iceberg_ops import compact, equality_delete, position_delete
+
 TABLE = "muse.parts"
 FEED = "muse.parts"
 PARTS = 10
@@ -61,7 +63,7 @@ class Follower:
         self.since: TablePosition | None = None
         self.plans: list[ReadPlan] = []
 
-    def cycle(self) -> ReadPlan:
+    def cycle(self, want: dict[int, dict[str, Any]] | None = None) -> ReadPlan:
         table = self.source.load()
         plan = self.source.plan(table, self.since)
         self.plans.append(plan)
@@ -74,17 +76,23 @@ class Follower:
         elif plan.kind == "full":
             self.producer.publish(self.source.read(table, plan), source=src)
         self.since = plan.position
-        self.check(table)
+        self.check(table, want)
         return plan
 
-    def check(self, table: Table) -> None:
+    def served(self) -> dict[int, dict[str, Any]]:
+        assert self.consumer is not None
+        return {k: r._asdict() for k, r in self.consumer.items()}
+
+    def check(self, table: Table, want: dict[int, dict[str, Any]] | None = None) -> None:
+        """The feed equals a full read (``want``: the rows expected, where pyiceberg
+        cannot read the table: equality deletes)."""
         if self.consumer is None:
             self.consumer = feedkit.Consumer(self.store, feed=FEED, cache_dir=self.cache,
                                              watch=False).open()
         self.consumer.refresh()
-        want = {r["id"]: r for r in table.scan().to_arrow().to_pylist()}
-        got = {k: r._asdict() for k, r in self.consumer.items()}
-        assert got == want, f"after {self.plans[-1]}"
+        if want is None:
+            want = {r["id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert self.served() == want, f"after {self.plans[-1]}"
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -188,3 +196,71 @@ def test_unpartitioned_appends_then_a_delete_in_one_file(catalog: Any, store: fe
         assert plan.change.records == 198  # the one rewritten file, not 1000 rows
     finally:
         f.close()
+
+
+def test_a_compaction_publishes_nothing_and_reads_nothing(follower: Follower,
+                                                          table: Table) -> None:
+    version = follower.producer.version
+    table.delete(In("id", [3, 4]))
+    follower.cycle()
+    version = follower.producer.version
+    assert compact(table) is not None
+    table.refresh()
+    assert table.current_snapshot().summary.operation.value == "replace"  # type: ignore[union-attr]
+    plan = follower.cycle()
+    assert plan.kind == "none" and "replace" in plan.reason and plan.change is None
+    assert follower.producer.version == version and follower.since == plan.position
+    # After it, a delete reads the compacted files it rewrites.
+    table.delete(EqualTo("id", 13))
+    plan = follower.cycle()
+    assert plan.kind == "files" and plan.change is not None and len(plan.change.added) == 1
+
+
+def test_position_deletes_delete_the_keys_at_those_positions(follower: Follower,
+                                                             table: Table) -> None:
+    assert position_delete(table, In("id", [21, 22, 35])) is not None
+    plan = follower.cycle()
+    assert plan.kind == "files" and plan.change is not None
+    # the same data files, now with deletes: read again as new units
+    assert {t.file.file_path for t in plan.change.added} == {
+        t.file.file_path for t in plan.change.removed}
+    assert all(t.delete_files for t in plan.change.added)
+    assert follower.producer.last_report.removed == 3  # type: ignore[union-attr]
+    assert position_delete(table, In("id", [41])) is not None  # a second one, same file
+    follower.cycle()
+    compact(table)  # applies the deletes: the same rows, no version
+    version = follower.producer.version
+    assert follower.cycle().kind == "none" and follower.producer.version == version
+
+
+def test_key_equality_deletes_are_deletes(follower: Follower, table: Table) -> None:
+    want = follower.served()
+    assert equality_delete(table, pa.table({"id": pa.array([5, 6, 7, 123], pa.int64())}))
+    for k in (5, 6, 7, 123):
+        del want[k]
+    plan = follower.cycle(want)
+    assert plan.kind == "files" and plan.change is not None and plan.change.equality
+    assert not plan.change.added and not plan.change.removed  # no data file read
+    assert follower.producer.last_report.removed == 4  # type: ignore[union-attr]
+    # A row appended after the delete is not deleted by it.
+    table.append(rows([5]))
+    want[5] = rows([5]).to_pylist()[0]
+    assert follower.cycle(want).kind == "append"
+    # In one range: a key deleted then appended again stays; one appended then deleted
+    # goes (the delete applies to the older file, read with it applied).
+    equality_delete(table, pa.table({"id": pa.array([8], pa.int64())}))
+    table.append(rows([8, 4000], mark="#"))
+    equality_delete(table, pa.table({"id": pa.array([4000], pa.int64())}))
+    table.refresh()
+    want[8] = rows([8], mark="#").to_pylist()[0]
+    plan = follower.cycle(want)
+    assert plan.kind == "files" and len(plan.change.equality) >= 2  # type: ignore[union-attr]
+
+
+def test_an_equality_delete_on_another_column_is_a_full_read(follower: Follower,
+                                                             table: Table) -> None:
+    want = {k: r for k, r in follower.served().items() if r["part"] != 2}
+    assert equality_delete(table, pa.table({"part": pa.array([2], pa.int64())}))
+    plan = follower.cycle(want)
+    assert plan.kind == "full" and plan.cause == "delete_files"
+    assert "not the key's" in plan.reason
