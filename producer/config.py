@@ -17,9 +17,8 @@ from typing import Any
 
 from feedkit import names
 from feedkit.errors import ConfigurationError
-from feedkit.format import FORMATS
 
-from .producer import compression_level_problem
+from .settings import ProducerSettings, SettingsError
 
 __all__ = ["CatalogConfig", "DaemonConfig", "FeedConfig", "MetricsConfig", "StoreConfig",
            "load_config", "parse_config"]
@@ -37,20 +36,27 @@ class CatalogConfig:
     properties: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class FeedConfig:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class FeedConfig(ProducerSettings):
+    """A ``[[feed]]``: the producer's settings (validated by :class:`ProducerSettings`)
+    and what the daemon needs besides: the table, its columns, the poll interval and the
+    validators by name."""
+
     table: str
-    primary_key: tuple[str, ...]
     columns: tuple[str, ...] | None = None
-    indexes: tuple[str, ...] = ()
-    snapshot_every: int = 10
-    max_change_ratio: float | None = None
-    min_records: int = 0
     poll_interval: float = 5.0
     validators: tuple[str, ...] = ()
-    allow_unsigned: bool = False  # publish unsigned on top of a signed version (no key)
-    format: int = 2  # the state format of snapshots (docs/FORMAT.md, 10); 1 for old consumers
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (type(self.poll_interval) in (int, float) and self.poll_interval > 0):
+            raise SettingsError(self.feed, "poll_interval", f"must be > 0, not "
+                                                            f"{self.poll_interval!r}")
+
+    @property
+    def name(self) -> str:
+        """The feed's name (``name`` in the TOML)."""
+        return self.feed
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
         raise ConfigurationError(f"{source}: [catalog] must be a table with a string name")
     producer = _check(doc.get("producer", {}), _PRODUCER, "producer", source)
 
+    level = producer.get("compression_level", 3)
     entries = doc["feed"]
     if not isinstance(entries, list) or not entries:
         raise ConfigurationError(f"{source}: [[feed]] must list at least one feed")
@@ -185,42 +192,31 @@ def parse_config(doc: dict[str, Any], *, source: str = "<config>",
         where = f"feed[{i}] ({f['name']})"
         if any(f["name"] == g.name for g in feeds):
             raise ConfigurationError(f"{source}: {where}: feed name {f['name']!r} appears twice")
-        snapshot_every = f.get("snapshot_every", 10)
-        poll_interval = float(f.get("poll_interval", 5.0))
         ratio = f.get("max_change_ratio")
-        min_records = f.get("min_records", 0)
-        if snapshot_every < 1:
-            raise ConfigurationError(f"{source}: {where}.snapshot_every must be >= 1")
-        if not poll_interval > 0:
-            raise ConfigurationError(f"{source}: {where}.poll_interval must be > 0")
-        if ratio is not None and not ratio >= 0:
-            raise ConfigurationError(f"{source}: {where}.max_change_ratio must be >= 0")
-        if min_records < 0:
-            raise ConfigurationError(f"{source}: {where}.min_records must be >= 0")
-        state_format = f.get("format", 2)
-        if type(state_format) is not int or state_format not in FORMATS:
-            raise ConfigurationError(f"{source}: {where}.format must be one of "
-                                     f"{', '.join(map(str, FORMATS))}, not {state_format!r}")
         validators = _strings(f["validators"], f"{where}.validators", source) \
             if f.get("validators") else ()
         columns = _strings(f["columns"], f"{where}.columns", source, unique=True) \
             if "columns" in f else None
-        feeds.append(FeedConfig(
-            name=f["name"], table=f["table"],
-            primary_key=_strings(f["primary_key"], f"{where}.primary_key", source, unique=True),
-            columns=columns,
-            indexes=_strings(f["indexes"], f"{where}.indexes", source, unique=True)
-            if f.get("indexes") else (),
-            snapshot_every=snapshot_every,
-            max_change_ratio=float(ratio) if ratio is not None else None,
-            min_records=min_records, poll_interval=poll_interval, validators=validators,
-            allow_unsigned=f.get("allow_unsigned", False), format=state_format,
-        ))
+        try:  # every rule is the settings' own (ProducerSettings, FeedConfig)
+            feeds.append(FeedConfig(
+                feed=f["name"], table=f["table"],
+                primary_key=_strings(f["primary_key"], f"{where}.primary_key", source,
+                                     unique=True),
+                columns=columns,
+                indexes=_strings(f["indexes"], f"{where}.indexes", source, unique=True)
+                if f.get("indexes") else (),
+                snapshot_every=f.get("snapshot_every", 10),
+                max_change_ratio=float(ratio) if ratio is not None else None,
+                min_records=f.get("min_records", 0),
+                poll_interval=float(f.get("poll_interval", 5.0)), validators=validators,
+                allow_unsigned=f.get("allow_unsigned", False), format=f.get("format", 2),
+                compression_level=level,
+            ))
+        except SettingsError as exc:
+            key = ("producer.compression_level" if exc.setting == "compression_level"
+                   else f"{where}.{exc.setting}")
+            raise ConfigurationError(f"{source}: {key} {exc.problem}") from None
     work_dir = producer.get("work_dir")
-    level = producer.get("compression_level", 3)
-    problem = compression_level_problem(level)
-    if problem:
-        raise ConfigurationError(f"{source}: producer.compression_level {problem}")
     metrics = None
     if "metrics" in doc:
         m = _check(doc["metrics"], _METRICS, "metrics", source)

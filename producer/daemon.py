@@ -98,13 +98,8 @@ class FeedRunner:
 
     def _new_producer(self) -> Producer:
         work_dir = self.config.work_dir / self.cfg.name if self.config.work_dir else None
-        producer = Producer(
-            self.store, feed=self.cfg.name, primary_key=self.cfg.primary_key,
-            indexes=self.cfg.indexes, snapshot_every=self.cfg.snapshot_every,
-            max_change_ratio=self.cfg.max_change_ratio, min_records=self.cfg.min_records,
-            validators=self.validators, work_dir=work_dir,
-            compression_level=self.config.compression_level,
-            allow_unsigned=self.cfg.allow_unsigned, format=self.cfg.format)
+        producer = Producer.from_settings(self.store, self.cfg, validators=self.validators,
+                                          work_dir=work_dir)
         producer._stats = self.stats
         return producer
 
@@ -231,7 +226,9 @@ class FeedRunner:
         if position == self.refused:
             self.seen_location = table.metadata_location
             return "idle"
+        began = time.monotonic()
         plan = self.source.plan(table, self.published)
+        plan_seconds = time.monotonic() - began
         if plan.kind == "none":
             if plan.since != plan.position:  # compactions: the feed's rows are the table's
                 log.info("event=skipped feed=%s reason=%r iceberg_snapshot=%s", self.cfg.name,
@@ -247,8 +244,8 @@ class FeedRunner:
                                  "plan's rows'", plan.position, plan.since, live=plan.live)
             change, reader = None, self.source.read(table, plan)
         log.info("event=read feed=%s plan=%s cause=%s reason=%r iceberg_snapshot=%s "
-                 "schema_id=%s", self.cfg.name, plan.kind, plan.cause or "-", plan.reason,
-                 plan.position.snapshot_id, plan.position.schema_id)
+                 "schema_id=%s plan_s=%.3f", self.cfg.name, plan.kind, plan.cause or "-",
+                 plan.reason, plan.position.snapshot_id, plan.position.schema_id, plan_seconds)
         self.freshness.planned(plan.kind, plan.cause, plan.reason)
         batches = self._watched(reader, _expected_rows(table, plan))
         source = self.source.source(table, plan.position)

@@ -1,23 +1,32 @@
-"""Producer.publish / Producer.append: one cycle turning a table into a new feed version.
+"""Producer.publish / append / update: one cycle turning a table, appended rows or a change
+into a new feed version.
 
-The cycle is a numbered pipeline; a failed step announces nothing:
+The cycle is a numbered pipeline, a function per step, each timed by ``_Clock.run``
+(the seconds per step are the report's and ``metrics()``'s); the files it makes belong
+to one ``_CycleFiles``, which removes them when a step fails, and a failed step
+announces nothing:
 
-1. restore   the last published state (work dir, else fetched from the store)
-2. encode    the table (or the appended rows), batch by batch, spilled to a work file
-3. check     non-null, unique keys (an appended key must be new)
-4. diff      against the last published state; nothing changed -> no version
-5. write     the new state: a base file, or the delta merged into a new overlay over
-             the last base (compacted into a base when it outgrows it or a snapshot is due)
-6. validate  change ratio, record count, custom validators -> RefusedError
-7. write     the delta blob, the snapshot blob (when due)
-8. publish   blobs, then the manifest (create-only)
-9. announce  compare-and-swap of the announcement
+1. restore   the last published state (work dir, else fetched from the store)  _restore
+2. encode    the table (or the appended rows, or the upserts), batch by batch,
+             spilled to a work file                                             _encode
+3. check     non-null, unique keys (an appended key must be new)                _check_unique
+4. diff      against the last published state; nothing changed -> no version   _diffed,
+             (an update's deletes are the keys it names)                        _appended
+5. write     the new state: a base file, or the delta merged into a new overlay
+             over the last base                                                 _write_new_state
+6. validate  change ratio, record count, custom validators -> RefusedError      _validate
+7. compress  the delta blob; the overlay compacted into a base when it outgrows
+             it or a snapshot is due; the snapshot blob (when due)              _write_blobs
+8. upload    blobs, then the manifest (create-only)                             _upload
+9. announce  compare-and-swap of the announcement                               _announce
 
-A whole-table publish over a last version of the same shape runs 2 to 4 batch by batch
-(``Producer._streamed``): each batch is diffed as it is encoded and only its changed
-records are spilled, so the cycle costs the read plus the change, not a copy of the
-table; the first version, a new shape, and a version with a snapshot due by count keep
-every record, to write the new base from them.
+Where the records come from (an Iceberg plan and its read) is the daemon's
+(``producer/iceberg.py``). A whole-table publish over a last version of the same shape,
+and every update, run 2 to 4 batch by batch (``Producer._streamed``): each batch is
+diffed as it is encoded and only its changed records are spilled, so the cycle costs
+the read plus the change, not a copy of the table; the first version, a new shape, and
+a version with a snapshot due by count keep every record, to write the new base from
+them.
 """
 
 from __future__ import annotations
@@ -35,14 +44,13 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import zstandard
 
 from feedkit import _native, codec, names
-from feedkit.blobs import compress_file
+from feedkit.blobs import BlobInfo, compress_file
 from feedkit.errors import (
     BlobExistsError,
     BlobNotFoundError,
@@ -56,7 +64,6 @@ from feedkit.errors import (
 )
 from feedkit.format import (
     FORMAT_COMPACT,
-    FORMATS,
     RecordSet,
     StateFile,
     derived_header,
@@ -79,6 +86,12 @@ from feedkit.signing import signer_from
 from feedkit.store import BlobStore
 
 from .encode import ColumnPlan, _contains, describe_schema, encode_batch, key_spec_for
+from .settings import (
+    MAX_COMPRESSION_LEVEL,
+    MIN_COMPRESSION_LEVEL,
+    ProducerSettings,
+    compression_level_problem,
+)
 from .stats import CycleStats
 from .validate import CycleSummary, MaxChangeRatio, MinRecords, Validator, run_validator
 
@@ -90,11 +103,6 @@ log = logging.getLogger("feedkit.producer")
 _M64 = (1 << 64) - 1
 _COMPACT_RATIO = 0.25  # merge the overlay into a new base past this share of the base
 
-# zstd's whole range of levels: its negative "fast" levels down to ZSTD_minCLevel()
-# (-2**17; python-zstandard does not export it) trade ratio for speed, and are worth it
-# for large feeds; 0 means zstd's default (3).
-MIN_COMPRESSION_LEVEL = -(1 << 17)
-MAX_COMPRESSION_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
 
 # What a cycle writes in the work dir (see _cycle, _run, _fetch_state and the temp names
 # of feedkit.format.write_state): a SIGKILLed cycle leaves these behind, and the next
@@ -106,6 +114,8 @@ _WORK_FILE = re.compile(r"""
     | \.(?:\d{20}\.(?:state|overlay)|\.\d{20}\.(?:delta|snapshot))\.[0-9a-f]{12}\.tmp  # temps
 """, re.VERBOSE)
 _RESTORE_DIR = "restore"  # _fetch_state's cache folder
+
+_T = TypeVar("_T")
 
 TableLike: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 
@@ -226,46 +236,45 @@ class Producer:
                  compression_level: int = 3, batch_rows: int = 65536,
                  signing_key: str | bytes | os.PathLike[str] | None = None,
                  allow_unsigned: bool = False, format: int = 2) -> None:
-        self.feed = names.validate_feed(feed)
-        if type(format) is not int or format not in FORMATS:
-            raise ConfigurationError(f"feed {feed!r}: format {format!r}: feedkit writes "
-                                     f"{', '.join(map(str, FORMATS))}")
-        self.format = format
+        self._init(store, ProducerSettings(
+            feed=feed, primary_key=primary_key, indexes=tuple(indexes),  # type: ignore[arg-type]
+            snapshot_every=snapshot_every, max_delta_ratio=max_delta_ratio,
+            max_change_ratio=max_change_ratio, min_records=min_records,
+            compression_level=compression_level, batch_rows=batch_rows,
+            allow_unsigned=allow_unsigned, format=format), validators, work_dir, signing_key)
+
+    @classmethod
+    def from_settings(cls, store: BlobStore, settings: ProducerSettings, *,
+                      validators: Sequence[Validator] = (),
+                      work_dir: str | os.PathLike[str] | None = None,
+                      signing_key: str | bytes | os.PathLike[str] | None = None) -> Producer:
+        """A producer of ``settings`` (already validated: the daemon's ``FeedConfig``);
+        the other arguments as for the constructor."""
+        producer = cls.__new__(cls)
+        producer._init(store, settings, validators, work_dir, signing_key)
+        return producer
+
+    def _init(self, store: BlobStore, settings: ProducerSettings,
+              validators: Sequence[Validator], work_dir: str | os.PathLike[str] | None,
+              signing_key: str | bytes | os.PathLike[str] | None) -> None:
+        self.settings = settings
+        self.feed = feed = settings.feed
+        self.format = settings.format
         self._signer = signer_from(signing_key)
-        self.allow_unsigned = bool(allow_unsigned)
-        if primary_key is None:
-            raise ConfigurationError(f"feed {feed!r}: primary_key is required: name the key "
-                                     "column, or a tuple of columns for a composite key")
-        try:
-            key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
-        except TypeError:
-            key = ()
-        if not key or not all(isinstance(c, str) and c for c in key):
-            raise ConfigurationError(f"feed {feed!r}: primary_key must name one or more "
-                                     f"columns, not {primary_key!r}")
-        if len(set(key)) != len(key):
-            raise ConfigurationError(f"feed {feed!r}: primary_key repeats a column: {key}")
-        if snapshot_every < 1 or batch_rows < 1:
-            raise ConfigurationError(f"feed {feed!r}: snapshot_every and batch_rows must be >= 1")
-        problem = compression_level_problem(compression_level)
-        if problem:
-            raise ConfigurationError(f"feed {feed!r}: compression_level {problem}")
+        self.allow_unsigned = settings.allow_unsigned
         self.store = store
-        self.primary_key = key
-        self.indexes = list(dict.fromkeys(indexes))
-        self.snapshot_every = snapshot_every
-        self.max_delta_ratio = max_delta_ratio
+        self.primary_key = settings.primary_key
+        self.indexes = list(settings.indexes)
+        self.snapshot_every = settings.snapshot_every
+        self.max_delta_ratio = settings.max_delta_ratio
         self.validators: list[Any] = []
-        try:
-            if max_change_ratio is not None:
-                self.validators.append(MaxChangeRatio(max_change_ratio))
-            if min_records:
-                self.validators.append(MinRecords(min_records))
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"feed {feed!r}: {exc}") from None
+        if settings.max_change_ratio is not None:
+            self.validators.append(MaxChangeRatio(settings.max_change_ratio))
+        if settings.min_records:
+            self.validators.append(MinRecords(settings.min_records))
         self.validators += list(validators)
-        self.compression_level = compression_level
-        self.batch_rows = batch_rows
+        self.compression_level = settings.compression_level
+        self.batch_rows = settings.batch_rows
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir is not None else Path(
             tempfile.mkdtemp(prefix=f"feedkit-producer-{feed}-"))
@@ -496,7 +505,7 @@ class Producer:
              mode: str, deletes: TableLike | None) -> int | None:
         self._check_open()
         clock = _Clock()
-        etag = self._restore()  # 1
+        etag = clock.run("restore", self._restore)  # 1
         last = self._last
         self._check_signed_parent()
         report = CycleReport(self.feed, None, last.manifest.version if last else None,
@@ -521,11 +530,11 @@ class Producer:
                                                           gone)
                 report.seconds["diff"] = clock.lap()  # its last step: the keys that are gone
             else:
-                rs, report.rows_read = self._encode(batches, plan, spill)  # 2 + 3
-                report.seconds["encode"] = clock.lap()
-                change = (self._appended(rs, plan) if mode == "append"
-                          else self._diffed(rs, describe))  # 4
-                report.seconds["diff"] = clock.lap()
+                rs, report.rows_read = clock.run("encode", self._encode, batches, plan,
+                                                 spill)  # 2 + 3
+                change = clock.run("diff", self._appended if mode == "append" else self._diffed,
+                                   rs, plan if mode == "append" else describe)  # 4
+                report.seconds.update(clock.seconds)
             if change is None:
                 report.record_count = last.manifest.record_count  # type: ignore[union-attr]
                 report.seconds["total"] = clock.total()
@@ -779,127 +788,139 @@ class Producer:
 
     def _cycle(self, change: _Change, describe: dict[str, Any], etag: str | None,
                report: CycleReport, force: bool, clock: _Clock) -> int:
+        """Steps 5 to 9 of a change: write the new state, validate it, write the blobs,
+        publish them and the manifest, announce. A failed step removes every file the
+        cycle made (``_CycleFiles``) and announces nothing."""
         last = self._last
-        count = change.record_count
         version = max(int(time.time() * 1000), (last.manifest.version + 1) if last else 1)
-        report.version, report.record_count = version, count
+        report.version, report.record_count = version, change.record_count
         report.added, report.changed, report.removed = change.added, change.changed, change.removed
-        header = dict(describe, version=version, record_count=count,
+        header = dict(describe, version=version, record_count=change.record_count,
                       state_digest=f"{change.digest:016x}")
-
-        created: list[Path] = []  # the new state's files: removed if the cycle fails
-        tmp_blobs: list[Path] = []
+        since = last.since_snapshot + 1 if last else 0
+        made = _CycleFiles(self.work_dir, version)
         try:
-            delta_state = None
-            if last is not None and change.delta is not None:
-                delta_state = self.work_dir / f".{version:020d}.delta"
-                tmp_blobs.append(delta_state)
-                write_state(delta_state, dict(header, kind="overlay",
-                                              base_version=last.manifest.version), change.delta)
-            since = last.since_snapshot + 1 if last else 0
-            due = self._snapshot_due(last, delta_state, since)
-            if delta_state is None or (change.state is not None and (
-                    due or self._outgrows(last, change.delta))):  # type: ignore[arg-type]
-                # 5: a whole new state -> a new base file: the first version, a new shape,
-                # or a snapshot due anyway (written from the new records, not compacted)
-                assert change.state is not None
-                created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), change.state)
-                files = [StateFile(created[-1])]
-            else:  # the last state plus the delta, as a new overlay over the same base
-                assert last is not None
-                base = last.base
-                created.append(self._overlay_path(version))
-                write_state(created[-1], derived_header(
-                    base.header, version=version, kind="overlay", base_version=base.version,
-                    record_count=count, state_digest=change.digest),
-                    apply_delta(last.files, StateFile(delta_state), count, change.digest))
-                files = [StateFile(created[-1]), base]
-            report.seconds["write"] = clock.lap()
-            self._validate(change, version, files, report, force)  # 6
-            report.seconds["validate"] = clock.lap()
-            delta_info = snapshot_info = None  # 7
-            if last is not None and delta_state is not None:
-                delta_blob = self.work_dir / f".{version:020d}.delta.zst"
-                tmp_blobs.append(delta_blob)
-                delta_key = names.delta_key(self.feed, last.manifest.version, version)
-                if last.manifest.state_format == FORMAT_COMPACT:
-                    # a format-2 chain's delta is columnar (FORMAT.md, 11.5), format 1's
-                    # the delta's state file compressed
-                    delta_info = write_delta_blob(delta_blob, dict(
-                        header, kind="overlay", base_version=last.manifest.version),
-                        change.delta, delta_key, self.compression_level)  # type: ignore[arg-type]
-                else:
-                    delta_info = compress_file(delta_state, delta_blob, delta_key,
-                                               self.compression_level)
-            if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
-                created.append(self._base_path(version))
-                write_state(created[-1], dict(header, kind="base"), compact(files))
-                files = [StateFile(created[-1])]
-            if due:
-                # The producer's own state is format 1 (its diffs compare canonical bytes
-                # at memcmp speed); the snapshot is the feed's format: format 2's is a
-                # columnar blob of the records (FORMAT.md, 11), format 1's the state
-                # file compressed.
-                snap_blob = self.work_dir / f".{version:020d}.snapshot.zst"
-                tmp_blobs.append(snap_blob)
-                snap_key = names.snapshot_key(self.feed, version)
-                if self.format == FORMAT_COMPACT:
-                    snapshot_info = write_snapshot_blob(
-                        snap_blob, dict(header, kind="base"), base_records(files[0]), snap_key,
-                        self.compression_level)
-                else:
-                    snap_state = files[0].path
-                    if files[0].format != self.format:
-                        snap_state = self.work_dir / f".{version:020d}.snapshot"
-                        tmp_blobs.append(snap_state)
-                        write_state(snap_state, dict(header, kind="base"),
-                                    base_records(files[0]), format=self.format)
-                    snapshot_info = compress_file(snap_state, snap_blob, snap_key,
-                                                  self.compression_level)
-            report.seconds["compress"] = clock.lap()
-            manifest = Manifest(
-                feed=self.feed, version=version,
-                parent=last.manifest.version if last else None,
-                nearest_snapshot=version if snapshot_info else last.manifest.nearest_snapshot,  # type: ignore[union-attr]
-                record_count=count, state_digest=change.digest, key=describe["key"],
-                schema=describe["schema"], index_fields=self.indexes,
-                snapshot=snapshot_info, delta=delta_info, source=report.source,
-                state_format=self.format if snapshot_info or last is None
-                else last.manifest.state_format,
-            )
-            if self._signer is not None:
-                manifest = self._signer.sign(manifest)
-            report.bytes_written = self._upload(  # 8
-                manifest, delta_blob if delta_info else None,
-                snap_blob if snapshot_info else None)
-            new_etag = self.store.replace_if_match(  # 9
-                names.announcement_key(self.feed),
-                Announcement(self.feed, version, producer=self.producer_id).to_bytes(), etag)
-            report.seconds["upload"] = clock.lap()
+            delta_state, files, due = clock.run(  # 5
+                "write", self._write_new_state, change, header, made, since)
+            clock.run("validate", self._validate, change, version, files, report, force)  # 6
+            blobs, files = clock.run(  # 7
+                "compress", self._write_blobs, change, header, made, delta_state, files, due)
+            manifest = self._new_manifest(change, describe, version, blobs, report)
+            report.bytes_written = clock.run("upload", self._upload, manifest, blobs)  # 8
+            new_etag = clock.run("announce", self._announce, version, etag)  # 9
         except BaseException:
-            for path in created:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            made.discard()
             raise
         finally:
-            for p in tmp_blobs:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-        kept = {sf.path for sf in files}
-        for path in created:  # an overlay compacted away in this cycle
-            if path not in kept:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-        for sf in last.files if last else []:
-            if sf.path not in kept:
-                with contextlib.suppress(OSError):
-                    sf.path.unlink()
-        self._last = _Published(manifest, files, new_etag, 0 if snapshot_info else since)
-        report.snapshot = snapshot_info is not None
+            made.close()
+            report.seconds.update(clock.seconds)
+        made.settle(files, last.files if last else [])
+        self._last = _Published(manifest, files, new_etag, 0 if blobs.snapshot else since)
+        report.snapshot = blobs.snapshot is not None
         report.seconds["total"] = clock.total()
         log.info("event=published %s", report.log_fields())
         return version
+
+    def _write_new_state(self, change: _Change, header: dict[str, Any], made: _CycleFiles,
+                         since: int) -> tuple[Path | None, list[StateFile], bool]:
+        """Step 5: the delta's state file (a temp) and the new state's files: a new base
+        (the first version, a new shape, or a whole new state with a snapshot due) or the
+        delta merged into a new overlay over the last base. Returns (the delta's file,
+        the new state's files, whether a snapshot is due)."""
+        last = self._last
+        version = header["version"]
+        delta_state = None
+        if last is not None and change.delta is not None:
+            delta_state = made.temp(f".{version:020d}.delta")
+            write_state(delta_state, dict(header, kind="overlay",
+                                          base_version=last.manifest.version), change.delta)
+        due = self._snapshot_due(last, delta_state, since)
+        if delta_state is None or (change.state is not None and (
+                due or self._outgrows(last, change.delta))):  # type: ignore[arg-type]
+            # written from the new records, not compacted
+            assert change.state is not None
+            path = made.state(self._base_path(version))
+            write_state(path, dict(header, kind="base"), change.state)
+            return delta_state, [StateFile(path)], due
+        assert last is not None
+        base = last.base
+        path = made.state(self._overlay_path(version))
+        write_state(path, derived_header(
+            base.header, version=version, kind="overlay", base_version=base.version,
+            record_count=change.record_count, state_digest=change.digest),
+            apply_delta(last.files, StateFile(delta_state), change.record_count, change.digest))
+        return delta_state, [StateFile(path), base], due
+
+    def _write_blobs(self, change: _Change, header: dict[str, Any], made: _CycleFiles,
+                     delta_state: Path | None, files: list[StateFile],
+                     due: bool) -> tuple[_Blobs, list[StateFile]]:
+        """Step 7: the delta blob (over the last version), the overlay compacted into a base
+        when it outgrew it or a snapshot is due, and the snapshot blob when due. Returns
+        the blobs and the new state's files (compacted)."""
+        last = self._last
+        version = header["version"]
+        blobs = _Blobs()
+        if last is not None and delta_state is not None:
+            blobs.delta_path = made.temp(f".{version:020d}.delta.zst")
+            delta_key = names.delta_key(self.feed, last.manifest.version, version)
+            if last.manifest.state_format == FORMAT_COMPACT:
+                # a format-2 chain's delta is columnar (FORMAT.md, 11.5), format 1's the
+                # delta's state file compressed
+                blobs.delta = write_delta_blob(blobs.delta_path, dict(
+                    header, kind="overlay", base_version=last.manifest.version),
+                    change.delta, delta_key, self.compression_level)  # type: ignore[arg-type]
+            else:
+                blobs.delta = compress_file(delta_state, blobs.delta_path, delta_key,
+                                            self.compression_level)
+        if len(files) == 2 and (due or files[0].count > _COMPACT_RATIO * files[1].count):
+            path = made.state(self._base_path(version))
+            write_state(path, dict(header, kind="base"), compact(files))
+            files = [StateFile(path)]
+        if due:
+            # The producer's own state is format 1 (its diffs compare canonical bytes at
+            # memcmp speed); the snapshot is the feed's format: format 2's is a columnar
+            # blob of the records (FORMAT.md, 11), format 1's the state file compressed.
+            blobs.snapshot_path = made.temp(f".{version:020d}.snapshot.zst")
+            snap_key = names.snapshot_key(self.feed, version)
+            if self.format == FORMAT_COMPACT:
+                blobs.snapshot = write_snapshot_blob(
+                    blobs.snapshot_path, dict(header, kind="base"), base_records(files[0]),
+                    snap_key, self.compression_level)
+            else:
+                snap_state = files[0].path
+                if files[0].format != self.format:
+                    snap_state = made.temp(f".{version:020d}.snapshot")
+                    write_state(snap_state, dict(header, kind="base"), base_records(files[0]),
+                                format=self.format)
+                blobs.snapshot = compress_file(snap_state, blobs.snapshot_path, snap_key,
+                                               self.compression_level)
+        return blobs, files
+
+    def _new_manifest(self, change: _Change, describe: dict[str, Any], version: int,
+                      blobs: _Blobs, report: CycleReport) -> Manifest:
+        """The new version's manifest, signed when this producer has a key."""
+        last = self._last
+        manifest = Manifest(
+            feed=self.feed, version=version,
+            parent=last.manifest.version if last else None,
+            nearest_snapshot=version if blobs.snapshot else last.manifest.nearest_snapshot,  # type: ignore[union-attr]
+            record_count=change.record_count, state_digest=change.digest, key=describe["key"],
+            schema=describe["schema"], index_fields=self.indexes,
+            snapshot=blobs.snapshot, delta=blobs.delta, source=report.source,
+            state_format=self.format if blobs.snapshot or last is None
+            else last.manifest.state_format,
+        )
+        return self._signer.sign(manifest) if self._signer is not None else manifest
+
+    def _announce(self, version: int, etag: str | None) -> str:
+        """Step 9: move the announcement to ``version`` if it is still at ``etag``.
+
+        Raises:
+            ProducerFencedError: another producer moved it.
+        """
+        return self.store.replace_if_match(
+            names.announcement_key(self.feed),
+            Announcement(self.feed, version, producer=self.producer_id).to_bytes(), etag)
 
     def _snapshot_due(self, last: _Published | None, delta_state: Path | None,
                       since: int) -> bool:
@@ -942,8 +963,8 @@ class Producer:
             self._signer.verify(manifest, key)
         return manifest
 
-    def _upload(self, manifest: Manifest, delta: Path | None, snapshot: Path | None) -> int:
-        """Upload the blobs, then the manifest; return the bytes written.
+    def _upload(self, manifest: Manifest, blobs: _Blobs) -> int:
+        """Step 8: upload the blobs, then the manifest; return the bytes written.
 
         Raises:
             ProducerFencedError: an object of this version exists already: another
@@ -951,7 +972,8 @@ class Producer:
         """
         written = 0
         try:
-            for path, info in ((delta, manifest.delta), (snapshot, manifest.snapshot)):
+            for path, info in ((blobs.delta_path, manifest.delta),
+                               (blobs.snapshot_path, manifest.snapshot)):
                 if path is not None and info is not None:
                     self.store.put_new(info.key, path)
                     written += info.size
@@ -1082,20 +1104,22 @@ class Producer:
         return StateFile(path)
 
 
-def compression_level_problem(level: object) -> str | None:
-    """What is wrong with a zstd ``level`` (None: nothing), for a message."""
-    if type(level) is not int or not MIN_COMPRESSION_LEVEL <= level <= MAX_COMPRESSION_LEVEL:
-        return (f"{level!r} is outside zstd's range {MIN_COMPRESSION_LEVEL}.."
-                f"{MAX_COMPRESSION_LEVEL} (an integer; negative levels are zstd's fast modes, "
-                "0 its default)")
-    return None
-
-
 class _Clock:
-    """Seconds per step of a cycle."""
+    """Seconds per step of a cycle: :meth:`run` times a step function, :meth:`lap` the
+    time since the last mark."""
 
     def __init__(self) -> None:
         self.start = self.mark = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def run(self, step: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, its seconds recorded as ``step``'s."""
+        began = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.mark = time.monotonic()
+            self.seconds[step] = self.seconds.get(step, 0.0) + self.mark - began
 
     def lap(self) -> float:
         now = time.monotonic()
@@ -1104,6 +1128,55 @@ class _Clock:
 
     def total(self) -> float:
         return time.monotonic() - self.start
+
+
+@dataclass
+class _Blobs:
+    """The blobs a cycle wrote (temp files) and what the manifest says of them."""
+
+    delta: BlobInfo | None = None
+    delta_path: Path | None = None
+    snapshot: BlobInfo | None = None
+    snapshot_path: Path | None = None
+
+
+class _CycleFiles:
+    """The files one cycle makes in the work dir: the new state's files (kept when the
+    cycle announces, removed when it fails) and temps (the delta's state file, the blobs:
+    always removed)."""
+
+    def __init__(self, work_dir: Path, version: int) -> None:
+        self.work_dir, self.version = work_dir, version
+        self.states: list[Path] = []
+        self.temps: list[Path] = []
+
+    def state(self, path: Path) -> Path:
+        self.states.append(path)
+        return path
+
+    def temp(self, name: str) -> Path:
+        path = self.work_dir / name
+        self.temps.append(path)
+        return path
+
+    def discard(self) -> None:
+        """The cycle failed: remove the new state's files."""
+        _remove(self.states)
+
+    def close(self) -> None:
+        _remove(self.temps)
+
+    def settle(self, files: list[StateFile], last: list[StateFile]) -> None:
+        """The cycle announced ``files``: remove this cycle's states they do not use (an
+        overlay compacted away) and the last version's that they no longer need."""
+        kept = {sf.path for sf in files}
+        _remove([p for p in [*self.states, *(sf.path for sf in last)] if p not in kept])
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _gather(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -79,7 +79,7 @@ def test_full_config_parses_into_its_values(tmp_path: Path) -> None:
     }
     assert config.work_dir is None and config.compression_level == 3
     assert config.feeds == (FeedConfig(
-        name="muse.dimensions",
+        feed="muse.dimensions",
         table="muse.title_dimensions",
         primary_key=("movie_id", "dimension_id"),
         columns=("movie_id", "dimension_id", "vals"),
