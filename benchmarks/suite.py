@@ -56,7 +56,7 @@ from common import RESULTS, table, write_rows
 HERE = Path(__file__).resolve().parent
 SIZES = {"quick": 100_000, "full": 1_000_000, "large": 10_000_000}
 RUN_NAMES = {"quick": "quick", "full": "bench", "large": "large"}
-PARTS = ("core", "refresh", "producer", "storage", "s3")
+PARTS = ("core", "refresh", "producer", "storage", "s3", "cycles")
 
 
 def part_command(part: str, size: str, out: Path, records: int | None = None) -> list[str]:
@@ -70,6 +70,9 @@ def part_command(part: str, size: str, out: Path, records: int | None = None) ->
                 "--open-sizes", opens, "--out", str(out)]
     if part == "producer":
         return [sys.executable, script, "--rows", str(n), "--out", str(out)]
+    if part == "cycles":
+        return [sys.executable, script, "--records", str(n), "--out", str(out),
+                "--rounds", "1" if size == "quick" else "3"]
     # refresh, storage and s3
     return [sys.executable, script, "--records", str(n), "--out", str(out)]
 
@@ -348,6 +351,10 @@ medians over rounds:
   lmdb + msgpack (`data.mdb`) and a Python dict of tuples (tracemalloc's traced total,
   in a child process) as references for the state files.
 - S3 (`bench_s3.py`): a bare boto3 download + zstd decompression (snapshot load).
+- Iceberg-driven cycles (`bench_cycles.py`): the same commit read by a feed without a key
+  (every change but an append read whole: the full-read cycle) for the file-diff cycles
+  of a partition overwrite, a delete and an upsert; commit-to-serving and the replace
+  cycle against their goals.
 """
 
 

@@ -36,13 +36,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
-from pyiceberg.manifest import INITIAL_SEQUENCE_NUMBER, DataFile, DataFileContent
+from pyiceberg.manifest import (
+    INITIAL_SEQUENCE_NUMBER,
+    DataFile,
+    DataFileContent,
+    ManifestEntry,
+    ManifestFile,
+)
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.delete_file_index import DeleteFileIndex
 from pyiceberg.table.snapshots import Snapshot
 
-__all__ = ["FileChange", "LiveFiles", "file_change", "live_files", "read_units"]
+__all__ = ["FileChange", "LiveFiles", "ManifestCache", "file_change", "live_files",
+           "read_units"]
 
 Unit = tuple[str, frozenset[str]]  # a data file's path, the paths of its position deletes
 
@@ -73,18 +80,39 @@ class LiveFiles:
         return sum(t.file.record_count for t in self.units.values())
 
 
-def live_files(table: Table, snapshot: Snapshot) -> LiveFiles:
-    """The live files of ``snapshot``, from its manifests.
+class ManifestCache:
+    """The live entries of manifests read before, by path (a manifest file is never
+    rewritten in place), so that listing a new snapshot reads only its new manifests."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: dict[str, list[ManifestEntry]] = {}
+
+    def entries(self, table: Table, manifest: ManifestFile) -> list[ManifestEntry]:
+        path = manifest.manifest_path
+        found = self._entries.pop(path, None)
+        if found is None:
+            found = manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        self._entries[path] = found  # the newest last
+        while len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
+        return found
+
+
+def live_files(table: Table, snapshot: Snapshot, cache: ManifestCache | None = None) -> LiveFiles:
+    """The live files of ``snapshot``, from its manifests (those in ``cache`` not read
+    again).
 
     Raises:
         OSError, ValueError: a manifest cannot be read (expired, deleted, damaged).
     """
     io = table.io
+    cache = cache or ManifestCache()
     data: list[tuple[DataFile, int]] = []
     positions = DeleteFileIndex()
     equality: dict[str, EqualityDelete] = {}
     for manifest in snapshot.manifests(io):
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+        for entry in cache.entries(table, manifest):
             f = entry.data_file
             seq = entry.sequence_number or INITIAL_SEQUENCE_NUMBER
             if f.content == DataFileContent.DATA:

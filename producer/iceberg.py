@@ -36,7 +36,15 @@ from pyiceberg.table.snapshots import Operation, ancestors_between_ids, is_paren
 
 from feedkit.errors import ConfigurationError, FeedkitError, ValidationError
 
-from .changes import FileChange, LiveFiles, equality_keys, file_change, live_files, read_units
+from .changes import (
+    FileChange,
+    LiveFiles,
+    ManifestCache,
+    equality_keys,
+    file_change,
+    live_files,
+    read_units,
+)
 
 __all__ = ["FULL_READ_CAUSES", "CatalogHandle", "ChangeReaders", "IcebergSource", "ReadPlan",
            "TablePosition", "open_catalog"]
@@ -232,6 +240,7 @@ class IcebergSource:
         # The files of snapshots planned from: a published snapshot expired since is
         # still known here (a process's lifetime; a restart plans it from the metadata).
         self._known: dict[tuple[str, int], LiveFiles] = {}
+        self._manifests = ManifestCache()
 
     @property
     def catalog(self) -> Catalog:
@@ -349,7 +358,7 @@ class IcebergSource:
             if snapshot is None:
                 return None
             try:
-                live = live_files(table, snapshot)
+                live = live_files(table, snapshot, self._manifests)
             except (OSError, ValueError) as exc:
                 log.warning("event=files_unknown feed=%s snapshot=%s reason=%r", self.feed,
                             snapshot_id, str(exc))

@@ -28,6 +28,8 @@ MEASURES = {
     "delta_refresh", "get_p99_during_refresh", "refresh_beside_lookups",
     "producer_full_cycle", "producer_append_cycle",
     "blob_size", "propagation_local", "propagation_s3",
+    "cycle_partition_overwrite", "cycle_delete", "cycle_upsert", "serving_append",
+    "cycle_replace",
     *(f"{m}_{t}" for m in ("state_files", "snapshot_blob", "delta_blob")
       for t in ("five", "muse", "nested")),
 }
@@ -68,7 +70,7 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
 
     meta = json.loads((results / "quick-meta.json").read_text())
     assert meta["records"] == 3000 and meta["machine"]["cpus"] == os.cpu_count()
-    assert set(meta["parts"]) == {"core", "refresh", "producer", "storage", "s3"}
+    assert set(meta["parts"]) == {"core", "refresh", "producer", "storage", "s3", "cycles"}
     for png in meta["plots"]:
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "quick-ratios.png" in meta["plots"] and "quick-storage.png" in meta["plots"]
