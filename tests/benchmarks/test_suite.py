@@ -106,7 +106,7 @@ def test_the_suite_runs_every_part_and_writes_rows_plots_and_results_md(tmp_path
     # --reuse: the parts' rows again from the part files, without running any part
     again = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--size", "quick",
-         "--reuse", "core,refresh,producer,storage,s3", "--results", str(results),
+         "--reuse", "core,refresh,producer,storage,s3,cycles", "--results", str(results),
          "--results-md", str(md)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
