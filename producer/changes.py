@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from cachetools import LRUCache
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import (
@@ -85,17 +86,13 @@ class ManifestCache:
     rewritten in place), so that listing a new snapshot reads only its new manifests."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._entries: dict[str, list[ManifestEntry]] = {}
+        self._entries: LRUCache[str, list[ManifestEntry]] = LRUCache(maxsize=size)
 
     def entries(self, table: Table, manifest: ManifestFile) -> list[ManifestEntry]:
-        path = manifest.manifest_path
-        found = self._entries.pop(path, None)
+        found = self._entries.get(manifest.manifest_path)
         if found is None:
             found = manifest.fetch_manifest_entry(table.io, discard_deleted=True)
-        self._entries[path] = found  # the newest last
-        while len(self._entries) > self.size:
-            del self._entries[next(iter(self._entries))]
+            self._entries[manifest.manifest_path] = found
         return found
 
 
@@ -143,10 +140,6 @@ class FileChange:
     removed: list[FileScanTask]
     equality: list[EqualityDelete]
     problem: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.added and not self.removed and not self.equality
 
     @property
     def records(self) -> int:

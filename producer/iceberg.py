@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+from cachetools import LRUCache
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -239,7 +240,7 @@ class IcebergSource:
         self.key = tuple(key) if key else None
         # The files of snapshots planned from: a published snapshot expired since is
         # still known here (a process's lifetime; a restart plans it from the metadata).
-        self._known: dict[tuple[str, int], LiveFiles] = {}
+        self._known: LRUCache[tuple[str, int], LiveFiles] = LRUCache(maxsize=self._KNOWN)
         self._manifests = ManifestCache()
 
     @property
@@ -328,7 +329,6 @@ class IcebergSource:
             return ReadPlan.full("expired", f"the published snapshot {since.snapshot_id} is no "
                                  "longer in the table's metadata (expired) and its files are "
                                  "not known", now, since, live=new)
-        new = self._live(table, now.snapshot_id)  # again: the newest in the cache
         if new is None:
             raise FeedkitError(f"feed {self.feed!r}: cannot list the files of snapshot "
                                f"{now.snapshot_id} of table {self.table_name!r}")
@@ -363,10 +363,7 @@ class IcebergSource:
                 log.warning("event=files_unknown feed=%s snapshot=%s reason=%r", self.feed,
                             snapshot_id, str(exc))
                 return None
-        self._known.pop(known, None)
-        self._known[known] = live  # the newest last
-        while len(self._known) > self._KNOWN:
-            del self._known[next(iter(self._known))]
+            self._known[known] = live
         return live
 
     def _fields(self, table: Table) -> tuple[str, ...]:

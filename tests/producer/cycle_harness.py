@@ -50,6 +50,7 @@ import logging
 import random
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,6 +169,18 @@ class Summary:
     notes: list[str] = field(default_factory=list)  # pyiceberg doing other than the op meant
     limits: Counter[str] = field(default_factory=Counter)  # ops pyiceberg could not do -> count
     plans: Counter[str] = field(default_factory=Counter)  # plan kind (full:cause) -> cycles
+
+
+def report(summary: Summary) -> None:
+    """Print a sequence's figures and pyiceberg's limits met; warn its notes."""
+    print(f"seed={summary.seed} partitioning={summary.partitioning} ops={dict(summary.ops)} "
+          f"cycles={summary.cycles} outcomes={dict(summary.outcomes)} "
+          f"skipped={dict(summary.skipped)} plans={dict(summary.plans)} "
+          f"versions={summary.versions} seconds={summary.seconds:.1f}")
+    for limit, n in summary.limits.items():
+        print(f"  pyiceberg limit x{n}: {limit}")
+    for note in summary.notes:
+        warnings.warn(note, stacklevel=2)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ The long run is ``tests/soak/test_iceberg_cycles.py`` (``make soak``).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 
-from .cycle_harness import PARTITIONINGS, WEIGHTS, run_sequence
+from .cycle_harness import PARTITIONINGS, WEIGHTS, report, run_sequence
 
 OPS = int(os.environ.get("FEEDKIT_CYCLE_OPS", "50"))
 SEED = int(os.environ.get("FEEDKIT_CYCLE_SEED", "20261203"))
@@ -25,13 +24,7 @@ SEED = int(os.environ.get("FEEDKIT_CYCLE_SEED", "20261203"))
 def test_feed_equals_the_table_after_every_cycle(tmp_path: Path, partitioning: str) -> None:
     log: list[str] = []
     summary = run_sequence(tmp_path, SEED, OPS, partitioning=partitioning, log=log)
-    print(f"seed={SEED} partitioning={partitioning} ops={dict(summary.ops)} "
-          f"outcomes={dict(summary.outcomes)} skipped={dict(summary.skipped)} "
-          f"plans={dict(summary.plans)} seconds={summary.seconds:.1f}")
-    for limit, n in summary.limits.items():
-        print(f"  pyiceberg limit x{n}: {limit}")
-    for note in summary.notes:
-        warnings.warn(note, stacklevel=1)
+    report(summary)
     assert summary.ops.total() == OPS + 1  # the ops, and the first append
     assert summary.outcomes["published"] >= 1
     # the sequence exercised the file diff, not only full reads

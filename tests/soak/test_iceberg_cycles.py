@@ -12,13 +12,11 @@ message names the seed and the ops, so ``run_sequence`` replays it. About 10-15 
 from __future__ import annotations
 
 import os
-import time
-import warnings
 from pathlib import Path
 
 import pytest
 
-from tests.producer.cycle_harness import PARTITIONINGS, run_sequence
+from tests.producer.cycle_harness import PARTITIONINGS, report, run_sequence
 
 OPS = int(os.environ.get("FEEDKIT_CYCLE_SOAK_OPS", "250"))
 SEEDS = int(os.environ.get("FEEDKIT_CYCLE_SOAK_SEEDS", "2"))
@@ -30,13 +28,6 @@ FIRST_SEED = int(os.environ.get("FEEDKIT_CYCLE_SEED", "20261203")) + 1000
 @pytest.mark.parametrize("partitioning", PARTITIONINGS)
 def test_iceberg_cycles(tmp_path: Path, partitioning: str) -> None:
     for seed in range(FIRST_SEED, FIRST_SEED + SEEDS):
-        started = time.monotonic()
         summary = run_sequence(tmp_path / str(seed), seed, OPS, partitioning=partitioning)
-        print(f"seed={seed} partitioning={partitioning} ops={summary.ops.total()} "
-              f"cycles={summary.cycles} outcomes={dict(summary.outcomes)} "
-              f"versions={summary.versions} seconds={time.monotonic() - started:.1f}")
-        for limit, n in summary.limits.items():
-            print(f"  pyiceberg limit x{n}: {limit}")
-        for note in summary.notes:
-            warnings.warn(note, stacklevel=1)
+        report(summary)
         assert summary.ops.total() == OPS + 1
